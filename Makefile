@@ -1,0 +1,31 @@
+# The two commands: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_LOGDIR ?= demo_logs
+PORT ?= 6006
+
+.PHONY: test demo bench venv clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	node --test frontend/tests/
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(PY) -m demo --logdir $(DEMO_LOGDIR)
+	@echo "Open http://localhost:$(PORT)/#varupdate"
+	$(VENV)/bin/tensorboard --logdir $(DEMO_LOGDIR) --port $(PORT) --bind_all
+
+bench: venv
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info test-artifacts

@@ -1,0 +1,44 @@
+"""tb-varupdate: why doesn't this variable change during training?"""
+
+import setuptools
+
+setuptools.setup(
+    name="tb-varupdate",
+    version="0.1.0",
+    description=(
+        "TensorBoard plugin and CLI that find variables that never update during "
+        "TensorFlow/Keras training, and say why."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["tb_varupdate", "tb_varupdate.frontend"],
+    # The dashboard's source lives in frontend/ at the top of the repository
+    # and ships inside the package, so the plugin can serve it from the wheel.
+    package_dir={"tb_varupdate.frontend": "frontend"},
+    package_data={"tb_varupdate.frontend": ["*.js", "*.css", "vendor/*"]},
+    # Supported: the TensorFlow / TensorBoard 2.21 line with Keras 3. TensorFlow
+    # itself is not required here: the backend and the CLI run without it, and
+    # training code already has its own build (tensorflow, tensorflow-cpu, ...).
+    install_requires=[
+        "tensorboard>=2.21,<2.22",
+        "numpy>=1.26",
+        "protobuf>=6.31.1,<8",
+        "werkzeug>=1.0.1",
+    ],
+    extras_require={
+        "tf": ["tensorflow>=2.21,<2.22"],
+        "test": [
+            "tensorflow-cpu>=2.21,<2.22",
+            "keras>=3.10,<4",
+            "pytest>=8",
+            "playwright>=1.49",
+            "build>=1.2",
+        ],
+    },
+    entry_points={
+        "tensorboard_plugins": ["varupdate = tb_varupdate.plugin:VarUpdatePlugin"],
+        "console_scripts": ["tb-varupdate = tb_varupdate.cli:main"],
+    },
+)

@@ -1,0 +1,284 @@
+"""The `varupdate` record format: plugin name, version, layout, create and parse.
+
+This is the single place that knows how records are laid out. The writer
+(`summary.py`) builds records with the constants here; the backend and the CLI
+parse them with `parse_updates` and `parse_variables`. No TensorFlow import:
+TensorBoard loads this module at start-up. See docs/FORMAT.md.
+
+Each tracker writes two tags:
+
+* `varupdate/<name>` ("updates"): one record per `log()` call, an int32 tensor
+  of shape [1 + V, NUM_COLUMNS]. Row 0 is a header; row 1 + i describes
+  variable i. Float columns hold IEEE-754 float32 bit patterns so that one
+  tensor (one summary write) carries exact integer counters and measurements
+  at 4 bytes a value.
+* `varupdate/<name>/variables` ("variables"): a scalar UTF-8 JSON string that
+  names the rows, written only when the variable set changes. Variables are
+  only ever appended, so the newest variables record names every row of every
+  updates record; `names_hash` in both lets a reader verify it.
+
+Every updates row carries cumulative counters, so the newest record alone
+gives an exact verdict however TensorBoard downsampled the older ones.
+"""
+
+import json
+import zlib
+
+import numpy as np
+
+from tensorboard.compat.proto import summary_pb2
+
+PLUGIN_NAME = "varupdate"
+FORMAT_VERSION = 1
+
+KIND_UPDATES = "updates"
+KIND_VARIABLES = "variables"
+TAG_PREFIX = PLUGIN_NAME + "/"
+VARIABLES_TAG_SUFFIX = "/variables"
+
+# Header row (row 0) columns.
+HEADER_LOGGED = 0  # log() calls recorded by this tracker so far.
+HEADER_NAMES_HASH = 1  # `names_hash` of the variables record naming the rows.
+HEADER_EVERY_N = 2  # the tracker's `every_n_steps`.
+
+# Variable row columns. "f32" columns hold float32 bit patterns.
+DELTA_L2 = 0  # f32: ||w_now - w_prev||, since the previous record.
+DELTA_MAX_ABS = 1  # f32: max |w_now - w_prev|.
+VALUE_L2 = 2  # f32: ||w_now||.
+GRAD_L2 = 3  # f32: gradient norm at this step, or a GRAD_* sentinel below.
+CHANGED_STEPS = 4  # records in which the variable changed.
+FIRST_UPDATE_STEP = 5  # step of the first change, -1 if none.
+LAST_UPDATE_STEP = 6  # step of the latest change, -1 if none.
+LOGS_AT_LAST_UPDATE = 7  # HEADER_LOGGED at the latest change, 0 if none.
+GRAD_PRESENT_STEPS = 8  # records whose gradient was finite and non-zero.
+GRAD_NONE_STEPS = 9  # records whose gradient was None (disconnected).
+GRAD_ZERO_STEPS = 10  # records whose gradient was exactly zero.
+GRAD_NON_FINITE_STEPS = 11  # records whose gradient held NaN or Inf.
+FIRST_NON_FINITE_STEP = 12  # step the value first held NaN/Inf, -1 if never.
+MAX_RELATIVE_UPDATE = 13  # f32: max over records of DELTA_L2 / VALUE scale.
+ROWS_CHANGED = 14  # rows (first axis) changed at least once; -1 if not tracked.
+NUM_COLUMNS = 15
+
+FLOAT_COLUMNS = (DELTA_L2, DELTA_MAX_ABS, VALUE_L2, GRAD_L2, MAX_RELATIVE_UPDATE)
+
+# GRAD_L2 sentinels. A norm is >= 0, so negative values are free to mean states.
+GRAD_NOT_GIVEN = -2.0  # log() got no gradient for this variable.
+GRAD_NONE = -1.0  # the gradient was None.
+# A non-finite gradient is written as +inf; an all-zero one as 0.0.
+
+# Gradient states per record, as the series route reports them.
+GRAD_STATE_PRESENT = "present"
+GRAD_STATE_ZERO = "zero"
+GRAD_STATE_NONE = "none"
+GRAD_STATE_NON_FINITE = "non_finite"
+GRAD_STATE_NOT_GIVEN = "not_given"
+
+
+class FormatError(ValueError):
+    """A record that is not a valid `varupdate` record of a known version."""
+
+
+def updates_tag(name):
+    """The updates tag of the tracker called `name`."""
+    return TAG_PREFIX + name
+
+
+def variables_tag(name):
+    """The variables tag of the tracker called `name`."""
+    return TAG_PREFIX + name + VARIABLES_TAG_SUFFIX
+
+
+def names_hash(entries):
+    """A 31-bit checksum of a variable list, stored in both tags.
+
+    Args:
+      entries: the variables record's list of dicts (name and trainable count).
+
+    Returns:
+      A non-negative int that fits an int32 column.
+    """
+    text = "\n".join("%s\t%d" % (e["name"], bool(e["trainable"])) for e in entries)
+    return zlib.crc32(text.encode("utf-8")) & 0x7FFFFFFF
+
+
+def create_summary_metadata(kind):
+    """A `SummaryMetadata` for a record of `kind` (KIND_UPDATES or KIND_VARIABLES).
+
+    `data_class` must be set: TensorBoard only fills it in for its built-in
+    plugins, and without it neither loader serves the tensors.
+    """
+    if kind not in (KIND_UPDATES, KIND_VARIABLES):
+        raise ValueError(
+            "kind must be %r or %r. Received: kind=%r"
+            % (KIND_UPDATES, KIND_VARIABLES, kind)
+        )
+    content = json.dumps({"version": FORMAT_VERSION, "kind": kind}).encode("utf-8")
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name=PLUGIN_NAME, content=content
+        ),
+        data_class=summary_pb2.DATA_CLASS_TENSOR,
+    )
+
+
+def parse_plugin_content(content):
+    """The record kind from a tag's plugin content bytes.
+
+    Raises:
+      FormatError: the content is not JSON of this plugin, or its version is
+        not FORMAT_VERSION.
+    """
+    try:
+        parsed = json.loads(bytes(content).decode("utf-8"))
+        version, kind = parsed["version"], parsed["kind"]
+    except (ValueError, TypeError, KeyError) as err:
+        raise FormatError(
+            "plugin content is not a varupdate header. Received: %r" % bytes(content)[:80]
+        ) from err
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            "record format version %r is not supported (this tb-varupdate reads "
+            "version %d); upgrade tb-varupdate to read it." % (version, FORMAT_VERSION)
+        )
+    if kind not in (KIND_UPDATES, KIND_VARIABLES):
+        raise FormatError("unknown record kind. Received: kind=%r" % (kind,))
+    return kind
+
+
+class Updates:
+    """One parsed updates record.
+
+    Attributes:
+      logged: log() calls recorded by the tracker up to this record.
+      names_hash: checksum of the variables record naming the rows.
+      every_n: the tracker's `every_n_steps`.
+      ints: int64 array [V, NUM_COLUMNS] of the integer columns.
+      floats: float64 array [V, NUM_COLUMNS] of the float32 columns (the
+        integer columns of this view hold garbage; read them from `ints`).
+    """
+
+    __slots__ = ("logged", "names_hash", "every_n", "ints", "floats")
+
+    def __init__(self, logged, names_hash_value, every_n, ints, floats):
+        self.logged = logged
+        self.names_hash = names_hash_value
+        self.every_n = every_n
+        self.ints = ints
+        self.floats = floats
+
+    @property
+    def num_variables(self):
+        return self.ints.shape[0]
+
+
+def parse_updates(array):
+    """Parses an updates tensor (as loaded by TensorBoard) into `Updates`.
+
+    Raises:
+      FormatError: the array does not have dtype int32 and shape
+        [1 + V, NUM_COLUMNS].
+    """
+    array = np.asarray(array)
+    if array.dtype != np.int32 or array.ndim != 2 or array.shape[1] != NUM_COLUMNS:
+        raise FormatError(
+            "an updates record must be int32 of shape [1 + variables, %d]. "
+            "Received: dtype=%s, shape=%s" % (NUM_COLUMNS, array.dtype, array.shape)
+        )
+    if array.shape[0] < 1:
+        raise FormatError("an updates record needs its header row. Received: shape=%s" % (array.shape,))
+    header = array[0]
+    body = np.ascontiguousarray(array[1:])
+    return Updates(
+        logged=int(header[HEADER_LOGGED]),
+        names_hash_value=int(header[HEADER_NAMES_HASH]),
+        every_n=int(header[HEADER_EVERY_N]),
+        ints=body.astype(np.int64),
+        floats=body.view(np.float32).astype(np.float64),
+    )
+
+
+def encode_updates(header, ints, floats):
+    """Builds an updates tensor with NumPy, for writers outside TensorFlow.
+
+    Args:
+      header: dict with keys "logged", "names_hash", "every_n".
+      ints: int array [V, NUM_COLUMNS]; its FLOAT_COLUMNS are ignored.
+      floats: float array [V, NUM_COLUMNS]; only its FLOAT_COLUMNS are used.
+
+    Returns:
+      An int32 array [1 + V, NUM_COLUMNS] ready for a summary write.
+    """
+    ints = np.asarray(ints, dtype=np.int64)
+    body = ints.astype(np.int32)
+    float_bits = np.asarray(floats, dtype=np.float32).view(np.int32)
+    body[:, FLOAT_COLUMNS] = float_bits[:, FLOAT_COLUMNS]
+    head = np.zeros((1, NUM_COLUMNS), dtype=np.int32)
+    head[0, HEADER_LOGGED] = header["logged"]
+    head[0, HEADER_NAMES_HASH] = header["names_hash"]
+    head[0, HEADER_EVERY_N] = header["every_n"]
+    return np.concatenate([head, body], axis=0)
+
+
+def encode_variables(entries):
+    """The variables record: a JSON document with its own checksum.
+
+    Args:
+      entries: list of dicts with keys name, shape (list of int or None),
+        dtype (str), trainable (bool), joined (HEADER_LOGGED before the
+        variable's first record).
+
+    Returns:
+      (json_bytes, names_hash).
+    """
+    digest = names_hash(entries)
+    document = {"names_hash": digest, "variables": entries}
+    return json.dumps(document, separators=(",", ":")).encode("utf-8"), digest
+
+
+_ENTRY_KEYS = ("name", "shape", "dtype", "trainable", "joined")
+
+
+def parse_variables(value):
+    """Parses a variables record (bytes, str or a 0-d object array).
+
+    Returns:
+      (entries, names_hash): the list of variable dicts and the checksum.
+
+    Raises:
+      FormatError: the value is not the JSON document `encode_variables` writes.
+    """
+    if isinstance(value, np.ndarray):
+        if value.shape != ():
+            raise FormatError("a variables record must be a scalar string. Received: shape=%s" % (value.shape,))
+        value = value.item()
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    try:
+        document = json.loads(bytes(value).decode("utf-8"))
+        entries = document["variables"]
+        digest = int(document["names_hash"])
+        for entry in entries:
+            missing = [key for key in _ENTRY_KEYS if key not in entry]
+            if missing:
+                raise KeyError(missing)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise FormatError(
+            "a variables record must be JSON with names_hash and variables "
+            "(each with %s). Received: %r" % (", ".join(_ENTRY_KEYS), bytes(value)[:120])
+        ) from err
+    return entries, digest
+
+
+def grad_state(grad_l2):
+    """The gradient state names of GRAD_L2 values (vectorised over NumPy arrays).
+
+    Returns:
+      An object array of GRAD_STATE_* strings.
+    """
+    grad_l2 = np.asarray(grad_l2, dtype=np.float64)
+    states = np.full(grad_l2.shape, GRAD_STATE_PRESENT, dtype=object)
+    states[grad_l2 == 0.0] = GRAD_STATE_ZERO
+    states[grad_l2 == GRAD_NONE] = GRAD_STATE_NONE
+    states[grad_l2 == GRAD_NOT_GIVEN] = GRAD_STATE_NOT_GIVEN
+    states[~np.isfinite(grad_l2)] = GRAD_STATE_NON_FINITE
+    return states
