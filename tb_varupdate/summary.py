@@ -153,6 +153,8 @@ class VariableUpdateTracker:
         with tf.init_scope():
             self._logged = tf.Variable(0, dtype=tf.int64, trainable=False, name="varupdate_logged")
             self._names_written = tf.Variable(-1, dtype=tf.int64, trainable=False, name="varupdate_names")
+            # log(None) uses this count of log() calls as the step.
+            self._calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="varupdate_calls")
             self._counters = tf.Variable(
                 tf.zeros([0, len(_STATE_COLUMNS)], tf.int64), shape=tf.TensorShape([None, len(_STATE_COLUMNS)]),
                 trainable=False, name="varupdate_counters",
@@ -321,7 +323,8 @@ class VariableUpdateTracker:
         eager code and inside `tf.function`.
 
         Args:
-          step: the training step (int or scalar integer tensor).
+          step: the training step (int or scalar integer tensor), or None to
+            count `log()` calls (0, 1, 2, ...) as steps.
           gradients: optional; the gradients of this step, either aligned with
             the tracked (or the trainable tracked) variables, or an iterable of
             `(gradient, variable)` pairs as given to `apply_gradients`. A
@@ -360,7 +363,8 @@ class VariableUpdateTracker:
         grads, kinds = self._match_gradients(gradients)
         if self._log_fn is None:
             self._log_fn = tf.function(self._log_graph, autograph=False)
-        step = tf.cast(step, tf.int64)
+        if step is not None:
+            step = tf.cast(step, tf.int64)
         self._log_fn(step, grads, kinds)
 
     @staticmethod
@@ -430,6 +434,9 @@ class VariableUpdateTracker:
         return tf.where(tf.math.is_finite(grad_sq), grad_l2, tf.constant(np.inf, tf.float64))
 
     def _log_graph(self, step, grads, kinds):
+        calls = self._calls.assign_add(1) - 1
+        if step is None:
+            step = calls
         if self.every_n_steps == 1:
             self._record(step, grads, kinds)
         else:
