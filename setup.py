@@ -38,7 +38,7 @@ setuptools.setup(
         ],
     },
     entry_points={
-        "tensorboard_plugins": ["varupdate = tb_varupdate.plugin:VarUpdatePlugin"],
+        "tensorboard_plugins": ["varupdate = tb_varupdate.plugin:VarUpdateLoader"],
         "console_scripts": ["tb-varupdate = tb_varupdate.cli:main"],
     },
 )
