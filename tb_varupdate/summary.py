@@ -124,7 +124,7 @@ class VariableUpdateTracker:
         (`tf.IndexedSlices`, i.e. embeddings) that ever changed.
 
     Raises:
-      ValueError: an argument is out of range, or no variable was given.
+      ValueError: an argument is out of range, or an empty list was given.
     """
 
     def __init__(self, variables_or_module, name="model", every_n_steps=1, on_stuck="warn", stuck_after=10, track_rows=True):
@@ -164,12 +164,11 @@ class VariableUpdateTracker:
                 tf.zeros([0, 2], tf.float32), shape=tf.TensorShape([None, 2]), trainable=False, name="varupdate_floats",
             )
         self._refresh()
-        if not self._tracked:
+        if not self._tracked and isinstance(variables_or_module, (list, tuple)):
             raise ValueError(
                 "VariableUpdateTracker needs variables to track: a tf.Variable, a "
-                "keras.Variable, a list of them, or a tf.Module / keras.Model that "
-                "has variables (build the model first, or log after its first call). "
-                "Received: %r" % (variables_or_module,)
+                "keras.Variable, a list of them, or a tf.Module / keras.Model. "
+                "Received: an empty %s" % type(variables_or_module).__name__
             )
 
     # -- which variables ---------------------------------------------------
@@ -360,6 +359,14 @@ class VariableUpdateTracker:
             gradients = [self._first_replica(strategy, item) for item in gradients]
         if tf.executing_eagerly() and not isinstance(self._source, (list, tuple)):
             self._refresh()
+        if not self._tracked:
+            # A model that is built lazily has no variables before its first call.
+            self._warn_once(
+                "empty",
+                "tb_varupdate: tracker %r has no variables yet (is the model built?); "
+                "nothing is recorded until it has some." % self.name,
+            )
+            return
         grads, kinds = self._match_gradients(gradients)
         if self._log_fn is None:
             self._log_fn = tf.function(self._log_graph, autograph=False)
