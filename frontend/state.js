@@ -1,0 +1,85 @@
+// The dashboard's remembered selection, as a URL-hash-style string. Pure.
+
+import { VIEWS } from "./constants.js";
+import { SORT_KEYS } from "./rows.js";
+
+export const DEFAULT_STATE = Object.freeze({
+  run: null,
+  tag: null,
+  compare: [], // runs ticked for the compare view
+  view: "overview",
+  variable: null, // variable whose detail is open
+  query: "",
+  regex: false,
+  status: "",
+  sort: "problems",
+  dir: "asc",
+  group: false,
+  collapsed: [], // layer paths folded in the grouped table
+  disagree: false, // compare view: only rows where runs disagree
+  log: true, // detail charts on a log y axis
+});
+
+const STATUS_FILTERS = new Set(["", "problems", "warnings", "non_finite", "never_updated", "stalled", "tiny_updates", "updating"]);
+
+/** The state as a string like "run=a&view=heatmap", leaving defaults out. */
+export function encodeState(state) {
+  const params = new URLSearchParams();
+  for (const [key, fallback] of Object.entries(DEFAULT_STATE)) {
+    const value = state[key];
+    if (value === undefined || value === null) continue;
+    if (Array.isArray(fallback)) {
+      for (const item of value) params.append(key, item);
+    } else if (typeof fallback === "boolean") {
+      if (value !== fallback) params.set(key, value ? "1" : "0");
+    } else if (value !== fallback) {
+      params.set(key, String(value));
+    }
+  }
+  return params.toString();
+}
+
+/**
+ * Parses what `encodeState` wrote (with or without a leading "#"). Unknown
+ * keys are ignored and invalid values fall back to defaults: a stale or
+ * hand-edited link must never break the dashboard.
+ */
+export function decodeState(text) {
+  const params = new URLSearchParams(String(text || "").replace(/^#/, ""));
+  const state = { ...DEFAULT_STATE, compare: [], collapsed: [] };
+  for (const [key, fallback] of Object.entries(DEFAULT_STATE)) {
+    if (!params.has(key)) continue;
+    if (Array.isArray(fallback)) state[key] = params.getAll(key);
+    else if (typeof fallback === "boolean") state[key] = params.get(key) === "1";
+    else state[key] = params.get(key);
+  }
+  if (!VIEWS.includes(state.view)) state.view = DEFAULT_STATE.view;
+  if (!SORT_KEYS.includes(state.sort)) state.sort = DEFAULT_STATE.sort;
+  if (state.dir !== "asc" && state.dir !== "desc") state.dir = DEFAULT_STATE.dir;
+  if (!STATUS_FILTERS.has(state.status)) state.status = DEFAULT_STATE.status;
+  return state;
+}
+
+/**
+ * The state made consistent with the runs the server has: a vanished run is
+ * replaced by the first one with problems (else the first run), a tag by the
+ * run's first tag, and compare runs that no longer exist are dropped.
+ */
+export function reconcile(state, runs) {
+  const names = runs.map((r) => r.run);
+  const next = { ...state };
+  if (!names.includes(next.run)) {
+    const withProblems = runs.find((r) => (r.tags || []).some((t) => t.problems > 0));
+    next.run = (withProblems || runs[0] || { run: null }).run;
+    next.variable = null;
+  }
+  const run = runs.find((r) => r.run === next.run);
+  const tags = run ? (run.tags || []).map((t) => t.tag) : [];
+  if (!tags.includes(next.tag)) {
+    next.tag = tags[0] ?? null;
+    next.variable = null;
+  }
+  next.compare = (next.compare || []).filter((name) => names.includes(name));
+  if (!next.compare.length) next.compare = names.slice(0, 8);
+  return next;
+}

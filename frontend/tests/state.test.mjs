@@ -1,0 +1,46 @@
+import test from "node:test";
+import assert from "node:assert/strict";
+
+import { DEFAULT_STATE, decodeState, encodeState, reconcile } from "../state.js";
+
+test("encodeState leaves defaults out and round-trips through decodeState", () => {
+  assert.equal(encodeState(DEFAULT_STATE), "");
+  const state = {
+    ...DEFAULT_STATE, run: "run a&b", tag: "varupdate/model", compare: ["x", "y,z"], view: "heatmap",
+    variable: "dense/kernel", query: "dense[", regex: true, sort: "variable", dir: "desc", log: false,
+    collapsed: ["model/dense"],
+  };
+  const text = encodeState(state);
+  assert.match(text, /run=run\+a%26b/);
+  assert.deepEqual(decodeState("#" + text), state);
+});
+
+test("decodeState falls back to defaults for invalid values and ignores unknown keys", () => {
+  const state = decodeState("view=bogus&sort=nope&dir=sideways&status=weird&evil=1&group=1");
+  assert.equal(state.view, "overview");
+  assert.equal(state.sort, "problems");
+  assert.equal(state.dir, "asc");
+  assert.equal(state.status, "");
+  assert.equal(state.group, true);
+  assert.equal("evil" in state, false);
+  assert.deepEqual(decodeState(""), { ...DEFAULT_STATE, compare: [], collapsed: [] });
+});
+
+const RUNS = [
+  { run: "fixed", tags: [{ tag: "varupdate/model", problems: 0 }] },
+  { run: "rebinding", tags: [{ tag: "varupdate/model", problems: 1 }, { tag: "varupdate/other", problems: 0 }] },
+];
+
+test("reconcile picks the first run with problems when the remembered run is gone", () => {
+  const next = reconcile({ ...DEFAULT_STATE, run: "deleted", variable: "w", compare: ["deleted"] }, RUNS);
+  assert.equal(next.run, "rebinding");
+  assert.equal(next.tag, "varupdate/model");
+  assert.equal(next.variable, null);
+  assert.deepEqual(next.compare, ["fixed", "rebinding"]);
+});
+
+test("reconcile keeps a valid selection untouched", () => {
+  const state = { ...DEFAULT_STATE, run: "rebinding", tag: "varupdate/other", variable: "w", compare: ["fixed"] };
+  assert.deepEqual(reconcile(state, RUNS), state);
+  assert.equal(reconcile({ ...DEFAULT_STATE }, []).run, null);
+});
