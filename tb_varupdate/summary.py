@@ -150,6 +150,7 @@ class VariableUpdateTracker:
         self._names = set()
         self._warned = set()
         self._log_fn = None
+        self._stuck_message = None
         with tf.init_scope():
             self._logged = tf.Variable(0, dtype=tf.int64, trainable=False, name="varupdate_logged")
             self._names_written = tf.Variable(-1, dtype=tf.int64, trainable=False, name="varupdate_names")
@@ -345,8 +346,9 @@ class VariableUpdateTracker:
         except StuckVariableError:
             raise
         except Exception as err:  # pylint: disable=broad-except
-            if isinstance(err, tf.errors.OpError) and "StuckVariableError" in str(err):
-                raise StuckVariableError(str(err)) from err
+            if isinstance(err, tf.errors.OpError) and self._stuck_message:
+                # Raised inside py_function; surface our message, not the graph trace.
+                raise StuckVariableError(self._stuck_message) from err
             self._warn_once(
                 "error:%s" % type(err).__name__,
                 "tb_varupdate: logging failed and was skipped; training goes on. "
@@ -566,5 +568,6 @@ class VariableUpdateTracker:
             "tracker %r are stuck:\n%s" % (self.stuck_after, step, len(stuck), self.name, "\n".join(lines))
         )
         if self.on_stuck == "raise":
+            self._stuck_message = message
             raise StuckVariableError(message)
         warnings.warn(message, stacklevel=2)
