@@ -140,7 +140,9 @@ def bucket_max(steps, values, buckets):
       had a value for the variable.
     """
     steps = np.asarray(steps, dtype=np.int64)
-    values = np.asarray(values, dtype=np.float64).reshape(len(steps), -1)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, np.newaxis]
     if len(steps) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((values.shape[1], 0))

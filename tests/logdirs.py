@@ -1,0 +1,250 @@
+"""Logdirs of real event files, written by TensorFlow, for the backend tests.
+
+Plain functions (not fixtures) so each test module can write what it needs
+once, in a module-scoped fixture. Two sources of records:
+
+* `write_step500_run`: the real `VariableUpdateTracker` over plain variables,
+  one of which changes only at step 500 of 1,000;
+* `write_records`: hand-made records built with `metadata.encode_updates` /
+  `encode_variables` and written with `tf.summary.write`, for exact values and
+  for malformed records the tracker would never write.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from tb_varupdate import metadata as md
+
+STEP500_RUN = "step500"
+STEP500_STEPS = 1000
+TAG = md.updates_tag("model")
+HAND_TAG = md.updates_tag("hand")
+
+
+def _tf():
+    # Imported on use: test modules that only need pure helpers stay light.
+    import tensorflow as tf
+
+    return tf
+
+
+def write_step500_run(logdir, run=STEP500_RUN, steps=STEP500_STEPS):
+    """A real tracker run: `w` changes only at step 500, `b` every step.
+
+    `frozen` is not trainable and never changes. Returns the run's directory.
+    """
+    tf = _tf()
+    from tb_varupdate.summary import VariableUpdateTracker
+
+    w = tf.Variable([1.0, 2.0], name="w")
+    b = tf.Variable(0.5, name="b")
+    frozen = tf.Variable(3.0, trainable=False, name="frozen")
+    # on_stuck="ignore": `w` is stuck until step 500 on purpose.
+    tracker = VariableUpdateTracker([w, b, frozen], name="model", on_stuck="ignore")
+    run_dir = os.path.join(logdir, run)
+    writer = tf.summary.create_file_writer(run_dir)
+    with writer.as_default():
+        for step in range(steps):
+            if step == 500:
+                w.assign_add([0.1, 0.1])
+            b.assign_add(0.01)
+            tracker.log(step)
+    writer.close()
+    return run_dir
+
+
+def entry(name, joined=0, trainable=True, shape=(2,)):
+    """A variables-record entry as `encode_variables` expects."""
+    return {"name": name, "shape": list(shape), "dtype": "float32", "trainable": trainable, "joined": joined}
+
+
+def updates(logged, digest, rows, every_n=1):
+    """An updates tensor from a list of per-variable column dicts.
+
+    Args:
+      rows: list of {column index: value}; float columns take floats, the
+        others ints; unset columns are 0 (FIRST/LAST_UPDATE_STEP and
+        FIRST_NON_FINITE_STEP default to -1, ROWS_CHANGED to -1).
+    """
+    ints = np.zeros((len(rows), md.NUM_COLUMNS), dtype=np.int64)
+    floats = np.zeros((len(rows), md.NUM_COLUMNS), dtype=np.float64)
+    for index, columns in enumerate(rows):
+        for column in (md.FIRST_UPDATE_STEP, md.LAST_UPDATE_STEP, md.FIRST_NON_FINITE_STEP, md.ROWS_CHANGED):
+            ints[index, column] = -1
+        for column, value in columns.items():
+            if column in md.FLOAT_COLUMNS:
+                floats[index, column] = value
+            else:
+                ints[index, column] = value
+    return md.encode_updates({"logged": logged, "names_hash": digest, "every_n": every_n}, ints, floats)
+
+
+def write_records(run_dir, records):
+    """Writes (tag, kind, step, value) records with tf.summary.write.
+
+    `kind` is KIND_UPDATES or KIND_VARIABLES, or raw plugin content bytes
+    (to write a record of another format version).
+    """
+    tf = _tf()
+    from tensorboard.compat.proto import summary_pb2
+
+    writer = tf.summary.create_file_writer(run_dir)
+    with writer.as_default():
+        for tag, kind, step, value in records:
+            if isinstance(kind, bytes):
+                meta = summary_pb2.SummaryMetadata(
+                    plugin_data=summary_pb2.SummaryMetadata.PluginData(
+                        plugin_name=md.PLUGIN_NAME, content=kind
+                    ),
+                    data_class=summary_pb2.DATA_CLASS_TENSOR,
+                )
+            else:
+                meta = md.create_summary_metadata(kind)
+            tf.summary.write(tag, tf.constant(value), step=step, metadata=meta)
+    writer.close()
+
+
+# The "hand" tracker: `a` from the start, `c` appended at logged=3 (step 3).
+HAND_ENTRIES_1 = [entry("a")]
+HAND_ENTRIES_2 = [entry("a"), entry("c", joined=3)]
+# (step, {a columns}, {c columns} or None); steps 0..5, logged = step + 1.
+HAND_ROWS = [
+    (0, {md.DELTA_L2: 0.0, md.VALUE_L2: 2.0, md.GRAD_L2: md.GRAD_NOT_GIVEN}, None),
+    (1, {md.DELTA_L2: 1.0, md.VALUE_L2: 2.0, md.GRAD_L2: 1.5}, None),
+    (2, {md.DELTA_L2: 0.0, md.VALUE_L2: 2.0, md.GRAD_L2: 0.0}, None),
+    (3, {md.DELTA_L2: 2.0, md.VALUE_L2: 4.0, md.GRAD_L2: md.GRAD_NONE}, {md.DELTA_L2: 0.0, md.VALUE_L2: 0.0}),
+    (4, {md.DELTA_L2: 0.0, md.VALUE_L2: 4.0, md.GRAD_L2: float("inf")}, {md.DELTA_L2: 1.0, md.VALUE_L2: 0.0}),
+    (5, {md.DELTA_L2: 0.4, md.VALUE_L2: 4.0, md.GRAD_L2: 0.3}, {md.DELTA_L2: 1.0, md.VALUE_L2: 2.0}),
+]
+
+
+def hand_records():
+    """The "hand" tracker's records, with cumulative counters that fit."""
+    variables_1, digest_1 = md.encode_variables(HAND_ENTRIES_1)
+    variables_2, digest_2 = md.encode_variables(HAND_ENTRIES_2)
+    out = [
+        (HAND_TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 0, variables_1),
+        (HAND_TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 3, variables_2),
+    ]
+    changed = {"a": [], "c": []}
+    for step, a_cols, c_cols in HAND_ROWS:
+        rows = []
+        for name, cols in (("a", a_cols), ("c", c_cols)):
+            if cols is None:
+                continue
+            if cols[md.DELTA_L2] > 0:
+                changed[name].append(step)
+            counters = dict(cols)
+            counters[md.CHANGED_STEPS] = len(changed[name])
+            if changed[name]:
+                counters[md.FIRST_UPDATE_STEP] = changed[name][0]
+                counters[md.LAST_UPDATE_STEP] = changed[name][-1]
+                counters[md.LOGS_AT_LAST_UPDATE] = changed[name][-1] + 1
+            counters[md.MAX_RELATIVE_UPDATE] = 0.5 if changed[name] else 0.0
+            rows.append(counters)
+        digest = digest_2 if c_cols is not None else digest_1
+        out.append((HAND_TAG, md.KIND_UPDATES, step, updates(step + 1, digest, rows)))
+    return out
+
+
+def _three_step_records(tag=TAG, names=("x",)):
+    entries = [entry(name) for name in names]
+    variables, digest = md.encode_variables(entries)
+    out = [(tag + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 0, variables)]
+    for step in range(3):
+        rows = [
+            {md.DELTA_L2: 1.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: step + 1,
+             md.FIRST_UPDATE_STEP: 0, md.LAST_UPDATE_STEP: step, md.LOGS_AT_LAST_UPDATE: step + 1,
+             md.MAX_RELATIVE_UPDATE: 0.5}
+            for _ in names
+        ]
+        out.append((tag, md.KIND_UPDATES, step, updates(step + 1, digest, rows)))
+    return out, digest
+
+
+def malformed_records():
+    """Three good records, then a float32 one (step 3) and a wrong shape (step 4)."""
+    out, _ = _three_step_records()
+    out.append((TAG, md.KIND_UPDATES, 3, np.zeros((2, md.NUM_COLUMNS), dtype=np.float32)))
+    out.append((TAG, md.KIND_UPDATES, 4, np.zeros((2, 7), dtype=np.int32)))
+    return out
+
+
+def bad_json_records():
+    """Good updates records whose only variables record is not JSON."""
+    out, _ = _three_step_records()
+    out[0] = (TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 0, b"{not json")
+    return out
+
+
+def mismatch_records():
+    """Updates records whose names_hash matches no variables record."""
+    out, digest = _three_step_records()
+    rows = [{md.DELTA_L2: 1.0, md.VALUE_L2: 2.0}]
+    out.append((TAG, md.KIND_UPDATES, 3, updates(4, digest ^ 1, rows)))
+    return out
+
+
+def future_version_records():
+    """A tag whose plugin content says format version 99."""
+    content = json.dumps({"version": 99, "kind": md.KIND_UPDATES}).encode("utf-8")
+    return [(TAG, content, step, np.zeros((2, md.NUM_COLUMNS + 3), dtype=np.int32)) for step in range(2)]
+
+
+def non_finite_records():
+    """One variable whose value went Inf: exercises NaN/Inf -> null."""
+    entries = [entry("x")]
+    variables, digest = md.encode_variables(entries)
+    rows = [{md.DELTA_L2: float("nan"), md.VALUE_L2: float("inf"), md.GRAD_L2: float("nan"),
+             md.CHANGED_STEPS: 1, md.FIRST_UPDATE_STEP: 0, md.LAST_UPDATE_STEP: 0,
+             md.LOGS_AT_LAST_UPDATE: 1, md.FIRST_NON_FINITE_STEP: 0,
+             md.MAX_RELATIVE_UPDATE: float("nan")}]
+    return [
+        (TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 0, variables),
+        (TAG, md.KIND_UPDATES, 0, updates(1, digest, rows)),
+    ]
+
+
+def write_truncated_copy(source_run_dir, run_dir, keep_fraction=0.6):
+    """Copies a run's event file, cut mid-record, plus a file of garbage."""
+    os.makedirs(run_dir)
+    (name,) = [n for n in os.listdir(source_run_dir) if "tfevents" in n]
+    with open(os.path.join(source_run_dir, name), "rb") as handle:
+        data = handle.read()
+    with open(os.path.join(run_dir, name), "wb") as handle:
+        handle.write(data[: int(len(data) * keep_fraction)])
+    with open(os.path.join(run_dir, name + ".garbage.tfevents.0"), "wb") as handle:
+        handle.write(b"\x00\x01 this is not a TFRecord file" * 40)
+    return run_dir
+
+
+def write_standard_logdir(logdir):
+    """Every scenario the plugin and server tests use, under `logdir`."""
+    step500_dir = write_step500_run(logdir)
+    write_records(os.path.join(logdir, "hand"), hand_records())
+    write_records(os.path.join(logdir, "malformed"), malformed_records())
+    write_records(os.path.join(logdir, "badjson"), bad_json_records())
+    write_records(os.path.join(logdir, "mismatch"), mismatch_records())
+    write_records(os.path.join(logdir, "future"), future_version_records())
+    write_records(os.path.join(logdir, "nonfinite"), non_finite_records())
+    write_truncated_copy(step500_dir, os.path.join(logdir, "truncated"))
+    return logdir
+
+
+def load_provider(logdir, samples=10):
+    """A MultiplexerDataProvider over `logdir` keeping `samples` per tag.
+
+    10 is what `tensorboard` (Python loader) keeps for a third-party plugin
+    without our loader's raised default.
+    """
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        tensor_size_guidance={md.PLUGIN_NAME: samples}
+    )
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    return data_provider.MultiplexerDataProvider(multiplexer, logdir), multiplexer

@@ -1,0 +1,299 @@
+"""Tests of tb_varupdate.records: pure helpers, then reading real event files."""
+
+import numpy as np
+import pytest
+
+from tensorboard import context
+from tensorboard import errors
+
+from tb_varupdate import analysis
+from tb_varupdate import metadata as md
+from tb_varupdate import records
+
+import logdirs
+
+NAN = float("nan")
+
+
+# Pure helpers: no event files.
+
+
+def test_downsample_count_maps_unset_and_keep_all():
+    assert records.downsample_count(None) == records.DEFAULT_SAMPLES
+    assert records.downsample_count(0) == records.KEEP_ALL_SAMPLES
+    assert records.downsample_count(7) == 7
+
+
+def test_downsample_count_rejects_negative():
+    with pytest.raises(ValueError, match="samples=-1"):
+        records.downsample_count(-1)
+
+
+def test_json_safe_turns_non_finite_into_none():
+    value = {"a": [1.0, NAN, float("inf")], "b": (np.float32("-inf"), np.int64(3)), "c": "x"}
+    assert records.json_safe(value) == {"a": [1.0, None, None], "b": [None, 3], "c": "x"}
+
+
+def test_relative_update_cases():
+    delta = [0.0, 1.0, 1.0, 1.0, NAN, 0.0]
+    value = [0.0, 4.0, 0.0, float("inf"), 2.0, NAN]
+    result = records.relative_update(delta, value)
+    # no change is 0 even at value 0; undefined ratios are NaN.
+    np.testing.assert_array_equal(result, [0.0, 0.25, NAN, NAN, NAN, 0.0])
+
+
+@pytest.mark.parametrize(
+    "first, last, buckets, starts, ends",
+    [
+        (0, 9, 5, [0, 2, 4, 6, 8], [1, 3, 5, 7, 9]),
+        (0, 9, 3, [0, 3, 6], [2, 5, 9]),
+        (10, 12, 100, [10, 11, 12], [10, 11, 12]),  # fewer steps than buckets
+        (5, 5, 4, [5], [5]),
+    ],
+)
+def test_bucket_edges(first, last, buckets, starts, ends):
+    got_starts, got_ends = records.bucket_edges(first, last, buckets)
+    assert got_starts.tolist() == starts
+    assert got_ends.tolist() == ends
+
+
+def test_bucket_max_takes_largest_and_leaves_empty_buckets_nan():
+    steps = [0, 1, 5, 9]
+    values = [[0.1, NAN], [0.3, NAN], [NAN, NAN], [0.0, 0.2]]
+    starts, ends, matrix = records.bucket_max(steps, values, 3)
+    assert starts.tolist() == [0, 3, 6]
+    assert ends.tolist() == [2, 5, 9]
+    np.testing.assert_array_equal(matrix, [[0.3, NAN, 0.0], [NAN, NAN, 0.2]])
+
+
+def test_bucket_max_of_no_records_is_empty():
+    starts, ends, matrix = records.bucket_max([], np.zeros((0, 2)), 10)
+    assert starts.tolist() == [] and ends.tolist() == []
+    assert matrix.shape == (2, 0)
+
+
+def test_compare_report_puts_disagreements_first():
+    class FakeTracker:
+        def __init__(self, rows):
+            self._rows = rows
+
+        def verdicts(self):
+            return {"rows": self._rows, "warnings": []}
+
+    def row(name, status, severity):
+        return {"variable": name, "status": status, "gradient": "present", "trainable": True, "severity": severity}
+
+    report = records.compare_report(
+        "varupdate/model",
+        {
+            "buggy": FakeTracker([row("k", "never_updated", 2), row("b", "updating", 0)]),
+            "fixed": FakeTracker([row("k", "updating", 0), row("b", "updating", 0), row("extra", "updating", 0)]),
+            "empty": None,
+        },
+    )
+    assert report["runs"] == ["buggy", "fixed", "empty"]
+    assert [r["variable"] for r in report["rows"]] == ["k", "b", "extra"]
+    assert report["rows"][0]["statuses"] == {"buggy": "never_updated", "fixed": "updating", "empty": None}
+    assert all(r["disagree"] for r in report["rows"])  # "empty" lacks every variable
+    assert report["warnings"] == ["empty: has no tag 'varupdate/model'"]
+
+
+# Real event files.
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    return logdirs.write_standard_logdir(str(tmp_path_factory.mktemp("records")))
+
+
+@pytest.fixture(scope="module")
+def provider(logdir):
+    return logdirs.load_provider(logdir, samples=10)[0]
+
+
+CTX = context.RequestContext()
+
+
+def test_list_update_tags_lists_only_supported_updates_tags(provider):
+    assert records.list_update_tags(provider, CTX, "") == {
+        "badjson": ["varupdate/model"],
+        "hand": ["varupdate/hand"],
+        "malformed": ["varupdate/model"],
+        "mismatch": ["varupdate/model"],
+        "nonfinite": ["varupdate/model"],
+        "step500": ["varupdate/model"],
+        "truncated": ["varupdate/model"],
+    }
+
+
+def test_read_verdicts_is_exact_under_downsampling(provider):
+    report = records.read_verdicts(provider, CTX, "", "step500", logdirs.TAG)
+    assert report["step"] == 999 and report["logged"] == 1000
+    assert report["warnings"] == []
+    by_name = {row["variable"]: row for row in report["rows"]}
+    assert (by_name["w"]["first_update_step"], by_name["w"]["last_update_step"]) == (500, 500)
+    assert by_name["w"]["status"] == analysis.STALLED
+    assert by_name["b"]["status"] == analysis.UPDATING
+    assert by_name["frozen"]["status"] == analysis.NEVER_UPDATED
+    assert report["summary"] == analysis.summarize(report["rows"])
+    assert set(report) == {"run", "tag", "step", "logged", "summary", "rows", "warnings"}
+
+
+def test_only_ten_records_were_kept(provider):
+    tracker = records.read_tracker(provider, CTX, "", "step500", logdirs.TAG)
+    assert len(tracker.steps) == 10 and tracker.steps[-1] == 999
+
+
+@pytest.mark.parametrize(
+    "run, tag, match",
+    [
+        ("nope", logdirs.TAG, "no run 'nope'"),
+        ("step500", "varupdate/other", "has no varupdate tag"),
+        ("step500", logdirs.TAG + md.VARIABLES_TAG_SUFFIX, "holds variable names"),
+    ],
+)
+def test_read_verdicts_unknown_run_or_tag_raises_not_found(provider, run, tag, match):
+    with pytest.raises(errors.NotFoundError, match=match):
+        records.read_verdicts(provider, CTX, "", run, tag)
+
+
+def test_malformed_records_are_skipped_with_warnings(provider):
+    report = records.read_verdicts(provider, CTX, "", "malformed", logdirs.TAG)
+    assert report["step"] == 2
+    assert [row["variable"] for row in report["rows"]] == ["x"]
+    assert report["rows"][0]["last_update_step"] == 2
+    assert len(report["warnings"]) == 2
+    assert "skipped 2 of 5 updates records (steps 3, 4)" in report["warnings"][0]
+    assert "dtype=float32" in report["warnings"][0]
+    assert "verdicts are as of step 2" in report["warnings"][1]
+
+
+def test_unreadable_variables_record_gives_no_rows_and_a_warning(provider):
+    report = records.read_verdicts(provider, CTX, "", "badjson", logdirs.TAG)
+    assert report["rows"] == []
+    assert report["step"] == 2
+    assert any("{not json" in warning for warning in report["warnings"])
+    assert any("cannot be named" in warning for warning in report["warnings"])
+
+
+def test_names_hash_mismatch_warns(provider):
+    report = records.read_verdicts(provider, CTX, "", "mismatch", logdirs.TAG)
+    assert len(report["warnings"]) == 1
+    assert "no kept variables record matches" in report["warnings"][0]
+
+
+def test_other_format_version_is_skipped_with_warning(provider):
+    found, warnings = records.scan_tags(provider, CTX, "")
+    assert "future" not in found
+    assert warnings == [
+        "future varupdate/model: skipped: record format version 99 is not supported "
+        "(this tb-varupdate reads version 1); upgrade tb-varupdate to read it."
+    ]
+    report = records.read_verdicts(provider, CTX, "", "future", logdirs.TAG)
+    assert report["rows"] == [] and report["step"] is None
+    assert "version 99" in report["warnings"][0]
+
+
+def test_older_variables_record_with_matching_hash_is_used(tmp_path):
+    # The newest variables record (step 5) names a variable that no updates
+    # record has yet: the one at step 0 matches and must be used, silently.
+    first, digest_1 = md.encode_variables([logdirs.entry("a")])
+    second, _ = md.encode_variables([logdirs.entry("a"), logdirs.entry("z", joined=2)])
+    vtag = logdirs.TAG + md.VARIABLES_TAG_SUFFIX
+    rows = [{md.DELTA_L2: 1.0, md.VALUE_L2: 1.0, md.CHANGED_STEPS: 2, md.FIRST_UPDATE_STEP: 0,
+             md.LAST_UPDATE_STEP: 1, md.LOGS_AT_LAST_UPDATE: 2}]
+    logdirs.write_records(
+        str(tmp_path / "run"),
+        [(vtag, md.KIND_VARIABLES, 0, first), (vtag, md.KIND_VARIABLES, 5, second),
+         (logdirs.TAG, md.KIND_UPDATES, 1, logdirs.updates(2, digest_1, rows))],
+    )
+    provider, _ = logdirs.load_provider(str(tmp_path))
+    report = records.read_verdicts(provider, CTX, "", "run", logdirs.TAG)
+    assert report["warnings"] == []
+    assert [row["variable"] for row in report["rows"]] == ["a"]
+
+
+def test_series_of_a_variable_appended_later_starts_when_it_joined(provider):
+    tracker = records.read_tracker(provider, CTX, "", "hand", logdirs.HAND_TAG)
+    report = records.series_report(tracker, ["c", "a"])
+    assert list(report["series"]) == ["c", "a"]
+    c, a = report["series"]["c"], report["series"]["a"]
+    assert c["step"] == [3, 4, 5]
+    assert c["relative_update"] == [0.0, None, 0.5]
+    assert a["step"] == [0, 1, 2, 3, 4, 5]
+    assert a["delta_l2"] == pytest.approx([0.0, 1.0, 0.0, 2.0, 0.0, 0.4])
+    assert a["relative_update"] == pytest.approx([0.0, 0.5, 0.0, 0.5, 0.0, 0.1])
+    assert a["gradient_state"] == ["not_given", "present", "zero", "none", "non_finite", "present"]
+    assert a["gradient_l2"][:4] == [None, 1.5, 0.0, None] and a["gradient_l2"][4] is None
+    assert (report["logged"], report["points"], report["downsampled"]) == (6, 6, False)
+
+
+def test_series_unknown_variable_raises_not_found(provider):
+    tracker = records.read_tracker(provider, CTX, "", "hand", logdirs.HAND_TAG)
+    with pytest.raises(errors.NotFoundError, match="no variable 'zz'"):
+        records.series_report(tracker, ["a", "zz"])
+
+
+def test_heatmap_buckets_hand_records(provider):
+    tracker = records.read_tracker(provider, CTX, "", "hand", logdirs.HAND_TAG)
+    report = records.heatmap_report(tracker, buckets=3)
+    assert report["bucket_start"] == [0, 2, 4] and report["bucket_end"] == [1, 3, 5]
+    values = dict(zip(report["variables"], report["values"]))
+    assert values["a"] == pytest.approx([0.5, 0.5, 0.1])
+    # c: not tracked in the first bucket, logged without change in the second.
+    assert values["c"] == [None, 0.0, 0.5]
+    assert report["variables"] == [row["variable"] for row in tracker.verdicts()["rows"]]
+
+
+def test_heatmap_of_downsampled_run_reports_points(provider):
+    tracker = records.read_tracker(provider, CTX, "", "step500", logdirs.TAG)
+    report = records.heatmap_report(tracker, buckets=100)
+    assert (report["logged"], report["points"], report["downsampled"]) == (1000, 10, True)
+    assert len(report["bucket_start"]) == 100
+    assert all(len(row) == 100 for row in report["values"])
+    # 10 kept records in 100 buckets: at most 10 cells per variable are set.
+    assert all(sum(cell is not None for cell in row) <= 10 for row in report["values"])
+
+
+def test_cache_reuses_until_a_new_step_arrives(tmp_path):
+    run_dir = str(tmp_path / "run")
+    records_so_far, _ = logdirs._three_step_records()
+    logdirs.write_records(run_dir, records_so_far)
+    provider, multiplexer = logdirs.load_provider(str(tmp_path))
+    cache = records.RecordCache(provider)
+    first = cache.tracker(CTX, "", "run", logdirs.TAG)
+    assert cache.tracker(CTX, "", "run", logdirs.TAG) is first
+    variables, digest = md.encode_variables([logdirs.entry("x")])
+    rows = [{md.DELTA_L2: 0.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: 3, md.FIRST_UPDATE_STEP: 0,
+             md.LAST_UPDATE_STEP: 2, md.LOGS_AT_LAST_UPDATE: 3}]
+    logdirs.write_records(run_dir, [(logdirs.TAG, md.KIND_UPDATES, 3, logdirs.updates(4, digest, rows))])
+    multiplexer.Reload()
+    second = cache.tracker(CTX, "", "run", logdirs.TAG)
+    assert second is not first
+    assert second.newest_step == 3
+
+
+def test_cache_is_bounded(provider):
+    cache = records.RecordCache(provider, size=2)
+    for run in ("hand", "malformed", "step500"):
+        tag = logdirs.HAND_TAG if run == "hand" else logdirs.TAG
+        cache.tracker(CTX, "", run, tag)
+    assert [key[1] for key in cache._entries] == ["malformed", "step500"]
+
+
+def test_truncated_event_file_reads_up_to_the_cut(provider):
+    report = records.read_verdicts(provider, CTX, "", "truncated", logdirs.TAG)
+    assert 0 < report["step"] < 999
+    assert report["logged"] == report["step"] + 1
+    assert {row["variable"] for row in report["rows"]} == {"w", "b", "frozen"}
+
+
+def test_non_finite_values_become_none(provider):
+    report = records.read_verdicts(provider, CTX, "", "nonfinite", logdirs.TAG)
+    (row,) = report["rows"]
+    assert row["status"] == analysis.NON_FINITE
+    assert row["value_l2"] is None and row["latest_delta_l2"] is None
+    series = records.series_report(records.read_tracker(provider, CTX, "", "nonfinite", logdirs.TAG), ["x"])
+    assert series["series"]["x"]["value_l2"] == [None]
+    assert series["series"]["x"]["gradient_state"] == ["non_finite"]
+
