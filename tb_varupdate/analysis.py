@@ -107,8 +107,11 @@ _NEVER_UPDATED_CAUSE = {
         "learning rate"
     ),
     GRAD_NOT_LOGGED: (
-        "no gradients were logged for it: check that the optimizer receives it; pass "
-        "`gradients=` to `log()` to tell a disconnected variable from an unapplied one"
+        "no gradient was logged for it, so the likely causes are: it is not passed to the "
+        "optimizer, its Python name was rebound with `v = v - lr * g` (use "
+        "`v.assign_sub(lr * g)` or `optimizer.apply_gradients`), or the learning rate is "
+        "0; pass `gradients=` to `log()` to tell a disconnected variable from an "
+        "unapplied one"
     ),
 }
 

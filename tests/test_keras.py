@@ -1,0 +1,79 @@
+"""VariableUpdateCallback during real Keras 3 `model.fit`."""
+
+import numpy as np
+import pytest
+import keras
+
+import readback
+from tb_varupdate.keras import VariableUpdateCallback
+
+
+def _model():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    frozen = keras.layers.Dense(8, name="frozen")
+    frozen.trainable = False
+    merged = keras.layers.Add()([hidden, frozen(inputs)])
+    normed = keras.layers.BatchNormalization(name="bn")(merged)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(normed), name="net")
+    # A branch that is built but never used on the path to the loss.
+    model.branch = keras.layers.Dense(3, name="branch")
+    model.branch.build((None, 4))
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    return model
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 4)).astype("float32")
+    return x, x[:, :1] * 2.0
+
+
+def test_fit_records_verdicts_and_gradients_without_model_changes(tmp_path):
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[VariableUpdateCallback(tmp_path, on_stuck="ignore")])
+    rows = readback.verdicts(tmp_path, run="train")
+    assert {name: (r["status"], r["gradient"], r["trainable"]) for name, r in rows.items()} == {
+        "hidden/kernel": ("updating", "present", True),
+        "hidden/bias": ("updating", "present", True),
+        "frozen/kernel": ("never_updated", "not_logged", False),
+        "frozen/bias": ("never_updated", "not_logged", False),
+        "bn/gamma": ("updating", "present", True),
+        "bn/beta": ("updating", "present", True),
+        "bn/moving_mean": ("updating", "not_logged", False),
+        "bn/moving_variance": ("updating", "not_logged", False),
+        "out/kernel": ("updating", "present", True),
+        "out/bias": ("updating", "present", True),
+        "branch/kernel": ("never_updated", "missing", True),
+        "branch/bias": ("never_updated", "missing", True),
+    }
+    assert rows["hidden/kernel"]["logged_steps"] == 8  # 2 epochs x 4 batches
+    assert not rows["bn/moving_mean"]["problem"] and not rows["frozen/kernel"]["problem"]
+
+
+def test_optimizer_is_restored_and_a_second_fit_continues_the_steps(tmp_path):
+    model = _model()
+    x, y = _data()
+    callback = VariableUpdateCallback(tmp_path, on_stuck="ignore")
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+    assert "apply" not in vars(model.optimizer)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)  # without the callback: writes nothing
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+    steps = [step for step, _ in readback.records(tmp_path / "train")]
+    assert steps == [0, 1, 2, 3, 8, 9, 10, 11]
+
+
+def test_update_freq_epoch_logs_once_per_epoch_without_gradients(tmp_path):
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[VariableUpdateCallback(tmp_path, update_freq="epoch", on_stuck="ignore")])
+    assert [step for step, _ in readback.records(tmp_path / "train")] == [4, 8, 12]
+    assert readback.verdicts(tmp_path, run="train")["hidden/kernel"]["gradient"] == "not_logged"
+
+
+@pytest.mark.parametrize("update_freq", ["step", 0, True])
+def test_bad_update_freq_is_rejected(update_freq):
+    with pytest.raises(ValueError, match="update_freq must be"):
+        VariableUpdateCallback("logs", update_freq=update_freq)
