@@ -1,0 +1,197 @@
+"""The built wheel ships the backend and the frontend, and TensorBoard finds it.
+
+The wheel is built from a copy of the source tree (so other work in the
+checkout is not disturbed) and installed into a fresh venv that borrows
+TensorBoard and its dependencies from this venv's site-packages (PyPI is slow
+or out of reach in CI); `tb_varupdate` itself comes only from the wheel.
+"""
+
+import ast
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+
+import pytest
+
+import logdirs
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+# TensorBoard imports every installed plugin and reads the logdir before it
+# answers; on a loaded 2-core machine that can take tens of seconds.
+START_TIMEOUT_S = 120
+
+
+def setup_keywords():
+    """package_data and entry_points as written in setup.py."""
+    with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    (call,) = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+               and getattr(node.func, "attr", None) == "setup"]
+    keywords = {kw.arg: kw.value for kw in call.keywords}
+    return ast.literal_eval(keywords["package_data"]), ast.literal_eval(keywords["entry_points"])
+
+
+@pytest.fixture(scope="module")
+def source_copy(tmp_path_factory):
+    target = tmp_path_factory.mktemp("wheel") / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules")
+    for name in ("tb_varupdate", "frontend"):
+        shutil.copytree(os.path.join(ROOT, name), target / name, ignore=ignore)
+    for name in ("setup.py", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), target / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def wheel(source_copy):
+    out = source_copy.parent / "dist"
+    # --no-isolation: build with this venv's setuptools instead of fetching one.
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source_copy)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (built,) = list(out.glob("*.whl"))
+    return built
+
+
+def expected_files(source_copy):
+    package_data, _ = setup_keywords()
+    expected = set()
+    for folder, _, files in os.walk(source_copy / "tb_varupdate"):
+        for name in files:
+            if name.endswith(".py"):
+                expected.add(os.path.relpath(os.path.join(folder, name), source_copy).replace(os.sep, "/"))
+    frontend = source_copy / "frontend"
+    expected.add("tb_varupdate/frontend/__init__.py")
+    # setuptools expands package_data like glob: "*" stays within one folder.
+    for pattern in package_data["tb_varupdate.frontend"]:
+        for relative in glob.glob(pattern, root_dir=frontend):
+            if os.path.isfile(frontend / relative):
+                expected.add("tb_varupdate/frontend/" + relative.replace(os.sep, "/"))
+    return expected
+
+
+def test_wheel_contains_sources_and_frontend(wheel, source_copy):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = expected_files(source_copy)
+    for required in ("tb_varupdate/plugin.py", "tb_varupdate/records.py", "tb_varupdate/metadata.py",
+                     "tb_varupdate/analysis.py", "tb_varupdate/frontend/vendor/uPlot.esm.js"):
+        assert required in expected
+    assert expected <= names, sorted(expected - names)
+
+
+def test_wheel_entry_points(wheel):
+    _, entry_points = setup_keywords()
+    (info,) = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(info).decode("utf-8")
+    assert "[tensorboard_plugins]\nvarupdate = tb_varupdate.plugin:VarUpdateLoader" in text
+    for group, lines in entry_points.items():
+        assert "[%s]" % group in text
+        for line in lines:
+            assert line in text
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(wheel, tmp_path_factory):
+    base = tmp_path_factory.mktemp("venv")
+    env = base / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
+    python = env / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    # Borrow this venv's packages except tb_varupdate (its editable install
+    # would shadow the wheel): link them into one folder named by a .pth.
+    borrowed = base / "borrowed"
+    borrowed.mkdir()
+    ours = [path for path in sys.path if path.endswith("site-packages") and os.path.isdir(path)]
+    for name in os.listdir(ours[0]):
+        lowered = name.lower().replace("-", "_")
+        if "tb_varupdate" in lowered or lowered.startswith("__editable__") or name.endswith(".pth"):
+            continue
+        os.symlink(os.path.join(ours[0], name), borrowed / name)
+    with open(os.path.join(site, "borrowed.pth"), "w", encoding="utf-8") as handle:
+        handle.write(str(borrowed) + "\n")
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True, timeout=300,
+    )
+    return python
+
+
+def test_installed_package_comes_from_the_wheel(fresh_venv, tmp_path):
+    result = subprocess.run(
+        [str(fresh_venv), "-c", "import tb_varupdate.plugin as p; print(p.__file__)"],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(fresh_venv.parent.parent) in result.stdout
+    assert ROOT not in result.stdout
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read(), response.headers.get_content_type()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), err.headers.get_content_type()
+
+
+def test_tensorboard_from_the_wheel_serves_the_plugin(fresh_venv, source_copy, tmp_path):
+    logdir = tmp_path / "logs"
+    logdirs.write_records(str(logdir / "hand"), logdirs.hand_records())
+    port = _free_port()
+    log = open(tmp_path / "tensorboard.log", "w+", encoding="utf-8")
+    process = subprocess.Popen(
+        [str(fresh_venv), "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
+         "--host", "127.0.0.1", "--load_fast=false"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
+    )
+    base = "http://127.0.0.1:%d/" % port
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        listing = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                status, body, _ = _get(base + "data/plugins_listing")
+                if status == 200 and "varupdate" in json.loads(body):
+                    listing = json.loads(body)
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.5)
+        log.seek(0)
+        assert listing is not None, "TensorBoard did not list varupdate:\n" + log.read()[-3000:]
+        assert listing["varupdate"]["tab_name"] == "Variable Updates"
+        status, body, _ = _get(base + "data/plugin/varupdate/runs")
+        assert status == 200
+        assert [run["run"] for run in json.loads(body)["runs"]] == ["hand"]
+        status, _, content_type = _get(base + "data/plugin/varupdate/index.js")
+        if (source_copy / "frontend" / "index.js").exists():
+            assert (status, content_type) == (200, "text/javascript")
+        else:
+            assert status == 404
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+        log.close()
