@@ -54,6 +54,10 @@ MAX_BUCKETS = 1000
 # so this bounds the cache to a few hundred MB at worst.
 CACHE_SIZE = 32
 
+# Significant digits sent: float32 holds ~7; a heatmap colour needs far fewer.
+SERIES_DIGITS = 7
+HEATMAP_DIGITS = 4
+
 # A user who wants every record in the charts passes this to TensorBoard.
 SAMPLES_HINT = "--samples_per_plugin=%s=0" % md.PLUGIN_NAME
 
@@ -91,6 +95,21 @@ def json_safe(value):
     if isinstance(value, np.generic):
         return json_safe(value.item())
     return value
+
+
+def round_significant(values, digits):
+    """`values` rounded to `digits` significant digits (NaN, Inf and 0 kept).
+
+    Float32 measurements widened to float64 print as 0.10000000149011612;
+    rounding to what float32 holds (7 digits) or what a colour shows (4)
+    halves the JSON without losing information.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    magnitude = np.abs(values)
+    usable = np.isfinite(values) & (magnitude > 0)
+    exponent = np.floor(np.log10(np.where(usable, magnitude, 1.0)))
+    scale = 10.0 ** (digits - 1 - exponent)
+    return np.where(usable, np.round(values * scale) / scale, values)
 
 
 def relative_update(delta_l2, value_l2):
@@ -543,14 +562,19 @@ def series_report(tracker, variables):
     for name in variables:
         index = _variable_index(tracker, name)
         mask = tracker.present(index)
-        column = {key: matrix[mask, index].astype(np.float64) for key, matrix in tracker.columns.items()}
+        column = {
+            key: round_significant(matrix[mask, index], SERIES_DIGITS)
+            for key, matrix in tracker.columns.items()
+        }
         grad = column[md.GRAD_L2]
         series[name] = {
             "step": tracker.steps[mask].tolist(),
             "delta_l2": column[md.DELTA_L2].tolist(),
             "delta_max_abs": column[md.DELTA_MAX_ABS].tolist(),
             "value_l2": column[md.VALUE_L2].tolist(),
-            "relative_update": relative_update(column[md.DELTA_L2], column[md.VALUE_L2]).tolist(),
+            "relative_update": round_significant(
+                relative_update(column[md.DELTA_L2], column[md.VALUE_L2]), SERIES_DIGITS
+            ).tolist(),
             # Negative values are GRAD_* sentinels, told apart by gradient_state.
             "gradient_l2": np.where(grad >= 0, grad, np.nan).tolist(),
             "gradient_state": md.grad_state(grad).tolist(),
@@ -586,7 +610,7 @@ def heatmap_report(tracker, buckets=DEFAULT_BUCKETS):
         "variables": order,
         "bucket_start": starts.tolist(),
         "bucket_end": ends.tolist(),
-        "values": matrix.tolist(),
+        "values": round_significant(matrix, HEATMAP_DIGITS).tolist(),
     }
     document.update(_points(tracker))
     document["warnings"] = list(report["warnings"])

@@ -1,5 +1,7 @@
 """Tests of tb_varupdate.records: pure helpers, then reading real event files."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -32,6 +34,14 @@ def test_downsample_count_rejects_negative():
 def test_json_safe_turns_non_finite_into_none():
     value = {"a": [1.0, NAN, float("inf")], "b": (np.float32("-inf"), np.int64(3)), "c": "x"}
     assert records.json_safe(value) == {"a": [1.0, None, None], "b": [None, 3], "c": "x"}
+
+
+def test_round_significant():
+    values = np.array([np.float32(0.1), 123456.789, -0.000123456, 0.0, NAN, float("inf")])
+    result = records.round_significant(values, 4)
+    assert result[:4].tolist() == [0.1, 123500.0, -0.0001235, 0.0]
+    assert math.isnan(result[4]) and result[5] == float("inf")
+    assert records.round_significant([np.float32(0.4)], 7).tolist() == [0.4]
 
 
 def test_relative_update_cases():

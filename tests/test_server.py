@@ -60,6 +60,8 @@ SERVERS = [
     pytest.param(("true", None), id="rust-default"),
     pytest.param(("false", 5), id="python-user5"),
     pytest.param(("true", 5), id="rust-user5"),
+    # 0 means "keep all": the plugin must not pass downsample=0 on.
+    pytest.param(("true", 0), id="rust-user0"),
     # Controls: the plugin class without its loader gets TensorBoard's own
     # defaults, which shows that the loader's fix_flags is what raises them.
     pytest.param(("false", "bare"), id="python-bare"),
@@ -91,6 +93,8 @@ def server(request, logdir):
         expected_points = logdirs.STEP500_STEPS
     elif user_samples == "bare":
         expected_points = TENSORBOARD_DEFAULT_SAMPLES[load_fast]
+    elif user_samples == 0:
+        expected_points = logdirs.STEP500_STEPS
     else:
         expected_points = user_samples
     thread = None
