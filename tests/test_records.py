@@ -307,3 +307,36 @@ def test_non_finite_values_become_none(provider):
     assert series["series"]["x"]["value_l2"] == [None]
     assert series["series"]["x"]["gradient_state"] == ["non_finite"]
 
+
+
+def test_real_tracker_with_a_variable_added_mid_run(tmp_path):
+    import tensorflow as tf
+
+    from tb_varupdate.summary import VariableUpdateTracker
+
+    class Growing(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = [tf.Variable(1.0, name="first")]
+
+    module = Growing()
+    tracker = VariableUpdateTracker(module, name="grow", on_stuck="ignore")
+    writer = tf.summary.create_file_writer(str(tmp_path / "run"))
+    with writer.as_default():
+        for step in range(10):
+            if step == 4:
+                module.weights.append(tf.Variable(2.0, name="late"))
+            for variable in module.weights:
+                variable.assign_add(0.5)
+            tracker.log(step)
+    writer.close()
+    provider, _ = logdirs.load_provider(str(tmp_path))
+    loaded = records.read_tracker(provider, CTX, "", "run", md.updates_tag("grow"))
+    report = loaded.verdicts()
+    assert report["warnings"] == []
+    first, late = loaded.names()
+    rows = {row["variable"]: row for row in report["rows"]}
+    assert rows[late]["logged_steps"] == 6
+    series = records.series_report(loaded, [first, late])["series"]
+    assert series[first]["step"] == list(range(10))
+    assert series[late]["step"] == [4, 5, 6, 7, 8, 9]
