@@ -17,7 +17,7 @@ import warnings
 DEFAULT_LOGDIR = "demo_logs"
 TENSORBOARD_PORT = 6006
 # Long tracker warnings are cut here; the full text is in `tb-varupdate check`.
-WARNING_WIDTH = 110
+WARNING_WIDTH = 130
 
 
 @contextlib.contextmanager
@@ -74,7 +74,7 @@ def _tracker_messages(caught):
         text = str(warning.message)
         if not text.startswith("tb_varupdate:"):
             continue
-        lines = text.splitlines()
+        lines = text[len("tb_varupdate: "):].splitlines()
         line = lines[0]
         if line.endswith("stuck:"):
             # The stuck report lists "  <variable>: <status> <diagnosis>" below.
