@@ -365,8 +365,8 @@ def _read_tracker(provider, ctx, experiment_id, run, tag, samples, updates_serie
         return Tracker(run, tag, None, [], [], ["%s %s: skipped: %s" % (run, tag, err)])
     if kind != md.KIND_UPDATES:
         raise errors.NotFoundError(
-            "%r holds variable names, not updates; ask for the tracker's updates tag %r"
-            % (tag, tag[: -len(md.VARIABLES_TAG_SUFFIX)] if tag.endswith(md.VARIABLES_TAG_SUFFIX) else tag)
+            "%r holds variable names, not updates; ask for the tracker's updates tag "
+            "(the same tag without %r)" % (tag, md.VARIABLES_TAG_SUFFIX)
         )
     vtag = tag + md.VARIABLES_TAG_SUFFIX
     data = provider.read_tensors(
@@ -594,9 +594,12 @@ def heatmap_report(tracker, buckets=DEFAULT_BUCKETS):
     """
     report = tracker.verdicts()
     names = tracker.names()
-    order = [row["variable"] for row in report["rows"]] or names[: tracker.columns[md.DELTA_L2].shape[1]]
     width = tracker.columns[md.DELTA_L2].shape[1]
-    indices = [names.index(name) for name in order if names.index(name) < width]
+    # Verdict order when there are verdicts, else row order; only rows that
+    # some kept record carries and that have a name.
+    order = [row["variable"] for row in report["rows"]] or names
+    row_of = {name: index for index, name in reversed(list(enumerate(names)))}
+    indices = [row_of[name] for name in order if row_of[name] < width]
     order = [names[index] for index in indices]
     relative = relative_update(
         tracker.columns[md.DELTA_L2][:, indices], tracker.columns[md.VALUE_L2][:, indices]
