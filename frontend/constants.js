@@ -28,7 +28,7 @@ export const STATUS_PHRASES = {
 };
 
 export const GRADIENT_LABELS = {
-  present: "gradient",
+  present: "present",
   missing: "no gradient",
   zero: "zero gradient",
   intermittent: "intermittent",
@@ -69,7 +69,7 @@ export const SAMPLES_FLAG = "--samples_per_plugin=varupdate=0";
 
 // Table rows are a fixed height so that 2,000 variables can be virtualised:
 // only the rows in view (plus OVERSCAN on each side) exist in the DOM.
-export const ROW_HEIGHT = 34;
+export const ROW_HEIGHT = 44;
 export const OVERSCAN = 8;
 
 // Buckets asked of the heatmap route; the server caps it at 1000.

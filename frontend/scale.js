@@ -110,3 +110,30 @@ export function forLogScale(values) {
 export function finiteOrNull(values) {
   return (values || []).map((v) => (typeof v === "number" && Number.isFinite(v) ? v : null));
 }
+
+/**
+ * Puts several (steps, values) series on one shared x axis for an overlay
+ * chart: the union of steps, sorted, and each series' values at those steps
+ * (null where that series has no point).
+ *
+ * Args:
+ *   list: [{step: [...], values: [...]}]
+ *
+ * Returns:
+ *   [xs, ys1, ys2, ...] in uPlot's columnar layout.
+ */
+export function alignSeries(list) {
+  const steps = new Set();
+  for (const { step } of list) for (const s of step || []) steps.add(s);
+  const xs = [...steps].sort((a, b) => a - b);
+  const index = new Map(xs.map((s, i) => [s, i]));
+  const columns = list.map(({ step, values }) => {
+    const column = new Array(xs.length).fill(null);
+    (step || []).forEach((s, i) => {
+      const v = values?.[i];
+      column[index.get(s)] = typeof v === "number" && Number.isFinite(v) ? v : null;
+    });
+    return column;
+  });
+  return [xs, ...columns];
+}

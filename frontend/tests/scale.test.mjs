@@ -64,3 +64,13 @@ test("forLogScale and finiteOrNull turn unplottable values into gaps", () => {
   assert.deepEqual(finiteOrNull([1, 0, null, NaN, -2]), [1, 0, null, null, -2]);
   assert.deepEqual(finiteOrNull(undefined), []);
 });
+
+test("alignSeries joins runs logged at different steps onto one x axis", async () => {
+  const { alignSeries } = await import("../scale.js");
+  const aligned = alignSeries([
+    { step: [0, 10, 20], values: [1, 2, NaN] },
+    { step: [5, 10], values: [7, null] },
+  ]);
+  assert.deepEqual(aligned, [[0, 5, 10, 20], [1, null, 2, null], [null, 7, null, null]]);
+  assert.deepEqual(alignSeries([]), [[]]);
+});

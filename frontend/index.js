@@ -1,0 +1,56 @@
+// Entry point: TensorBoard's iframe imports this module and calls render().
+// Only wiring lives here; see app.js (controller), model.js (data) and
+// views.js / table.js / heatmap.js / charts.js (DOM).
+
+import { createApp } from "./static/app.js";
+import { PLUGIN_NAME } from "./static/constants.js";
+import { el } from "./static/dom.js";
+import { connectHost, followTheme } from "./static/host.js";
+import { createClient } from "./static/model.js";
+import { decodeState } from "./static/state.js";
+
+// Routes sit beside this module, so derive their URL from it: this holds
+// under --path_prefix and whatever base the host document sets.
+const BASE = new URL(".", import.meta.url).href;
+
+function addStylesheet(href) {
+  document.head.append(el("link", { rel: "stylesheet", href: new URL(href, BASE).href }));
+}
+
+/** Asks the host for the `p.varupdate.*` entries of its URL (deep links). */
+async function hostUrlState(host) {
+  if (!host) return {};
+  try {
+    const data = await Promise.race([
+      host.request("experimental.GetURLPluginData", { pluginName: PLUGIN_NAME }),
+      new Promise((resolve) => setTimeout(() => resolve(null), 300)),
+    ]);
+    if (!data || typeof data !== "object" || !Object.keys(data).length) return {};
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(data)) params.append(key, String(value));
+    const parsed = decodeState(params.toString());
+    return Object.fromEntries(Object.keys(data).filter((k) => k in parsed).map((k) => [k, parsed[k]]));
+  } catch {
+    return {};
+  }
+}
+
+export async function render() {
+  addStylesheet("static/vendor/uPlot.min.css");
+  addStylesheet("static/style.css");
+  const root = el("div", { className: "vu-root", id: "varupdate-root" });
+  document.body.append(root);
+  let app = null;
+  followTheme((dark) => {
+    document.documentElement.classList.toggle("vu-dark", dark);
+    document.documentElement.style.colorScheme = dark ? "dark" : "light";
+    app?.redrawCharts();
+  });
+  const handlers = {
+    // TensorBoard's reload (button or timer) fired: fetch again, keep the selection.
+    "experimental.DataReloaded": () => app?.reload(),
+  };
+  const host = connectHost(handlers);
+  const initial = await hostUrlState(host);
+  app = createApp(root, createClient({ base: BASE }), initial);
+}

@@ -1,0 +1,368 @@
+// DOM for the shell, run picker, banner, messages, detail and compare views.
+// No fetching: app.js hands in data and callbacks.
+
+import {
+  GRADIENT_LABELS, RUN_COLORS, SAMPLES_FLAG, STATUSES, STATUS_LABELS, VIEW_LABELS, VIEWS,
+} from "./constants.js";
+import { el, replace } from "./dom.js";
+import { bannerLines, formatFraction, formatNumber, formatShape, formatStep, runProblemText } from "./format.js";
+import { alignSeries, finiteOrNull } from "./scale.js";
+import { gradientStrip, lineChart } from "./charts.js";
+import { gradientBadge, statusBadge } from "./table.js";
+
+/** The page skeleton; returns references to the parts app.js fills. */
+export function buildShell(root, on) {
+  const refs = {};
+  refs.runList = el("div", { className: "vu-runs", attrs: { role: "group", "aria-label": "Runs" } });
+  refs.tagSelect = el("select", { className: "vu-select", attrs: { "aria-label": "Tracker tag" }, on: { change: (e) => on.tag(e.target.value) } });
+  refs.refresh = el("button", { className: "vu-button", type: "button", text: "Refresh", title: "Reload data from TensorBoard", on: { click: on.refresh } });
+  refs.status = el("span", { className: "vu-dim vu-updated", attrs: { "aria-live": "polite" } });
+  const sidebar = el(
+    "aside",
+    { className: "vu-sidebar" },
+    el("div", { className: "vu-side-head" }, el("h2", { className: "vu-side-title", text: "Runs" }), refs.refresh),
+    el("div", { className: "vu-hint", text: "\u25c9 inspect one run \u00b7 \u2611 compare several" }),
+    refs.runList,
+    el("label", { className: "vu-field" }, el("span", { className: "vu-field-label", text: "Tracker" }), refs.tagSelect),
+    refs.status,
+  );
+  refs.tabs = el("nav", { className: "vu-tabs", attrs: { role: "tablist" } });
+  refs.tabButtons = {};
+  for (const view of VIEWS) {
+    const button = el("button", {
+      className: "vu-tab", type: "button", dataset: { view }, text: VIEW_LABELS[view],
+      attrs: { role: "tab" }, on: { click: () => on.view(view) },
+    });
+    refs.tabButtons[view] = button;
+    refs.tabs.append(button);
+  }
+  refs.message = el("div", { className: "vu-message-slot", attrs: { "aria-live": "polite" } });
+  refs.panes = {};
+  for (const view of VIEWS) refs.panes[view] = el("section", { className: `vu-pane vu-pane--${view}`, dataset: { pane: view }, hidden: true });
+  refs.detail = el("section", { className: "vu-detail", hidden: true, attrs: { "aria-label": "Variable detail" } });
+  const main = el("main", { className: "vu-main" }, refs.tabs, refs.message, ...Object.values(refs.panes), refs.detail);
+  replace(root, el("div", { className: "vu-app" }, sidebar, main));
+  return refs;
+}
+
+/** Marks the active tab and shows only its pane. */
+export function showView(refs, view) {
+  for (const v of VIEWS) {
+    refs.tabButtons[v].classList.toggle("vu-tab--active", v === view);
+    refs.tabButtons[v].setAttribute("aria-selected", String(v === view));
+    refs.panes[v].hidden = v !== view;
+  }
+}
+
+/** A message box: kind is "error", "info" or "empty"; body lines are text or nodes. */
+export function messageBox(kind, title, ...body) {
+  return el(
+    "div",
+    { className: `vu-message vu-message--${kind}`, attrs: { role: kind === "error" ? "alert" : "status" } },
+    el("div", { className: "vu-message-title", text: title }),
+    body.map((line) => (typeof line === "string" ? el("p", { text: line }) : line)),
+  );
+}
+
+/** What to show when no run holds varupdate records yet. */
+export function emptyLogdirMessage() {
+  const code = [
+    "import tb_varupdate",
+    "tracker = tb_varupdate.VariableUpdateTracker(model)",
+    "with tf.summary.create_file_writer(logdir).as_default():",
+    "    for step, (x, y) in enumerate(dataset):",
+    "        ...  # forward, gradients, optimizer step",
+    "        tracker.log(step, gradients=zip(grads, model.trainable_variables))",
+  ].join("\n");
+  return messageBox(
+    "empty",
+    "No varupdate records yet",
+    "Add `tracker.log(step)` to your training loop, after the optimizer step, so each step records how every variable changed:",
+    el("pre", { className: "vu-code", text: code }),
+    "Keras users can pass `tb_varupdate.keras.VariableUpdateCallback(log_dir)` to `model.fit`. Then reload this page.",
+  );
+}
+
+/** The run picker: a radio to inspect a run, a checkbox to compare it. */
+export function renderRunPicker(refs, runs, state, on) {
+  const items = runs.map((run, i) => {
+    const problems = runProblemText(run);
+    const color = RUN_COLORS[i % RUN_COLORS.length];
+    return el(
+      "div",
+      { className: `vu-run${run.run === state.run ? " vu-run--selected" : ""}`, dataset: { run: run.run } },
+      el("input", {
+        type: "radio", name: "vu-run", checked: run.run === state.run, title: "Inspect this run",
+        attrs: { "aria-label": `Inspect ${run.run}` }, on: { change: () => on.run(run.run) },
+      }),
+      el("input", {
+        type: "checkbox", checked: state.compare.includes(run.run), title: "Compare this run",
+        className: "vu-compare-box", style: { accentColor: color },
+        attrs: { "aria-label": `Compare ${run.run}` }, on: { change: (e) => on.compare(run.run, e.target.checked) },
+      }),
+      el("span", { className: "vu-run-name", title: run.run, text: run.run, on: { click: () => on.run(run.run) } }),
+      problems ? el("span", { className: "vu-badge vu-status--never_updated vu-badge--small", title: "problem variables", text: problems }) : null,
+    );
+  });
+  replace(refs.runList, items.length ? items : el("div", { className: "vu-dim", text: "No runs" }));
+  const run = runs.find((r) => r.run === state.run);
+  const tags = run ? run.tags || [] : [];
+  replace(refs.tagSelect, tags.map((t) => el("option", { value: t.tag, selected: t.tag === state.tag, text: t.tag })));
+  refs.tagSelect.disabled = tags.length < 2;
+}
+
+/** The overview banner: "3 of 42 trainable variables never updated", chips filter. */
+export function renderBanner(node, response, onStatus) {
+  const { tone, lines } = bannerLines(response.summary);
+  const step = response.step ?? null;
+  const logged = response.logged ?? null;
+  const facts = [];
+  if (step !== null) facts.push(`latest step ${step}`);
+  if (logged !== null) facts.push(`${logged} logged record${logged === 1 ? "" : "s"}`);
+  const nonTrainable = (response.summary?.variables ?? 0) - (response.summary?.trainable ?? 0);
+  if (nonTrainable > 0) facts.push(`${nonTrainable} non-trainable`);
+  replace(
+    node,
+    el(
+      "div",
+      { className: `vu-banner vu-banner--${tone}`, attrs: { role: "status" } },
+      el(
+        "div",
+        { className: "vu-banner-lines" },
+        lines.map((line) =>
+          line.status && line.status !== "updating"
+            ? el("button", {
+                type: "button", className: `vu-banner-line vu-banner-line--${line.status}`, title: "Show only these",
+                text: line.text, dataset: { status: line.status }, on: { click: () => onStatus(line.status) },
+              })
+            : el("div", { className: "vu-banner-line", text: line.text }),
+        ),
+      ),
+      el("div", { className: "vu-banner-facts", text: facts.join(" \u00b7 ") }),
+    ),
+  );
+}
+
+/** The filter bar of the overview. */
+export function filterBar(state, on) {
+  const regexBox = el("input", { type: "checkbox", checked: state.regex, on: { change: (e) => on.filter({ regex: e.target.checked }) } });
+  const statusSelect = el(
+    "select",
+    { className: "vu-select", attrs: { "aria-label": "Status filter" }, on: { change: (e) => on.filter({ status: e.target.value }) } },
+    [["", "All statuses"], ["problems", "Problems"], ["warnings", "Problems and warnings"], ...STATUSES.map((s) => [s, STATUS_LABELS[s]])].map(
+      ([value, label]) => el("option", { value, selected: state.status === value, text: label }),
+    ),
+  );
+  const input = el("input", {
+    className: "vu-input", type: "search", placeholder: "Filter variables (substring or regex)", value: state.query,
+    attrs: { "aria-label": "Filter variables by name" }, on: { input: (e) => on.filter({ query: e.target.value }) },
+  });
+  const groupBox = el("input", { type: "checkbox", checked: state.group, on: { change: (e) => on.filter({ group: e.target.checked }) } });
+  const error = el("div", { className: "vu-filter-error", attrs: { role: "alert" }, hidden: true });
+  const count = el("span", { className: "vu-dim vu-count" });
+  const bar = el(
+    "div",
+    { className: "vu-filters" },
+    input,
+    el("label", { className: "vu-check", title: "Treat the filter as a regular expression" }, regexBox, "regex"),
+    statusSelect,
+    el("label", { className: "vu-check", title: "Group variables by layer path" }, groupBox, "group by layer"),
+    count,
+  );
+  return {
+    element: el("div", {}, bar, error),
+    setError(message) {
+      error.hidden = !message;
+      error.textContent = message || "";
+    },
+    setCount(shown, total) {
+      count.textContent = shown === total ? `${total} variables` : `${shown} of ${total} variables`;
+    },
+    setStatus(value) {
+      statusSelect.value = value;
+    },
+  };
+}
+
+function fact(label, value) {
+  return el("div", { className: "vu-fact" }, el("span", { className: "vu-fact-label", text: label }), el("span", { className: "vu-fact-value", text: value }));
+}
+
+/** The note shown when TensorBoard kept only a sample of the records. */
+function downsampleNote(response) {
+  if (!response?.downsampled) return null;
+  const flag = response.samples_hint || SAMPLES_FLAG;
+  return el(
+    "div",
+    { className: "vu-note" },
+    `Charts show ${response.points} of ${response.logged} logged steps: TensorBoard keeps a sample of each tag. Start TensorBoard with `,
+    el("code", { text: flag }),
+    " to show all steps. Verdicts always use every step.",
+  );
+}
+
+const METRICS = [
+  { key: "delta_l2", title: "Update norm \u2016\u0394w\u2016" },
+  { key: "relative_update", title: "Relative update \u2016\u0394w\u2016/\u2016w\u2016" },
+  { key: "gradient_l2", title: "Gradient norm \u2016g\u2016" },
+];
+
+/** Header of the detail panel: name, badges and facts of a verdict row. */
+function detailHeader(row, name, on) {
+  return el(
+    "div",
+    { className: "vu-detail-head" },
+    el(
+      "div",
+      { className: "vu-detail-title" },
+      el("h3", { className: "vu-detail-name", title: name, text: name }),
+      row ? statusBadge(row) : null,
+      row ? gradientBadge(row.gradient) : null,
+      el("button", { className: "vu-button vu-button--flat", type: "button", text: "Close", on: { click: on.close } }),
+    ),
+    row ? el("p", { className: `vu-diagnosis-full${row.severity === 2 ? " vu-diagnosis--problem" : ""}`, text: row.diagnosis }) : null,
+    row
+      ? el(
+          "div",
+          { className: "vu-facts" },
+          fact("shape", `${formatShape(row.shape)} ${row.dtype || ""}`),
+          fact("trainable", row.trainable ? "yes" : "no"),
+          fact("changed", `${row.changed_steps} of ${row.logged_steps} logged steps (${formatFraction(row.changed_fraction)})`),
+          fact("first / last change", `${formatStep(row.first_update_step)} / ${formatStep(row.last_update_step)}`),
+          fact("max relative update", formatNumber(row.max_relative_update)),
+          fact("gradient steps", Object.entries(row.gradient_steps || {}).map(([k, v]) => `${k} ${v}`).join(", ")),
+        )
+      : null,
+  );
+}
+
+function logToggle(state, on) {
+  return el(
+    "label",
+    { className: "vu-check" },
+    el("input", { type: "checkbox", checked: state.log, on: { change: (e) => on.log(e.target.checked) } }),
+    "log scale",
+  );
+}
+
+/**
+ * The detail panel of one variable in one run: facts, diagnosis, charts of
+ * update norm, relative update and gradient norm, and the gradient state.
+ */
+export function renderDetail(node, { row, name, response, state }, on) {
+  node.hidden = false;
+  const charts = el("div", { className: "vu-charts" });
+  replace(node, detailHeader(row, name, on), el("div", { className: "vu-chart-tools" }, logToggle(state, on)), downsampleNote(response), charts);
+  const series = response?.series?.[name];
+  if (!series || !(series.step || []).length) {
+    charts.append(messageBox("info", "No per-step values for this variable", "It has no records in the steps TensorBoard kept."));
+    return;
+  }
+  for (const metric of METRICS) {
+    lineChart(charts, {
+      title: metric.title,
+      data: [series.step, finiteOrNull(series[metric.key])],
+      series: [{ label: metric.key, color: "#f57c00" }],
+      log: state.log,
+    });
+  }
+  if (Array.isArray(series.gradient_state)) gradientStrip(charts, series.step, series.gradient_state);
+}
+
+/** Loading and error placeholders for the detail panel. */
+export function renderDetailMessage(node, name, box, on) {
+  node.hidden = false;
+  replace(node, detailHeader(null, name, on), box);
+}
+
+/** The compare matrix: variables x runs of status badges; disagreeing rows marked. */
+export function renderCompare(node, { response, rows, state, selected, error, runColors }, on) {
+  const runs = response.runs || [];
+  const disagreeBox = el("input", { type: "checkbox", checked: state.disagree, on: { change: (e) => on.disagree(e.target.checked) } });
+  const disagreeing = (response.rows || []).filter((r) => r.disagree).length;
+  const tools = el(
+    "div",
+    { className: "vu-filters" },
+    el("input", {
+      className: "vu-input", type: "search", placeholder: "Filter variables", value: state.query,
+      attrs: { "aria-label": "Filter compared variables" }, on: { input: (e) => on.filter({ query: e.target.value }) },
+    }),
+    el("label", { className: "vu-check" }, disagreeBox, `only rows where runs disagree (${disagreeing})`),
+  );
+  const head = el(
+    "tr",
+    {},
+    el("th", { text: "Variable" }),
+    runs.map((run) => el("th", { title: run }, el("span", { className: "vu-swatch", style: { background: runColors[run] } }), el("span", { className: "vu-th-run", text: run }))),
+  );
+  // The matrix is paged: a filter narrows long lists instead of a huge DOM.
+  const LIMIT = 400;
+  const body = rows.slice(0, LIMIT).map((row) =>
+    el(
+      "tr",
+      { className: `${row.disagree ? "vu-disagree" : ""}${row.variable === selected ? " vu-row--selected" : ""}`, dataset: { variable: row.variable } },
+      el("td", { className: "vu-name", title: row.variable, text: row.variable }),
+      runs.map((run) => {
+        const status = row.statuses?.[run] ?? null;
+        const gradient = row.gradients?.[run];
+        const badge = status
+          ? statusBadge({ status, trainable: row.trainable, severity: 0 })
+          : el("span", { className: "vu-dim", text: "absent" });
+        return el(
+          "td",
+          {
+            className: "vu-compare-cell", dataset: { run }, title: `${run}: ${status ? STATUS_LABELS[status] : "absent"}${gradient ? `, ${GRADIENT_LABELS[gradient] || gradient}` : ""}`,
+            on: { click: () => on.cell(row.variable, run) },
+          },
+          badge,
+        );
+      }),
+    ),
+  );
+  replace(
+    node,
+    tools,
+    error ? el("div", { className: "vu-filter-error", text: error }) : null,
+    rows.length > LIMIT ? el("div", { className: "vu-note", text: `Showing the first ${LIMIT} of ${rows.length} variables; filter to narrow.` }) : null,
+    rows.length
+      ? el("div", { className: "vu-compare-wrap" }, el("table", { className: "vu-compare" }, el("thead", {}, head), el("tbody", {}, body)))
+      : messageBox("info", "No variables match", state.disagree ? "All runs agree on every variable shown." : "Change the filter."),
+  );
+}
+
+/**
+ * Charts of one variable across runs, overlaid (one line per run).
+ *
+ * Args:
+ *   responses: [{run, response}] from the series route, one per run.
+ */
+export function renderCompareDetail(node, { name, responses, state, runColors }, on) {
+  node.hidden = false;
+  const charts = el("div", { className: "vu-charts" });
+  replace(
+    node,
+    el(
+      "div",
+      { className: "vu-detail-head" },
+      el(
+        "div",
+        { className: "vu-detail-title" },
+        el("h3", { className: "vu-detail-name", title: name, text: name }),
+        el("span", { className: "vu-dim", text: `across ${responses.length} runs` }),
+        el("button", { className: "vu-button vu-button--flat", type: "button", text: "Close", on: { click: on.close } }),
+      ),
+    ),
+    el("div", { className: "vu-chart-tools" }, logToggle(state, on)),
+    // One note is enough: the runs share TensorBoard's sampling setting.
+    downsampleNote(responses.find(({ response }) => response?.downsampled)?.response),
+    charts,
+  );
+  const present = responses.filter(({ response }) => response?.series?.[name]);
+  for (const metric of METRICS) {
+    const data = alignSeries(present.map(({ response }) => ({ step: response.series[name].step, values: response.series[name][metric.key] })));
+    lineChart(charts, {
+      title: metric.title, data, log: state.log,
+      series: present.map(({ run }) => ({ label: run, color: runColors[run] })),
+    });
+  }
+}

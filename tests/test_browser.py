@@ -1,0 +1,417 @@
+"""End to end: TensorBoard in-process with the plugin, the dashboard in Chromium.
+
+Runs are trained by real tiny TensorFlow models and written by the real
+`VariableUpdateTracker`:
+
+* "rebinding": `w_new = w - lr * g` makes a new tensor and leaves the variable
+  `dense/kernel` untouched, the classic silent bug;
+* "fixed": the same model trained with `optimizer.apply_gradients`.
+
+Both also track a variable named like an HTML tag, which must show as text,
+and "fixed" a non-trainable variable that never changes (shown quietly). A
+"wide" run of 2,000 variables (records written directly with
+`metadata.encode_updates`) checks that the table stays fast.
+
+Screenshots of each view go to test-artifacts/; with UPDATE_SCREENSHOT=1 the
+overview is also saved as docs/screenshot.png.
+"""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from tb_varupdate import metadata as md  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+XSS_NAME = "<img src=x onerror=window.__xss=1>"
+STEPS = 60
+# Fewer samples than steps, so the detail view must say it was downsampled.
+SAMPLES = 20
+WIDE_VARIABLES = 2000
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium at %s" % CHROMIUM)
+
+
+def _train(logdir, run, rebinding):
+    """Trains y = x @ kernel + bias for STEPS steps with the tracker logging each one."""
+    import tensorflow as tf
+
+    from tb_varupdate.summary import VariableUpdateTracker
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(32, 3)), tf.float32)
+    y = x @ tf.constant([[1.0], [-2.0], [0.5]]) + 0.3
+    kernel = tf.Variable(tf.fill([3, 1], 0.1), name="dense/kernel")
+    bias = tf.Variable(tf.zeros([1]), name="dense/bias")
+    scale = tf.Variable(1.0, name=XSS_NAME)
+    variables = [kernel, bias, scale]
+    if not rebinding:
+        variables.append(tf.Variable(tf.zeros([4]), trainable=False, name="batch_norm/moving_mean"))
+    tracker = VariableUpdateTracker(variables, name="model", on_stuck="ignore")
+    optimizer = tf.keras.optimizers.SGD(0.05)
+    writer = tf.summary.create_file_writer(os.path.join(logdir, run))
+    trainable = [kernel, bias, scale]
+    with writer.as_default():
+        for step in range(STEPS):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((scale * (x @ kernel) + bias - y) ** 2)
+            grads = tape.gradient(loss, trainable)
+            if rebinding:
+                # The bug under test: a new tensor, the variable never changes.
+                new_kernel = kernel - 0.05 * grads[0]  # noqa: F841
+                bias.assign_sub(0.05 * grads[1])
+                scale.assign_sub(0.05 * grads[2])
+            else:
+                optimizer.apply_gradients(zip(grads, trainable))
+            tracker.log(step, gradients=zip(grads, trainable))
+    writer.close()
+
+
+def _write_wide(logdir, run="wide", count=WIDE_VARIABLES, steps=5):
+    """`count` variables in 40 layers, every 50th never changing, written as real records."""
+    import tensorflow as tf
+
+    entries = [
+        {"name": "net/block_%02d/layer_%04d/kernel" % (i % 40, i), "shape": [16, 16],
+         "dtype": "float32", "trainable": True, "joined": 0}
+        for i in range(count)
+    ]
+    names_json, digest = md.encode_variables(entries)
+    stuck = np.arange(count) % 50 == 0
+    writer = tf.summary.create_file_writer(os.path.join(logdir, run))
+    with writer.as_default():
+        tf.summary.write(md.variables_tag("model"), tf.constant(names_json), 0,
+                         metadata=md.create_summary_metadata(md.KIND_VARIABLES))
+        for step in range(steps):
+            ints = np.zeros((count, md.NUM_COLUMNS), np.int64)
+            floats = np.zeros((count, md.NUM_COLUMNS), np.float64)
+            changed = np.where(stuck, 0, step + 1)
+            ints[:, md.CHANGED_STEPS] = changed
+            ints[:, md.FIRST_UPDATE_STEP] = np.where(stuck, -1, 0)
+            ints[:, md.LAST_UPDATE_STEP] = np.where(stuck, -1, step)
+            ints[:, md.LOGS_AT_LAST_UPDATE] = np.where(stuck, 0, step + 1)
+            ints[:, md.GRAD_PRESENT_STEPS] = step + 1
+            ints[:, md.FIRST_NON_FINITE_STEP] = -1
+            ints[:, md.ROWS_CHANGED] = -1
+            floats[:, md.DELTA_L2] = np.where(stuck, 0.0, 1e-3 * (1 + np.arange(count) % 7))
+            floats[:, md.VALUE_L2] = 1.0
+            floats[:, md.GRAD_L2] = 0.5
+            floats[:, md.MAX_RELATIVE_UPDATE] = floats[:, md.DELTA_L2]
+            record = md.encode_updates({"logged": step + 1, "names_hash": digest, "every_n": 1}, ints, floats)
+            tf.summary.write(md.updates_tag("model"), tf.constant(record), step,
+                             metadata=md.create_summary_metadata(md.KIND_UPDATES))
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from tensorboard import default, program
+
+    from tb_varupdate import plugin
+
+    logdir = tmp_path_factory.mktemp("logs")
+    _train(str(logdir), "rebinding", rebinding=True)
+    _train(str(logdir), "fixed", rebinding=False)
+    _write_wide(str(logdir))
+    made = []
+
+    def make_server(app, flags):
+        # Kept so the fixture can shut the server down; launch() does not return it.
+        made.append(program.WerkzeugServer(app, flags))
+        return made[-1]
+
+    board = program.TensorBoard(
+        plugins=default.get_static_plugins() + [plugin.VarUpdateLoader()], server_class=make_server
+    )
+    board.configure(
+        logdir=str(logdir), host="127.0.0.1", port=0, load_fast="false",
+        reload_interval=0, reload_task="blocking", samples_per_plugin={"varupdate": SAMPLES},
+    )
+    url = board.launch()
+    yield url
+    made[-1].shutdown()
+    made[-1].server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.errors = errors
+    yield page
+    context.close()
+
+
+def _shot(target, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    target.screenshot(path=str(path))
+    return path
+
+
+def _open(page, server, state=""):
+    """Opens the tab (optionally with a remembered state) and returns its frame."""
+    if state:
+        page.add_init_script("localStorage.setItem('tb-varupdate.state', %s)" % json.dumps(state))
+    page.goto(server + "#varupdate")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        for frame in page.frames:
+            try:
+                if frame.query_selector("#varupdate-root"):
+                    return frame
+            except sync_api.Error:
+                pass
+        page.wait_for_timeout(100)
+    raise AssertionError("the dashboard's iframe never rendered #varupdate-root")
+
+
+def _row(frame, variable):
+    return frame.locator(".vu-row[data-variable=%s]" % json.dumps(variable))
+
+
+def test_tab_lists_runs_and_flags_the_rebound_variable(page, server):
+    frame = _open(page, server, "run=rebinding")
+    assert page.get_by_text("Variable Updates").first.is_visible()
+    kernel = _row(frame, "dense/kernel")
+    kernel.wait_for()
+    assert frame.locator(".vu-run").evaluate_all("els => els.map(e => e.dataset.run)") == ["fixed", "rebinding", "wide"]
+    assert frame.locator(".vu-banner-line").first.inner_text() == "1 of 3 trainable variables never updated"
+    # Problems first, in red, with the diagnosis naming the rebinding bug.
+    first = frame.locator(".vu-row[data-variable]").first
+    assert first.get_attribute("data-variable") == "dense/kernel"
+    assert "vu-row--never" in kernel.get_attribute("class")
+    color = kernel.locator(".vu-name").evaluate("e => getComputedStyle(e).color")
+    assert color == "rgb(211, 47, 47)"
+    assert "v = v - lr * g" in kernel.locator(".vu-diagnosis").get_attribute("title")
+    assert kernel.locator(".vu-badge").first.inner_text() == "never updated"
+    kernel.click()
+    frame.locator(".vu-main > .vu-detail .uplot").first.wait_for()
+    _shot(page, "overview.png")
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        shutil.copy(ARTIFACTS / "overview.png", ROOT / "docs" / "screenshot.png")
+    assert page.errors == []
+
+
+def test_html_in_a_variable_name_is_text(page, server):
+    frame = _open(page, server, "run=rebinding")
+    row = _row(frame, XSS_NAME)
+    row.wait_for()
+    assert row.locator(".vu-name").inner_text() == XSS_NAME
+    assert frame.locator(".vu-root img, .vu-app img").count() == 0
+    row.click()
+    frame.locator(".vu-detail-name").wait_for()
+    assert frame.locator(".vu-detail-name").inner_text() == XSS_NAME
+    frame.get_by_role("tab", name="Heatmap").click()
+    frame.locator(".vu-heatmap-canvas").wait_for()
+    assert frame.locator("img").count() == 0
+    assert frame.evaluate("window.__xss") is None
+    assert page.evaluate("window.__xss") is None
+
+
+def test_filter_sort_and_group(page, server):
+    frame = _open(page, server, "run=fixed")
+    _row(frame, "dense/kernel").wait_for()
+    names = lambda: frame.locator(".vu-row[data-variable]").evaluate_all("els => els.map(e => e.dataset.variable)")  # noqa: E731
+    # The frozen, non-trainable variable is quiet, not an error.
+    frozen = _row(frame, "batch_norm/moving_mean")
+    assert frozen.locator(".vu-badge").first.inner_text() == "frozen"
+    assert "vu-row--problem" not in frozen.get_attribute("class")
+    assert frame.locator(".vu-banner").get_attribute("class").endswith("vu-banner--ok")
+
+    search = frame.get_by_label("Filter variables by name")
+    search.fill("DENSE")
+    assert sorted(names()) == ["dense/bias", "dense/kernel"]
+    frame.locator(".vu-check", has_text="regex").locator("input").check()
+    search.fill("dense/(kern")
+    assert "Invalid regular expression" in frame.locator(".vu-filter-error").inner_text()
+    search.fill("^dense/k")
+    assert names() == ["dense/kernel"]
+    assert frame.locator(".vu-filter-error").is_hidden()
+    search.fill("")
+
+    frame.locator("button[data-sort=variable]").click()
+    assert names() == sorted(names())
+    frame.locator("button[data-sort=variable]").click()
+    assert names() == sorted(names(), reverse=True)
+    frame.get_by_label("Status filter").select_option("never_updated")
+    assert names() == ["batch_norm/moving_mean"]
+    frame.get_by_label("Status filter").select_option("")
+
+    frame.locator(".vu-check", has_text="group by layer").locator("input").check()
+    group = frame.locator(".vu-row--group[data-group=dense]")
+    assert group.inner_text().replace("\n", " ").startswith("\u25be dense 2 variables")
+    group.click()
+    assert "dense/kernel" not in names()
+    _shot(page, "overview-grouped.png")
+    group.click()
+    assert "dense/kernel" in names()
+    assert page.errors == []
+
+
+def test_detail_charts_and_downsampling_note(page, server):
+    frame = _open(page, server, "run=rebinding")
+    _row(frame, "dense/bias").click()
+    detail = frame.locator(".vu-main > .vu-detail")
+    detail.locator(".uplot").first.wait_for()
+    assert detail.locator(".uplot").count() == 3
+    assert detail.locator(".vu-chart-title", has_text="Gradient state").count() == 1
+    assert "--samples_per_plugin=varupdate=0" in detail.locator(".vu-note").inner_text()
+    assert "Charts show %d of %d logged steps" % (SAMPLES, STEPS) in detail.locator(".vu-note").inner_text()
+    # Hovering a chart shows the step and the value under the cursor.
+    over = detail.locator(".u-over").nth(1)
+    box = over.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    tip = detail.locator(".vu-chart").nth(1).locator(".vu-tooltip")
+    tip.wait_for()
+    assert re.match(r"step \d+\nrelative_update: [0-9.e+-]+", tip.inner_text())
+    _shot(page, "detail.png")
+    detail.get_by_text("log scale").click()
+    detail.locator(".uplot").first.wait_for()
+    assert not detail.get_by_role("checkbox").is_checked()
+    assert page.errors == []
+
+
+def test_heatmap_hover_and_click_open_detail(page, server):
+    frame = _open(page, server, "run=rebinding&view=heatmap")
+    canvas = frame.locator(".vu-heatmap-canvas")
+    canvas.wait_for()
+    frame.locator(".vu-legend", has_text="no change").wait_for()
+    box = canvas.bounding_box()
+    # Row 0 is the problem variable (rows follow the variables route's order).
+    page.mouse.move(box["x"] + box["width"] - 5, box["y"] + 5)
+    tip = frame.locator(".vu-heatmap > .vu-tooltip")
+    tip.wait_for()
+    assert tip.inner_text().startswith("dense/kernel\nstep")
+    assert "no change (0)" in tip.inner_text()
+    _shot(page, "heatmap.png")
+    page.mouse.click(box["x"] + box["width"] - 5, box["y"] + 5)
+    frame.locator(".vu-detail-name", has_text="dense/kernel").wait_for()
+    assert page.errors == []
+
+
+def test_compare_runs_highlights_disagreement_and_overlays(page, server):
+    frame = _open(page, server, "view=compare")
+    frame.get_by_label("Compare wide").uncheck()
+    table = frame.locator(".vu-compare")
+    table.wait_for()
+    kernel = table.locator("tr[data-variable=%s]" % json.dumps("dense/kernel"))
+    assert "vu-disagree" in kernel.get_attribute("class")
+    assert kernel.locator("td[data-run=rebinding]").inner_text() == "never updated"
+    assert kernel.locator("td[data-run=fixed]").inner_text() == "updating"
+    frame.locator(".vu-check", has_text="only rows where runs disagree").locator("input").check()
+    rows = table.locator("tbody tr").evaluate_all("els => els.map(e => e.dataset.variable)")
+    assert "dense/kernel" in rows and "dense/bias" not in rows
+    kernel.locator("td[data-run=rebinding]").click()
+    overlay = frame.locator(".vu-pane--compare .vu-detail")
+    overlay.locator(".uplot").first.wait_for()
+    legend = overlay.locator(".uplot").first.locator(".u-legend .u-label").all_inner_texts()
+    assert legend == ["step", "fixed", "rebinding"]
+    _shot(page, "compare.png")
+    assert page.errors == []
+
+
+def test_two_thousand_variables_render_fast_and_virtualised(page, server):
+    frame = _open(page, server, "run=fixed")
+    _row(frame, "dense/kernel").wait_for()
+    started = time.monotonic()
+    frame.get_by_label("Inspect wide").check()
+    frame.locator(".vu-row[data-variable^='net/']").first.wait_for()
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, "first render of 2,000 variables took %.2fs" % elapsed
+    assert frame.locator(".vu-count").inner_text() == "2000 variables"
+    assert frame.locator(".vu-banner-line").first.inner_text() == "40 of 2000 trainable variables never updated"
+    # Virtualised: only the rows in view exist.
+    assert frame.locator(".vu-row[data-variable]").count() < 80
+    body = frame.locator(".vu-vlist")
+    body.evaluate("e => { e.scrollTop = e.scrollHeight; e.dispatchEvent(new Event('scroll')); }")
+    last = frame.locator(".vu-row[data-variable]").last
+    assert last.get_attribute("data-variable").startswith("net/block_")
+    frame.get_by_role("tab", name="Heatmap").click()
+    frame.locator(".vu-heatmap-canvas").wait_for()
+    _shot(page, "heatmap-wide.png")
+    assert page.errors == []
+
+
+def test_reload_keeps_selection_and_scroll(page, server):
+    frame = _open(page, server, "run=wide")
+    frame.locator(".vu-row[data-variable^='net/']").first.wait_for()
+    body = frame.locator(".vu-vlist")
+    body.evaluate("e => { e.scrollTop = 3400; }")
+    runs_requests = []
+    page.on("request", lambda r: runs_requests.append(r.url) if r.url.endswith("/data/plugin/varupdate/runs") else None)
+    # TensorBoard's own reload button broadcasts experimental.DataReloaded.
+    page.locator("app-header-reload button, button[aria-label*=Reload i]").first.click()
+    page.wait_for_timeout(1500)
+    assert runs_requests, "the dashboard did not refetch on TensorBoard's reload"
+    frame.get_by_role("button", name="Refresh").click()
+    page.wait_for_timeout(500)
+    assert len(runs_requests) >= 2
+    assert frame.get_by_label("Inspect wide").is_checked()
+    assert body.evaluate("e => e.scrollTop") == 3400
+
+
+def test_backend_errors_and_an_empty_logdir_read_clearly(page, server, tmp_path):
+    page.route("**/data/plugin/varupdate/heatmap*", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"error": "the heatmap broke"})))
+    page.route("**/data/plugin/varupdate/series*", lambda route: route.abort())
+    frame = _open(page, server, "run=rebinding&view=heatmap")
+    error = frame.locator(".vu-message--error")
+    error.wait_for()
+    assert "The server answered 500 for" in error.inner_text()
+    assert "the heatmap broke" in error.inner_text()
+    frame.get_by_role("tab", name="Overview").click()
+    _row(frame, "dense/kernel").click()
+    frame.locator(".vu-detail .vu-message--error", has_text="Could not reach TensorBoard").wait_for()
+    _shot(page, "errors.png")
+
+    page.unroute("**/data/plugin/varupdate/heatmap*")
+    page.route("**/data/plugin/varupdate/runs", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=json.dumps({"runs": [], "warnings": []})))
+    frame.get_by_role("button", name="Refresh").click()
+    empty = frame.locator(".vu-message--empty")
+    empty.wait_for()
+    assert "No varupdate records yet" in empty.inner_text()
+    assert "tracker.log(step)" in empty.inner_text()
+    _shot(page, "empty.png")
+
+
+def test_dark_mode_follows_the_host(browser, server):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="dark")
+    page = context.new_page()
+    try:
+        frame = _open(page, server, "run=rebinding")
+        _row(frame, "dense/kernel").wait_for()
+        background = lambda: frame.evaluate("getComputedStyle(document.body).backgroundColor")  # noqa: E731
+        assert page.evaluate("document.body.classList.contains('dark-mode')")
+        assert background() == "rgb(48, 48, 48)"
+        _shot(page, "overview-dark.png")
+        page.evaluate("document.body.classList.remove('dark-mode')")
+        page.wait_for_function("() => true")
+        frame.wait_for_function("getComputedStyle(document.body).backgroundColor === 'rgb(255, 255, 255)'")
+    finally:
+        context.close()
