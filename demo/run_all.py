@@ -123,7 +123,7 @@ def main(argv=None):
     selected = [s for s in scenarios.SCENARIOS if pattern.search(s.name)]
     if args.list:
         for scenario in selected:
-            print("%-28s %s" % (scenario.run, scenario.description))
+            print("%-30s %s" % (scenario.run, scenario.description))
         return 0
     if not selected:
         names = ", ".join(s.name for s in scenarios.SCENARIOS)

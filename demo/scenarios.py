@@ -16,7 +16,6 @@ the story); `demo.run_all` collects them.
 """
 
 import dataclasses
-import functools
 import os
 from typing import Callable, Dict, FrozenSet, Tuple
 
@@ -84,10 +83,14 @@ def _scenario(name, description, expected, not_trainable=(), keras_fit=False):
     """Registers `train(run_dir)` as the scenario `name(logdir)`."""
 
     def register(train):
-        @functools.wraps(train)
         def write(logdir: str) -> None:
             keras.utils.set_random_seed(SEED)
             train(os.path.join(logdir, name))
+
+        # Named like the training function, but not functools.wraps: its
+        # __wrapped__ would make inspect show `train`'s (run_dir) signature.
+        write.__name__, write.__qualname__ = train.__name__, train.__qualname__
+        write.__doc__ = "Writes the run `<logdir>/%s`: %s." % (name, description)
 
         SCENARIOS.append(
             Scenario(name, write, description, dict(expected), frozenset(not_trainable), keras_fit)
@@ -383,8 +386,9 @@ VOCABULARY, USED_IDS = 30, 19
 def embedding_unused_rows(run_dir):
     rng = np.random.default_rng(0)
     targets = tf.constant(rng.normal(size=(USED_IDS, 1)).astype(np.float32))
-    embedding = keras.layers.Embedding(VOCABULARY, 4, name="embedding")
-    head = _built(keras.layers.Dense(1, name="head"), _built(embedding, tf.range(USED_IDS))(tf.range(USED_IDS)))
+    all_used = tf.range(USED_IDS)
+    embedding = _built(keras.layers.Embedding(VOCABULARY, 4, name="embedding"), all_used)
+    head = _built(keras.layers.Dense(1, name="head"), embedding(all_used))
     variables = embedding.trainable_variables + head.trainable_variables
     optimizer = keras.optimizers.SGD(LR)
 

@@ -7,7 +7,6 @@ scenario does, not copied from output.
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,8 +18,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `demo` lives at the top of the repository
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from demo import scenarios  # noqa: E402
 from tb_varupdate import cli  # noqa: E402
