@@ -18,6 +18,14 @@ from tb_varupdate.summary import VariableUpdateTracker
 UPDATE_FREQ_CHOICES = ("batch", "epoch")
 
 
+def _unscale(gradient, scale):
+    if gradient is None:
+        return None
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values / tf.cast(scale, gradient.values.dtype), gradient.indices, gradient.dense_shape)
+    return gradient / tf.cast(scale, gradient.dtype)
+
+
 class VariableUpdateCallback(keras.callbacks.Callback):
     """Records every model variable's updates and gradient states during `fit`.
 
@@ -94,11 +102,15 @@ class VariableUpdateCallback(keras.callbacks.Callback):
         tracker, writer = self._tracker, self._writer
 
         def apply(grads, trainable_variables=None):
+            # A LossScaleOptimizer receives scaled gradients: log the true norms,
+            # with the scale read before apply() halves or doubles it.
+            scale = getattr(optimizer, "dynamic_scale", None)
+            logged_grads = grads if scale is None else [_unscale(g, tf.identity(scale)) for g in grads]
             result = original_apply(grads, trainable_variables)
             if trainable_variables is None:
-                gradients = list(grads)
+                gradients = list(logged_grads)
             else:
-                gradients = list(zip(grads, trainable_variables))
+                gradients = list(zip(logged_grads, trainable_variables))
             with writer.as_default():
                 tracker.log(None, gradients=gradients)
             return result

@@ -40,6 +40,22 @@ _STATE_INITIAL = {md.FIRST_UPDATE_STEP: -1, md.LAST_UPDATE_STEP: -1, md.FIRST_NO
 ON_STUCK_CHOICES = ("warn", "raise", "ignore")
 
 
+def _sum_squares(values):
+    """Sum of squares as float64; recomputed in float64 only if float32 overflowed.
+
+    Squares of finite float32 values above ~1.8e19 overflow to Inf, which would
+    read as a non-finite value; the float64 pass costs nothing on normal steps.
+    """
+    total = tf.reduce_sum(tf.square(values))
+    if values.dtype == tf.float64:
+        return total
+    return tf.cond(
+        tf.math.is_finite(total),
+        lambda: tf.cast(total, tf.float64),
+        lambda: tf.reduce_sum(tf.square(tf.cast(values, tf.float64))),
+    )
+
+
 class StuckVariableError(RuntimeError):
     """Raised by `log()` with `on_stuck="raise"` when a trainable variable is stuck."""
 
@@ -397,15 +413,15 @@ class VariableUpdateTracker:
                 compute = tf.float64 if tracked.dtype == tf.float64 else tf.float32
                 now, before = tf.cast(current, compute), tf.cast(previous, compute)
                 delta = now - before
-                delta_sq = tf.reduce_sum(tf.square(delta))
+                delta_sq = _sum_squares(delta)
                 delta_max = tf.reduce_max(tf.abs(delta)) if current.shape.num_elements() != 0 else tf.zeros([], compute)
-                value_sq = tf.reduce_sum(tf.square(now))
-                # A NaN appearing is a change even though NaN > 0 is False.
-                changed = tf.logical_or(delta_max > 0, tf.logical_not(tf.math.is_finite(delta_sq)))
+                value_sq = _sum_squares(now)
+                # NaN > 0 is False: a value turning NaN is counted in _record.
+                changed = delta_max > 0
                 finite = tf.math.is_finite(value_sq)
-                delta_l2 = tf.cast(tf.sqrt(delta_sq), tf.float64)
+                delta_l2 = tf.sqrt(delta_sq)
                 delta_max = tf.cast(delta_max, tf.float64)
-                value_l2 = tf.cast(tf.sqrt(value_sq), tf.float64)
+                value_l2 = tf.sqrt(value_sq)
             else:
                 changed = tf.reduce_any(tf.not_equal(current, previous))
                 finite = tf.constant(True)
@@ -435,9 +451,9 @@ class VariableUpdateTracker:
             values = tf.cast(values, tf.float32)
         compute = tf.float64 if values.dtype == tf.float64 else tf.float32
         values = tf.cast(values, compute)
-        grad_sq = tf.reduce_sum(tf.square(values))
+        grad_sq = _sum_squares(values)
         grad_max = tf.reduce_max(tf.abs(values)) if values.shape.num_elements() != 0 else tf.zeros([], compute)
-        grad_l2 = tf.cast(tf.sqrt(grad_sq), tf.float64)
+        grad_l2 = tf.sqrt(grad_sq)
         # Exactly zero only when no element is non-zero (a norm can underflow).
         grad_l2 = tf.where(grad_max > 0, tf.maximum(grad_l2, tf.constant(np.finfo(np.float64).tiny, tf.float64)), grad_l2)
         return tf.where(tf.math.is_finite(grad_sq), grad_l2, tf.constant(np.inf, tf.float64))
@@ -462,11 +478,19 @@ class VariableUpdateTracker:
             for tracked, grad, kind in zip(self._tracked, grads, kinds)
         ])
         delta_l2, delta_max, value_l2, grad_l2 = (stats[:, i] for i in range(4))
-        changed, finite, rows_changed = stats[:, 4] > 0, stats[:, 5] > 0, stats[:, 6]
+        finite, rows_changed = stats[:, 5] > 0, stats[:, 6]
         logged = self._logged.assign_add(1)
 
         counters = self._counters.read_value()
         column = lambda name: counters[:, _STATE_INDEX[name]]  # noqa: E731
+        # A float whose delta is NaN/Inf changed only if this is the first
+        # non-finite record: NaN - NaN is not a change at every later step.
+        is_float = tf.constant([t.is_float for t in self._tracked])
+        changed = tf.where(
+            is_float & tf.logical_not(tf.math.is_finite(delta_l2)),
+            column(md.FIRST_NON_FINITE_STEP) < 0,
+            stats[:, 4] > 0,
+        )
         step_v = tf.fill(tf.shape(changed), step)
         as_int = lambda flags: tf.cast(flags, tf.int64)  # noqa: E731
         grad_finite = tf.math.is_finite(grad_l2)
@@ -495,7 +519,6 @@ class VariableUpdateTracker:
         max_relative = tf.maximum(floats[:, 1], relative)
         self._float_state.assign(tf.stack([tf.where(tf.math.is_finite(value32), value32, floats[:, 0]), max_relative], axis=1))
 
-        is_float = tf.constant([t.is_float for t in self._tracked])
         nan32 = tf.fill(tf.shape(max_relative), np.float32(np.nan))
         float_columns = {
             md.DELTA_L2: tf.cast(delta_l2, tf.float32),

@@ -77,3 +77,14 @@ def test_update_freq_epoch_logs_once_per_epoch_without_gradients(tmp_path):
 def test_bad_update_freq_is_rejected(update_freq):
     with pytest.raises(ValueError, match="update_freq must be"):
         VariableUpdateCallback("logs", update_freq=update_freq)
+
+
+def test_loss_scaled_gradients_are_logged_unscaled(tmp_path):
+    model = _model()
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)), loss="mse")
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[VariableUpdateCallback(tmp_path, on_stuck="ignore")])
+    rows = readback.verdicts(tmp_path, run="train")
+    # The initial loss scale is 2**15: scaled norms would be in the thousands.
+    assert 0 < rows["out/bias"]["gradient_l2"] < 100
+    assert rows["out/kernel"]["status"] == "updating"

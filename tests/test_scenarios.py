@@ -215,11 +215,6 @@ def test_nan_midway(written):
         assert row["value_l2"] is None  # NaN, sent as null
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: once a value is NaN, every later record counts as a change (NaN - NaN is "
-    "not finite, and summary.py treats a non-finite delta as changed), so last_update_step "
-    "follows the latest step and changed_steps keeps growing"
-))
 def test_nan_value_stops_counting_as_changed(written):
     for row in written("nan_midway").rows.values():
         # Changes at steps 0..14, then NaN appears at step 15; after that the

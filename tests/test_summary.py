@@ -285,3 +285,19 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         ("sequential/used/kernel", "updating", "present"),
         ("unused", "never_updated", "missing"),
     ]))
+
+
+def test_large_finite_values_are_not_reported_non_finite(tmp_path):
+    # Squares of 3e19 overflow float32; the norms must still be finite.
+    big, w = tf.Variable([3e19, 0.0], name="big"), tf.Variable([1.0, 2.0], name="w")
+
+    def update(step):
+        big.assign_add([1e18, 1.0])
+        w.assign_sub([0.1, 0.1])
+        return [tf.constant([1.0, 1.0]), tf.constant([3e19, 0.0])]
+
+    _train(tmp_path, [big, w], 3, update, on_stuck="ignore")
+    rows = readback.verdicts(tmp_path)
+    assert (rows["big"]["status"], rows["big"]["first_non_finite_step"]) == ("updating", None)
+    assert rows["big"]["value_l2"] == pytest.approx(3.3e19, rel=1e-3)
+    assert (rows["w"]["gradient"], rows["w"]["gradient_l2"]) == ("present", pytest.approx(3e19, rel=1e-6))
