@@ -9,7 +9,7 @@ import { displayItems, filterCompareRows, filterRows, sortRows, toggleSort } fro
 import { decodeState, encodeState, reconcile } from "./state.js";
 import { createVirtualList, renderTableItem, setHeader } from "./table.js";
 import {
-  buildShell, emptyLogdirMessage, filterBar, messageBox, renderBanner, renderCompare, renderCompareDetail,
+  buildShell, compareTools, emptyLogdirMessage, filterBar, messageBox, renderBanner, renderCompare, renderCompareDetail,
   renderDetail, renderDetailMessage, renderRunPicker, showView,
 } from "./views.js";
 
@@ -99,9 +99,15 @@ export function createApp(root, client, initial = {}) {
   const heatmapSlot = el("div");
   replace(refs.panes.heatmap, heatmapMessage, heatmapSlot);
   const heatmap = createHeatmap(heatmapSlot, (variable) => openDetail(variable));
+  const compareFilters = compareTools(state, {
+    filter: (change) => {
+      update(change);
+      drawCompare();
+    },
+  });
   const compareSlot = el("div");
   const compareDetail = el("section", { className: "vu-detail", hidden: true });
-  replace(refs.panes.compare, compareSlot, compareDetail);
+  replace(refs.panes.compare, compareFilters.element, compareSlot, compareDetail);
 
   function save() {
     const text = encodeState(state);
@@ -115,7 +121,7 @@ export function createApp(root, client, initial = {}) {
 
   function update(change, refetch = false) {
     state = { ...state, ...change };
-    if (runs.length) state = reconcile(state, runs);
+    if (runs.length) state = reconcile(state, runs, false);
     save();
     if (refetch) {
       renderRunPicker(refs, runs, state, on);
@@ -203,6 +209,7 @@ export function createApp(root, client, initial = {}) {
     }
     if (!response) return;
     banner.hidden = tableWrap.hidden = false;
+    filters.sync(state);
     replace(overviewMessage, warningsBox(response.warnings));
     renderBanner(banner, response, (status) => {
       update({ status });
@@ -272,17 +279,11 @@ export function createApp(root, client, initial = {}) {
 
   function drawCompare() {
     if (!compareResponse) return;
-    const { rows, error } = filterCompareRows(compareResponse.rows || [], { disagreeOnly: state.disagree, query: state.query, regex: state.regex });
+    const all = compareResponse.rows || [];
+    compareFilters.sync(state);
+    const { rows, error } = filterCompareRows(all, { disagreeOnly: state.disagree, query: state.query, regex: state.regex });
+    compareFilters.setCounts(all.filter((r) => r.disagree).length, rows.length, all.length);
     renderCompare(compareSlot, { response: compareResponse, rows, state, selected: compareVariable, error, runColors }, {
-      disagree: (disagree) => {
-        update({ disagree });
-        drawCompare();
-      },
-      filter: (change) => {
-        update(change);
-        drawCompare();
-        compareSlot.querySelector("input[type=search]")?.focus();
-      },
       cell: (variable) => {
         compareVariable = variable;
         drawCompare();

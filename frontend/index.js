@@ -17,22 +17,45 @@ function addStylesheet(href) {
   document.head.append(el("link", { rel: "stylesheet", href: new URL(href, BASE).href }));
 }
 
-/** Asks the host for the `p.varupdate.*` entries of its URL (deep links). */
-async function hostUrlState(host) {
-  if (!host) return {};
-  try {
-    const data = await Promise.race([
-      host.request("experimental.GetURLPluginData", { pluginName: PLUGIN_NAME }),
-      new Promise((resolve) => setTimeout(() => resolve(null), 300)),
-    ]);
-    if (!data || typeof data !== "object" || !Object.keys(data).length) return {};
-    const params = new URLSearchParams();
-    for (const [key, value] of Object.entries(data)) params.append(key, String(value));
-    const parsed = decodeState(params.toString());
-    return Object.fromEntries(Object.keys(data).filter((k) => k in parsed).map((k) => [k, parsed[k]]));
-  } catch {
-    return {};
+/** The `p.varupdate.*` entries of a host hash like "#varupdate&p.varupdate.run=a". */
+function pluginEntries(hash) {
+  const prefix = `p.${PLUGIN_NAME}.`;
+  const entries = {};
+  for (const [key, value] of new URLSearchParams(String(hash).replace(/^#/, ""))) {
+    if (key.startsWith(prefix)) entries[key.slice(prefix.length)] = value;
   }
+  return entries;
+}
+
+/**
+ * Deep links: state from the host page's URL (`#varupdate&p.varupdate.run=a`).
+ * TensorBoard's `experimental.GetURLPluginData` is asked first; in 2.21 it
+ * answers {} (its legacy hash store no longer sees the URL), so the parent's
+ * hash, readable because the iframe is same-origin, is parsed as a fallback.
+ */
+async function hostUrlState(host) {
+  let data = {};
+  try {
+    if (host) {
+      data = (await Promise.race([
+        host.request("experimental.GetURLPluginData", { pluginName: PLUGIN_NAME }),
+        new Promise((resolve) => setTimeout(() => resolve(null), 300)),
+      ])) || {};
+    }
+  } catch {
+    data = {};
+  }
+  if (typeof data !== "object" || !Object.keys(data).length) {
+    try {
+      data = window.parent !== window ? pluginEntries(window.parent.location.hash) : {};
+    } catch {
+      data = {}; // cross-origin parent
+    }
+  }
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(data)) params.append(key, String(value));
+  const parsed = decodeState(params.toString());
+  return Object.fromEntries(Object.keys(data).filter((k) => k in parsed).map((k) => [k, parsed[k]]));
 }
 
 export async function render() {

@@ -63,9 +63,11 @@ export function decodeState(text) {
 /**
  * The state made consistent with the runs the server has: a vanished run is
  * replaced by the first one with problems (else the first run), a tag by the
- * run's first tag, and compare runs that no longer exist are dropped.
+ * run's first tag, and compare runs that no longer exist are dropped. With
+ * `fillCompare`, an empty compare list starts as the first 8 runs (on load,
+ * not after the user unticked them all).
  */
-export function reconcile(state, runs) {
+export function reconcile(state, runs, fillCompare = true) {
   const names = runs.map((r) => r.run);
   const next = { ...state };
   if (!names.includes(next.run)) {
@@ -80,6 +82,6 @@ export function reconcile(state, runs) {
     next.variable = null;
   }
   next.compare = (next.compare || []).filter((name) => names.includes(name));
-  if (!next.compare.length) next.compare = names.slice(0, 8);
+  if (fillCompare && !next.compare.length) next.compare = names.slice(0, 8);
   return next;
 }

@@ -60,8 +60,13 @@ export function messageBox(kind, title, ...body) {
     "div",
     { className: `vu-message vu-message--${kind}`, attrs: { role: kind === "error" ? "alert" : "status" } },
     el("div", { className: "vu-message-title", text: title }),
-    body.map((line) => (typeof line === "string" ? el("p", { text: line }) : line)),
+    body.map((line) => (typeof line === "string" ? el("p", {}, withCode(line)) : line)),
   );
+}
+
+/** Text with `backticked` parts set as code, built from text nodes only. */
+function withCode(text) {
+  return text.split("`").map((part, i) => (i % 2 ? el("code", { text: part }) : part));
 }
 
 /** What to show when no run holds varupdate records yet. */
@@ -79,7 +84,7 @@ export function emptyLogdirMessage() {
     "No varupdate records yet",
     "Add `tracker.log(step)` to your training loop, after the optimizer step, so each step records how every variable changed:",
     el("pre", { className: "vu-code", text: code }),
-    "Keras users can pass `tb_varupdate.keras.VariableUpdateCallback(log_dir)` to `model.fit`. Then reload this page.",
+    "With Keras, pass `callbacks=[tb_varupdate.keras.VariableUpdateCallback(log_dir)]` to `model.fit`. Then reload this page.",
   );
 }
 
@@ -181,6 +186,11 @@ export function filterBar(state, on) {
     setStatus(value) {
       statusSelect.value = value;
     },
+    // The compare view edits the same name filter; show its current text.
+    sync(current) {
+      if (input.value !== current.query) input.value = current.query;
+      regexBox.checked = current.regex;
+    },
   };
 }
 
@@ -275,20 +285,41 @@ export function renderDetailMessage(node, name, box, on) {
   replace(node, detailHeader(null, name, on), box);
 }
 
+/** The compare view's filters, built once so typing keeps focus. */
+export function compareTools(state, on) {
+  const count = el("span", { className: "vu-dim vu-count" });
+  const disagreeLabel = el("span", { text: "only rows where runs disagree" });
+  const input = el("input", {
+    className: "vu-input", type: "search", placeholder: "Filter variables (substring or regex)", value: state.query,
+    attrs: { "aria-label": "Filter compared variables" }, on: { input: (e) => on.filter({ query: e.target.value }) },
+  });
+  const element = el(
+    "div",
+    { className: "vu-filters" },
+    input,
+    el(
+      "label",
+      { className: "vu-check" },
+      el("input", { type: "checkbox", checked: state.disagree, on: { change: (e) => on.filter({ disagree: e.target.checked }) } }),
+      disagreeLabel,
+    ),
+    count,
+  );
+  return {
+    element,
+    setCounts(disagreeing, shown, total) {
+      disagreeLabel.textContent = `only rows where runs disagree (${disagreeing})`;
+      count.textContent = shown === total ? `${total} variables` : `${shown} of ${total} variables`;
+    },
+    sync(current) {
+      if (input.value !== current.query) input.value = current.query;
+    },
+  };
+}
+
 /** The compare matrix: variables x runs of status badges; disagreeing rows marked. */
 export function renderCompare(node, { response, rows, state, selected, error, runColors }, on) {
   const runs = response.runs || [];
-  const disagreeBox = el("input", { type: "checkbox", checked: state.disagree, on: { change: (e) => on.disagree(e.target.checked) } });
-  const disagreeing = (response.rows || []).filter((r) => r.disagree).length;
-  const tools = el(
-    "div",
-    { className: "vu-filters" },
-    el("input", {
-      className: "vu-input", type: "search", placeholder: "Filter variables", value: state.query,
-      attrs: { "aria-label": "Filter compared variables" }, on: { input: (e) => on.filter({ query: e.target.value }) },
-    }),
-    el("label", { className: "vu-check" }, disagreeBox, `only rows where runs disagree (${disagreeing})`),
-  );
   const head = el(
     "tr",
     {},
@@ -321,8 +352,7 @@ export function renderCompare(node, { response, rows, state, selected, error, ru
   );
   replace(
     node,
-    tools,
-    error ? el("div", { className: "vu-filter-error", text: error }) : null,
+    error ? el("div", { className: "vu-filter-error", attrs: { role: "alert" }, text: error }) : null,
     rows.length > LIMIT ? el("div", { className: "vu-note", text: `Showing the first ${LIMIT} of ${rows.length} variables; filter to narrow.` }) : null,
     rows.length
       ? el("div", { className: "vu-compare-wrap" }, el("table", { className: "vu-compare" }, el("thead", {}, head), el("tbody", {}, body)))

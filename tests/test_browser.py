@@ -38,6 +38,7 @@ CHROMIUM_ARGS = [
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 XSS_NAME = "<img src=x onerror=window.__xss=1>"
+LONG_NAME = "encoder/" + "a_very_long_block_name_" * 8 + "/kernel"
 STEPS = 60
 # Fewer samples than steps, so the detail view must say it was downsampled.
 SAMPLES = 20
@@ -61,6 +62,7 @@ def _train(logdir, run, rebinding):
     variables = [kernel, bias, scale]
     if not rebinding:
         variables.append(tf.Variable(tf.zeros([4]), trainable=False, name="batch_norm/moving_mean"))
+        variables.append(tf.Variable(tf.zeros([2]), trainable=False, name=LONG_NAME))
     tracker = VariableUpdateTracker(variables, name="model", on_stuck="ignore")
     optimizer = tf.keras.optimizers.SGD(0.05)
     writer = tf.summary.create_file_writer(os.path.join(logdir, run))
@@ -259,7 +261,7 @@ def test_filter_sort_and_group(page, server):
     frame.locator("button[data-sort=variable]").click()
     assert names() == sorted(names(), reverse=True)
     frame.get_by_label("Status filter").select_option("never_updated")
-    assert names() == ["batch_norm/moving_mean"]
+    assert sorted(names()) == sorted(["batch_norm/moving_mean", LONG_NAME])
     frame.get_by_label("Status filter").select_option("")
 
     frame.locator(".vu-check", has_text="group by layer").locator("input").check()
@@ -271,6 +273,30 @@ def test_filter_sort_and_group(page, server):
     group.click()
     assert "dense/kernel" in names()
     assert page.errors == []
+
+
+def test_long_names_are_cut_with_the_full_name_on_hover(page, server):
+    frame = _open(page, server, "run=fixed")
+    cell = _row(frame, LONG_NAME).locator(".vu-name")
+    cell.wait_for()
+    assert cell.get_attribute("title") == LONG_NAME
+    assert cell.evaluate("e => e.scrollWidth > e.clientWidth && getComputedStyle(e).textOverflow === 'ellipsis'")
+    row_height = _row(frame, LONG_NAME).evaluate("e => e.getBoundingClientRect().height")
+    assert row_height == _row(frame, "dense/bias").evaluate("e => e.getBoundingClientRect().height")
+
+
+def test_a_deep_link_in_the_host_url_selects_run_and_view(page, server):
+    page.goto(server + "#varupdate&p.varupdate.run=fixed&p.varupdate.view=heatmap")
+    frame = None
+    for _ in range(300):
+        frame = next((f for f in page.frames if f.query_selector("#varupdate-root")), None)
+        if frame:
+            break
+        page.wait_for_timeout(100)
+    assert frame is not None, "the dashboard never rendered"
+    frame.locator(".vu-run--selected[data-run=fixed]").wait_for()
+    frame.locator(".vu-pane--heatmap .vu-heatmap-canvas").wait_for()
+    assert frame.get_by_label("Inspect fixed").is_checked()
 
 
 def test_detail_charts_and_downsampling_note(page, server):
@@ -343,7 +369,7 @@ def test_two_thousand_variables_render_fast_and_virtualised(page, server):
     frame.locator(".vu-row[data-variable^='net/']").first.wait_for()
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, "first render of 2,000 variables took %.2fs" % elapsed
-    assert frame.locator(".vu-count").inner_text() == "2000 variables"
+    assert frame.locator(".vu-pane--overview .vu-count").inner_text() == "2000 variables"
     assert frame.locator(".vu-banner-line").first.inner_text() == "40 of 2000 trainable variables never updated"
     # Virtualised: only the rows in view exist.
     assert frame.locator(".vu-row[data-variable]").count() < 80

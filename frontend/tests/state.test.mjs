@@ -43,4 +43,5 @@ test("reconcile keeps a valid selection untouched", () => {
   const state = { ...DEFAULT_STATE, run: "rebinding", tag: "varupdate/other", variable: "w", compare: ["fixed"] };
   assert.deepEqual(reconcile(state, RUNS), state);
   assert.equal(reconcile({ ...DEFAULT_STATE }, []).run, null);
+  assert.deepEqual(reconcile({ ...state, compare: [] }, RUNS, false).compare, []);
 });
