@@ -81,7 +81,8 @@ export function createApp(root, client, initial = {}) {
   const tableBody = el("div", { className: "vu-table-body" });
   const overviewMessage = el("div");
   const tableWrap = el("div", { className: "vu-table", attrs: { role: "table", "aria-label": "Variables" } }, tableHead, tableBody);
-  replace(refs.panes.overview, overviewMessage, banner, filters.element, tableWrap);
+  const tableEmpty = el("div", { className: "vu-table-empty", hidden: true });
+  replace(refs.panes.overview, overviewMessage, banner, filters.element, tableWrap, tableEmpty);
   const list = createVirtualList(tableBody, (item) =>
     renderTableItem(item, {
       selected: state.variable,
@@ -164,13 +165,26 @@ export function createApp(root, client, initial = {}) {
       refs.detail.hidden = true;
       return;
     }
-    setMessage(warningsBox(answer.value.warnings));
+    setMessage(warningsBox(answer.value.warnings, { global: true }));
     await showCurrent();
   }
 
-  function warningsBox(warnings) {
-    if (!Array.isArray(warnings) || !warnings.length) return null;
-    return messageBox("info", `${warnings.length} record${warnings.length === 1 ? " was" : "s were"} skipped`, ...warnings.map(String));
+  // Warnings of the runs route are shown above every view; a view repeats
+  // only the ones that are new to it.
+  let runWarnings = new Set();
+  function warningsBox(warnings, { global = false } = {}) {
+    if (!Array.isArray(warnings)) return null;
+    if (global) runWarnings = new Set(warnings.map(String));
+    else warnings = warnings.filter((w) => !runWarnings.has(String(w)));
+    if (!warnings.length) return null;
+    const title = `${warnings.length} record${warnings.length === 1 ? " was" : "s were"} skipped`;
+    // Folded: the reasons matter when a run looks wrong, not on every visit.
+    return el(
+      "details",
+      { className: "vu-message vu-message--info vu-warnings" },
+      el("summary", { className: "vu-message-title", text: title }),
+      warnings.map((w) => el("p", { text: String(w) })),
+    );
   }
 
   async function showCurrent() {
@@ -233,9 +247,10 @@ export function createApp(root, client, initial = {}) {
       refreshTable();
     });
     const items = displayItems(sorted, { group: state.group, collapsed: new Set(state.collapsed) });
-    list.setItems(items.length ? items : []);
-    tableBody.classList.toggle("vu-table-body--empty", !items.length);
-    tableBody.dataset.emptyText = all.length ? "No variable matches the filter." : "No variables tracked.";
+    list.setItems(items);
+    tableBody.hidden = !items.length;
+    tableEmpty.hidden = items.length > 0;
+    tableEmpty.textContent = all.length ? "No variable matches the filter." : "No variables tracked.";
   }
 
   async function showHeatmap() {
@@ -283,6 +298,7 @@ export function createApp(root, client, initial = {}) {
     compareFilters.sync(state);
     const { rows, error } = filterCompareRows(all, { disagreeOnly: state.disagree, query: state.query, regex: state.regex });
     compareFilters.setCounts(all.filter((r) => r.disagree).length, rows.length, all.length);
+    const scrollTop = compareSlot.querySelector(".vu-compare-wrap")?.scrollTop ?? 0;
     renderCompare(compareSlot, { response: compareResponse, rows, state, selected: compareVariable, error, runColors }, {
       cell: (variable) => {
         compareVariable = variable;
@@ -290,6 +306,8 @@ export function createApp(root, client, initial = {}) {
         showCompareDetail(true);
       },
     });
+    const wrap = compareSlot.querySelector(".vu-compare-wrap");
+    if (wrap) wrap.scrollTop = scrollTop;
   }
 
   async function showCompareDetail(scroll = false) {
@@ -337,7 +355,13 @@ export function createApp(root, client, initial = {}) {
     const name = state.variable;
     if (!name) return;
     const selection = { run: state.run, tag: state.tag };
-    renderDetailMessage(refs.detail, name, messageBox("info", "Loading\u2026"), detailOn);
+    const key = `${selection.run}\n${selection.tag}\n${name}`;
+    // A reload redraws the open detail in place; a placeholder in between
+    // would shrink the page and lose the user's scroll position.
+    if (refs.detail.dataset.key !== key || refs.detail.hidden) {
+      renderDetailMessage(refs.detail, name, messageBox("info", "Loading\u2026"), detailOn);
+    }
+    refs.detail.dataset.key = key;
     let rows;
     let series;
     try {

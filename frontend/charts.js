@@ -36,6 +36,10 @@ function tooltipPlugin() {
   };
 }
 
+function allZero(columns) {
+  return columns.every((col) => col.every((v) => v === 0 || v === null || v === undefined));
+}
+
 /**
  * A line chart of one or more series over steps.
  *
@@ -62,6 +66,9 @@ export function lineChart(container, { title, data, series, log = false }) {
       ys = data.slice(1);
     }
   }
+  // Zeros have no place on a log axis; say how many were left out rather
+  // than let a never-changing variable look like missing data.
+  const zeros = useLog ? data.slice(1).reduce((n, col) => n + col.filter((v) => v === 0).length, 0) : 0;
   const hasData = ys.some((col) => col.some((v) => v !== null && v !== undefined));
   const text = cssVar("--vu-text-2", "#616161");
   const grid = cssVar("--vu-grid", "#ebebeb");
@@ -71,10 +78,11 @@ export function lineChart(container, { title, data, series, log = false }) {
   // On a log axis uPlot grids every minor tick; keep only the decades readable.
   const decadesOnly = (u, splits) => splits.map((v) => (Math.abs(Math.log10(v) % 1) < 1e-9 ? v : null));
   const opts = {
-    title: useLog === log ? title : `${title} (all zero: linear axis)`,
+    title: useLog !== log ? `${title} (all zero: linear axis)` : zeros ? `${title} (${zeros} zero point${zeros === 1 ? "" : "s"} not on log axis)` : title,
     width,
     height: 190,
-    scales: { x: { time: false }, y: useLog ? { distr: 3 } : {} },
+    // uPlot stretches a flat zero line over 0..100; a unit range reads better.
+    scales: { x: { time: false }, y: useLog ? { distr: 3 } : allZero(ys) ? { range: [0, 1] } : {} },
     axes: [
       { ...axis, label: "step", labelSize: 16, labelFont: axis.font },
       {

@@ -10,7 +10,8 @@ export function formatNumber(value, digits = 3) {
   if (!Number.isFinite(value)) return value > 0 ? "Inf" : "-Inf";
   if (value === 0) return "0";
   const abs = Math.abs(value);
-  if (abs < 1e-3 || abs >= 1e5) return value.toExponential(digits - 1);
+  // Trailing zeros of the mantissa carry nothing: "1.50e-7" reads as "1.5e-7".
+  if (abs < 1e-3 || abs >= 1e5) return value.toExponential(digits - 1).replace(/\.?0+e/, "e");
   return String(Number(value.toPrecision(digits)));
 }
 

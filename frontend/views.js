@@ -230,7 +230,7 @@ function detailHeader(row, name, on) {
       row ? gradientBadge(row.gradient) : null,
       el("button", { className: "vu-button vu-button--flat", type: "button", text: "Close", on: { click: on.close } }),
     ),
-    row ? el("p", { className: `vu-diagnosis-full${row.severity === 2 ? " vu-diagnosis--problem" : ""}`, text: row.diagnosis }) : null,
+    row ? el("p", { className: `vu-diagnosis-full${row.severity === 2 ? " vu-diagnosis--problem" : ""}` }, withCode(row.diagnosis || "")) : null,
     row
       ? el(
           "div",

@@ -119,6 +119,17 @@ def _write_wide(logdir, run="wide", count=WIDE_VARIABLES, steps=5):
     writer.close()
 
 
+def _write_unreadable(logdir, run="unreadable"):
+    """A run whose only updates record has the wrong dtype: listed, but with no readable records."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(os.path.join(logdir, run))
+    with writer.as_default():
+        tf.summary.write(md.updates_tag("model"), tf.zeros([2, md.NUM_COLUMNS], tf.float32), 0,
+                         metadata=md.create_summary_metadata(md.KIND_UPDATES))
+    writer.close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from tensorboard import default, program
@@ -129,6 +140,7 @@ def server(tmp_path_factory):
     _train(str(logdir), "rebinding", rebinding=True)
     _train(str(logdir), "fixed", rebinding=False)
     _write_wide(str(logdir))
+    _write_unreadable(str(logdir))
     made = []
 
     def make_server(app, flags):
@@ -201,7 +213,7 @@ def test_tab_lists_runs_and_flags_the_rebound_variable(page, server):
     assert page.get_by_text("Variable Updates").first.is_visible()
     kernel = _row(frame, "dense/kernel")
     kernel.wait_for()
-    assert frame.locator(".vu-run").evaluate_all("els => els.map(e => e.dataset.run)") == ["fixed", "rebinding", "wide"]
+    assert frame.locator(".vu-run").evaluate_all("els => els.map(e => e.dataset.run)") == ["fixed", "rebinding", "unreadable", "wide"]
     assert frame.locator(".vu-banner-line").first.inner_text() == "1 of 3 trainable variables never updated"
     # Problems first, in red, with the diagnosis naming the rebinding bug.
     first = frame.locator(".vu-row[data-variable]").first
@@ -343,6 +355,7 @@ def test_heatmap_hover_and_click_open_detail(page, server):
 def test_compare_runs_highlights_disagreement_and_overlays(page, server):
     frame = _open(page, server, "view=compare")
     frame.get_by_label("Compare wide").uncheck()
+    frame.get_by_label("Compare unreadable").uncheck()
     table = frame.locator(".vu-compare")
     table.wait_for()
     kernel = table.locator("tr[data-variable=%s]" % json.dumps("dense/kernel"))
@@ -387,18 +400,29 @@ def test_reload_keeps_selection_and_scroll(page, server):
     frame = _open(page, server, "run=wide")
     frame.locator(".vu-row[data-variable^='net/']").first.wait_for()
     body = frame.locator(".vu-vlist")
-    body.evaluate("e => { e.scrollTop = 3400; }")
+    body.evaluate("e => { e.scrollTop = 3520; e.dispatchEvent(new Event('scroll')); }")
+    name = frame.locator(".vu-row[data-variable^='net/']").nth(10).get_attribute("data-variable")
+    _row(frame, name).click()
+    frame.locator(".vu-main > .vu-detail .uplot").first.wait_for()
+    assert frame.locator(".vu-main > .vu-detail .vu-detail-name").inner_text() == name
+    frame.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    page_scroll = frame.evaluate("window.scrollY")
+    assert page_scroll > 0
     runs_requests = []
     page.on("request", lambda r: runs_requests.append(r.url) if r.url.endswith("/data/plugin/varupdate/runs") else None)
     # TensorBoard's own reload button broadcasts experimental.DataReloaded.
     page.locator("app-header-reload button, button[aria-label*=Reload i]").first.click()
     page.wait_for_timeout(1500)
     assert runs_requests, "the dashboard did not refetch on TensorBoard's reload"
+    assert frame.evaluate("window.scrollY") == page_scroll
+    # The dashboard's own button (the sidebar stays in view while scrolled).
     frame.get_by_role("button", name="Refresh").click()
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(800)
     assert len(runs_requests) >= 2
     assert frame.get_by_label("Inspect wide").is_checked()
-    assert body.evaluate("e => e.scrollTop") == 3400
+    assert body.evaluate("e => e.scrollTop") == 3520
+    assert frame.locator(".vu-main > .vu-detail .vu-detail-name").inner_text() == name
+    assert frame.evaluate("window.scrollY") == page_scroll
 
 
 def test_backend_errors_and_an_empty_logdir_read_clearly(page, server, tmp_path):
@@ -424,6 +448,21 @@ def test_backend_errors_and_an_empty_logdir_read_clearly(page, server, tmp_path)
     assert "No varupdate records yet" in empty.inner_text()
     assert "tracker.log(step)" in empty.inner_text()
     _shot(page, "empty.png")
+
+
+def test_a_run_without_readable_records_explains_itself(page, server):
+    frame = _open(page, server, "run=unreadable")
+    banner = frame.locator(".vu-banner--empty")
+    banner.wait_for()
+    assert banner.locator(".vu-banner-line").inner_text() == "No variables tracked in this record."
+    # The backend's reason is shown once, not once per route that reported it.
+    skipped = frame.locator(".vu-message", has_text="was skipped")
+    assert skipped.count() == 1
+    skipped.locator("summary").click()
+    assert "must be int32" in skipped.inner_text()
+    assert frame.locator(".vu-table-empty").inner_text() == "No variables tracked."
+    _shot(page, "unreadable.png")
+    assert page.errors == []
 
 
 def test_dark_mode_follows_the_host(browser, server):

@@ -5,7 +5,9 @@ import { bannerLines, formatFraction, formatNumber, formatShape, formatStep, sha
 
 test("formatNumber uses exponents only for very small or large values", () => {
   assert.equal(formatNumber(0.0123), "0.0123");
-  assert.equal(formatNumber(1.5e-7), "1.50e-7");
+  assert.equal(formatNumber(1.5e-7), "1.5e-7");
+  assert.equal(formatNumber(1.234e-7), "1.23e-7");
+  assert.equal(formatNumber(1e-4, 2), "1e-4");
   assert.equal(formatNumber(123456), "1.23e+5");
   assert.equal(formatNumber(0), "0");
   assert.equal(formatNumber(null), "\u2013");
