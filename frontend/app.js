@@ -8,10 +8,9 @@ import { createLatest, matchesSelection } from "./model.js";
 import { displayItems, filterCompareRows, filterRows, sortRows, toggleSort } from "./rows.js";
 import { decodeState, encodeState, reconcile } from "./state.js";
 import { createVirtualList, renderTableItem, setHeader } from "./table.js";
-import {
-  buildShell, compareTools, emptyLogdirMessage, filterBar, messageBox, renderBanner, renderCompare, renderCompareDetail,
-  renderDetail, renderDetailMessage, renderRunPicker, showView,
-} from "./views.js";
+import { compareTools, renderCompare } from "./compare.js";
+import { renderCompareDetail, renderDetail, renderDetailMessage } from "./detail.js";
+import { buildShell, emptyLogdirMessage, filterBar, messageBox, renderBanner, renderRunPicker, showView } from "./views.js";
 
 function loadState() {
   const standalone = window.parent === window;

@@ -465,6 +465,44 @@ def test_a_run_without_readable_records_explains_itself(page, server):
     assert page.errors == []
 
 
+def test_works_under_a_path_prefix(browser, tmp_path):
+    from tensorboard import default, program
+
+    from tb_varupdate import plugin
+
+    _write_wide(str(tmp_path), run="prefixed", count=3, steps=2)
+    made = []
+
+    def make_server(app, flags):
+        made.append(program.WerkzeugServer(app, flags))
+        return made[-1]
+
+    board = program.TensorBoard(
+        plugins=default.get_static_plugins() + [plugin.VarUpdateLoader()], server_class=make_server
+    )
+    board.configure(logdir=str(tmp_path), host="127.0.0.1", port=0, load_fast="false",
+                    reload_interval=0, reload_task="blocking", path_prefix="/under/here")
+    url = board.launch()
+    context = browser.new_context()
+    page = context.new_page()
+    failed = []
+    # Only the plugin's own requests: TensorBoard itself fetches its fonts from
+    # /font-roboto/ whatever the prefix, which fails here and is not ours.
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 and "varupdate" in r.url else None)
+    ours = []
+    page.on("request", lambda r: ours.append(r.url) if "/data/plugin/varupdate/" in r.url else None)
+    try:
+        assert url.endswith("/under/here/")
+        frame = _open(page, url)
+        frame.locator(".vu-row[data-variable^='net/']").first.wait_for()
+        assert failed == []
+        assert ours and all(u.startswith(url + "data/plugin/varupdate/") for u in ours)
+    finally:
+        context.close()
+        made[-1].shutdown()
+        made[-1].server_close()
+
+
 def test_dark_mode_follows_the_host(browser, server):
     context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="dark")
     page = context.new_page()
