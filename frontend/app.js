@@ -255,7 +255,11 @@ export function createApp(root, client, initial = {}) {
   async function showHeatmap() {
     let answer;
     try {
-      answer = await latest("heatmap", client.heatmap(state.run, state.tag, HEATMAP_BUCKETS));
+      // No more buckets than records: a bucket narrower than one logging
+      // interval could only ever read "not logged".
+      const info = runs.find((r) => r.run === state.run)?.tags?.find((t) => t.tag === state.tag);
+      const buckets = Math.max(1, Math.min(HEATMAP_BUCKETS, info?.logged || HEATMAP_BUCKETS));
+      answer = await latest("heatmap", client.heatmap(state.run, state.tag, buckets));
     } catch (err) {
       replace(heatmapMessage, messageBox("error", `Could not load the heatmap of "${state.run}"`, err.message));
       heatmapSlot.hidden = true;
