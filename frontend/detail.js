@@ -32,19 +32,23 @@ const METRICS = [
   { key: "gradient_l2", title: "Gradient norm \u2016g\u2016" },
 ];
 
+/** The title line both detail panels share: the name, what follows it, Close. */
+function titleBar(name, middle, close) {
+  return el(
+    "div",
+    { className: "vu-detail-title" },
+    el("h3", { className: "vu-detail-name", title: name, text: name }),
+    ...middle,
+    el("button", { className: "vu-button vu-button--flat", type: "button", text: "Close", on: { click: close } }),
+  );
+}
+
 /** Header of the detail panel: name, badges and facts of a verdict row. */
 function detailHeader(row, name, on) {
   return el(
     "div",
     { className: "vu-detail-head" },
-    el(
-      "div",
-      { className: "vu-detail-title" },
-      el("h3", { className: "vu-detail-name", title: name, text: name }),
-      row ? statusBadge(row) : null,
-      row ? gradientBadge(row.gradient) : null,
-      el("button", { className: "vu-button vu-button--flat", type: "button", text: "Close", on: { click: on.close } }),
-    ),
+    titleBar(name, [row ? statusBadge(row) : null, row ? gradientBadge(row.gradient) : null], on.close),
     row ? el("p", { className: `vu-diagnosis-full${row.severity === 2 ? " vu-diagnosis--problem" : ""}` }, withCode(row.diagnosis || "")) : null,
     row
       ? el(
@@ -114,13 +118,7 @@ export function renderCompareDetail(node, { name, responses, state, runColors },
     el(
       "div",
       { className: "vu-detail-head" },
-      el(
-        "div",
-        { className: "vu-detail-title" },
-        el("h3", { className: "vu-detail-name", title: name, text: name }),
-        el("span", { className: "vu-dim", text: `across ${responses.length} runs` }),
-        el("button", { className: "vu-button vu-button--flat", type: "button", text: "Close", on: { click: on.close } }),
-      ),
+      titleBar(name, [el("span", { className: "vu-dim", text: `across ${responses.length} runs` })], on.close),
     ),
     el("div", { className: "vu-chart-tools" }, logToggle(state, on)),
     // One note is enough: the runs share TensorBoard's sampling setting.
