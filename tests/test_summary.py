@@ -103,7 +103,7 @@ def test_user_tf_function_is_traced_once(tmp_path):
 def test_eager_logging_reuses_one_trace(tmp_path):
     v = tf.Variable(tf.ones([4]))
     tracker = _train(tmp_path, [v], 12, lambda step: _then(v.assign_sub(tf.ones([4]) * 0.01), [tf.ones([4])]))
-    assert tracker._log_fn.experimental_get_tracing_count() == 1
+    assert len(tracker._log_fns) == 1
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
