@@ -166,10 +166,16 @@ class _Single:
                 now, before = tf.cast(current, compute), tf.cast(previous, compute)
                 delta = now - before
                 delta_sq, value_sq = tf.unstack(_sums_of_squares([delta, now]))
-                # Deltas below ~1e-23 square to 0 in float32: look at the elements
-                # then. A NaN delta is a change too (the record decides how to count it).
-                changed = _when(
-                    tf.equal(delta_sq, 0.0), lambda: tf.reduce_any(tf.not_equal(now, before)), tf.constant(True)
+                # Deltas below ~1e-23 square to 0 in float32: then look at the
+                # elements, and measure in float64. A NaN delta is a change too
+                # (the record decides how to count it).
+                changed, delta_sq = _when(
+                    tf.equal(delta_sq, 0.0),
+                    lambda: (
+                        tf.reduce_any(tf.not_equal(now, before)),
+                        tf.reduce_sum(tf.square(tf.cast(delta, tf.float64))),
+                    ),
+                    (tf.constant(True), delta_sq),
                 )
                 finite = tf.math.is_finite(value_sq)
                 delta_l2, value_l2 = tf.sqrt(delta_sq), tf.sqrt(value_sq)
