@@ -73,6 +73,18 @@ def _sums_of_squares(tensors):
     )
 
 
+# Deltas are multiplied by these before squaring when their squares underflow:
+# the smallest subnormal times the scale still squares to a normal number, and
+# the largest delta that underflowed does not overflow once scaled.
+_UNDERFLOW_SCALE = {tf.float32: 2.0**100, tf.float64: 2.0**500}
+
+
+def _scaled_sum_of_squares(delta, scale):
+    """(any element non-zero, sum of squares in float64) for a delta whose squares underflow."""
+    scaled_sq = tf.nn.l2_loss(delta * tf.constant(scale, delta.dtype)) * 2
+    return scaled_sq > 0, tf.cast(scaled_sq, tf.float64) / (scale * scale)
+
+
 def _bits_sum(values):
     """A checksum of the bits of float `values`: their sum as unsigned ints, as int64."""
     unsigned = {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[values.dtype.size]
@@ -148,8 +160,12 @@ class _Single:
                 )
                 self.rows = None
 
-    def measure(self, grads, kinds, track_rows):
-        grad, kind = grads[0], kinds[0]
+    def grad_norms(self, grads, kinds):
+        with tf.device(self.variable.device):
+            return grad_l2(grads[0], kinds[0])[tf.newaxis]
+
+    def measure(self, grad_norms, kinds, track_rows):
+        kind = kinds[0]
         nan = tf.constant(_NAN, tf.float64)
         with tf.device(self.variable.device):
             current = self.variable.read_value()
@@ -166,15 +182,13 @@ class _Single:
                 now, before = tf.cast(current, compute), tf.cast(previous, compute)
                 delta = now - before
                 delta_sq, value_sq = tf.unstack(_sums_of_squares([delta, now]))
-                # Deltas below ~1e-23 square to 0 in float32: then look at the
-                # elements, and measure in float64. A NaN delta is a change too
-                # (the record decides how to count it).
+                # Deltas below ~1e-19 (float32) square to 0: then measure them
+                # scaled up, which is exact in powers of two and needs one temporary.
+                # A NaN delta is a change too (the record decides how to count it).
+                scale = _UNDERFLOW_SCALE[compute]
                 changed, delta_sq = _when(
                     tf.equal(delta_sq, 0.0),
-                    lambda: (
-                        tf.reduce_any(tf.not_equal(now, before)),
-                        tf.reduce_sum(tf.square(tf.cast(delta, tf.float64))),
-                    ),
+                    lambda: _scaled_sum_of_squares(delta, scale),
                     (tf.constant(True), delta_sq),
                 )
                 finite = tf.math.is_finite(value_sq)
@@ -196,7 +210,7 @@ class _Single:
                     updates = [self.bits.assign(bits), self.value_sq.assign(value_sq)]
             with tf.control_dependencies(updates):
                 row = tf.stack([
-                    delta_l2, value_l2, grad_l2(grad, kind),
+                    delta_l2, value_l2, grad_norms[0],
                     tf.cast(changed, tf.float64), tf.cast(finite, tf.float64), rows_changed,
                 ])
         return row[tf.newaxis]
@@ -232,7 +246,7 @@ class _Pack:
         rows = [t if t.shape.rank == 1 else tf.reshape(t, [-1]) for t in tensors]
         return tf.stack([r if r.dtype == tf.float32 else tf.cast(r, tf.float32) for r in rows])
 
-    def _grad_l2(self, grads, kinds):
+    def grad_norms(self, grads, kinds):
         """GRAD_L2 per member: dense gradients reduced together, the rest one by one."""
         count = len(self.variables)
         values = np.zeros([count], np.float64)
@@ -244,16 +258,17 @@ class _Pack:
         if not computed:
             return result
         norms = []
-        dense = [i for i in computed if kinds[i] == DENSE]
-        if dense:
-            grad_sq = _row_squares(self._matrix([tf.convert_to_tensor(grads[i]) for i in dense]))
-            norms.append(tf.where(tf.math.is_finite(grad_sq), tf.sqrt(grad_sq), tf.constant(np.inf, tf.float64)))
-        sparse = [i for i in computed if kinds[i] == SPARSE]
-        if sparse:
-            norms.append(tf.stack([grad_l2(grads[i], SPARSE) for i in sparse]))
-        return tf.tensor_scatter_nd_update(result, [[i] for i in dense + sparse], tf.concat(norms, 0))
+        with tf.device(self.device):
+            dense = [i for i in computed if kinds[i] == DENSE]
+            if dense:
+                grad_sq = _row_squares(self._matrix([tf.convert_to_tensor(grads[i]) for i in dense]))
+                norms.append(tf.where(tf.math.is_finite(grad_sq), tf.sqrt(grad_sq), tf.constant(np.inf, tf.float64)))
+            sparse = [i for i in computed if kinds[i] == SPARSE]
+            if sparse:
+                norms.append(tf.stack([grad_l2(grads[i], SPARSE) for i in sparse]))
+            return tf.tensor_scatter_nd_update(result, [[i] for i in dense + sparse], tf.concat(norms, 0))
 
-    def measure(self, grads, kinds, track_rows):
+    def measure(self, grad_norms, kinds, track_rows):
         count = len(self.variables)
         with tf.device(self.device):
             now = self._matrix([v.read_value() for v in self.variables])
@@ -284,7 +299,7 @@ class _Pack:
                     updates = [self.bits.assign(bits), self.value_sq.assign(value_sq)]
             with tf.control_dependencies(updates):
                 return tf.stack([
-                    delta_l2, tf.sqrt(value_sq), self._grad_l2(grads, kinds),
+                    delta_l2, tf.sqrt(value_sq), grad_norms,
                     tf.cast(changed, tf.float64), tf.cast(tf.math.is_finite(value_sq), tf.float64), rows_changed,
                 ], axis=1)
 
@@ -337,8 +352,21 @@ class Layout:
           track_rows: count changed rows of variables fed SPARSE gradients.
         """
         parts, order = [], []
+        # Gradient norms first and unordered: they can run while the optimizer
+        # applies, so no gradient outlives its update waiting for the tracker
+        # (measured: logging after the update held all gradients, +2 copies of
+        # the parameters at peak).
+        per_group = []
         for group in self.groups:
-            parts.append(group.measure([grads[i] for i in group.indices], [kinds[i] for i in group.indices], track_rows))
+            group_kinds = [kinds[i] for i in group.indices]
+            per_group.append((group, group_kinds, group.grad_norms([grads[i] for i in group.indices], group_kinds)))
+        for group, group_kinds, grad_norms in per_group:
+            # One group at a time: a delta as large as its variable lives only
+            # while the group is measured, so the transient memory is the
+            # largest variable, not another copy of the model (kernels are
+            # multi-threaded, so little parallelism is lost).
+            with tf.control_dependencies(parts[-1:]):
+                parts.append(group.measure(grad_norms, group_kinds, track_rows))
             order.extend(group.indices)
         measured = tf.concat(parts, 0)
         if order == list(range(self.count)):
