@@ -43,46 +43,56 @@ NOT_GIVEN, NONE, DENSE, SPARSE = "not_given", "none", "dense", "sparse"
 # saves several graph ops per variable; at 16k elements they cost about the same.
 PACK_MAX_ELEMENTS = 1 << 14
 
+# Variables of at least this many elements (16 MB of float32) are measured one
+# after another; see `Layout.measure`.
+CHAIN_MIN_ELEMENTS = 1 << 22
+
 _NAN = np.nan
-_TINY = np.finfo(np.float64).tiny
 
 
 def _size(tensor):
     return tensor.shape.num_elements()
 
 
-def _when(needed, compute, otherwise):
-    """`compute()` where `needed`, else `otherwise`, computing only what is used."""
-    return tf.cond(needed, compute, lambda: otherwise)
-
-
 def _sums_of_squares(tensors):
-    """Sums of squares of same-dtype float `tensors`, as float64 [len(tensors)].
+    """Sums of squares of same-dtype float32/64 `tensors`: float64 [n], and bool [n] any non-zero.
 
-    `tf.nn.l2_loss` squares and sums in one pass without materialising the
-    squares. A float32 sum overflows to Inf above ~1.8e19, which would read as
-    a non-finite value, so then (rarely) the tensors are summed again in float64.
+    The usual case costs one `tf.nn.l2_loss` pass per tensor (no squares
+    materialised) and one cond for all of them. Only when a float32 sum is 0 or
+    not finite are the tensors looked at again, each exactly: a sum of 0 may be
+    squares that underflowed (elements below ~1e-19), measured again scaled up
+    by a power of two; Inf may be an overflow (above ~1.8e19), counted again in
+    float64; NaN stays NaN.
     """
     sums = tf.stack([tf.nn.l2_loss(t) for t in tensors]) * 2
-    if sums.dtype == tf.float64:
-        return sums
-    return _when(
-        tf.logical_not(tf.reduce_all(tf.math.is_finite(sums))),
-        lambda: tf.stack([tf.reduce_sum(tf.square(tf.cast(t, tf.float64))) for t in tensors]),
-        tf.cast(sums, tf.float64),
+    usual = tf.reduce_all(sums > 0) & tf.reduce_all(tf.math.is_finite(sums))
+    return tf.cond(
+        usual,
+        lambda: (tf.cast(sums, tf.float64), tf.fill([len(tensors)], True)),
+        lambda: tuple(tf.stack(column) for column in zip(*[_exact_sum_of_squares(t, sums[i]) for i, t in enumerate(tensors)])),
     )
 
 
-# Deltas are multiplied by these before squaring when their squares underflow:
-# the smallest subnormal times the scale still squares to a normal number, and
-# the largest delta that underflowed does not overflow once scaled.
+# Elements are multiplied by these before squaring when their squares
+# underflow: the smallest subnormal times the scale still squares to a normal
+# number, and the largest value that underflowed does not overflow once scaled.
 _UNDERFLOW_SCALE = {tf.float32: 2.0**100, tf.float64: 2.0**500}
 
 
-def _scaled_sum_of_squares(delta, scale):
-    """(any element non-zero, sum of squares in float64) for a delta whose squares underflow."""
-    scaled_sq = tf.nn.l2_loss(delta * tf.constant(scale, delta.dtype)) * 2
-    return scaled_sq > 0, tf.cast(scaled_sq, tf.float64) / (scale * scale)
+def _exact_sum_of_squares(tensor, fast_sum):
+    """(sum of squares as float64, any element non-zero) for a tensor whose fast sum was 0 or not finite."""
+
+    def scaled():
+        scale = _UNDERFLOW_SCALE[tensor.dtype]
+        scaled_sum = tf.nn.l2_loss(tensor * tf.constant(scale, tensor.dtype)) * 2
+        return tf.cast(scaled_sum, tf.float64) / (scale * scale), scaled_sum > 0
+
+    def recounted():
+        if tensor.dtype == tf.float64:
+            return fast_sum, tf.constant(True)
+        return tf.reduce_sum(tf.square(tf.cast(tensor, tf.float64))), tf.constant(True)
+
+    return tf.cond(tf.equal(fast_sum, 0.0), scaled, recounted)
 
 
 def _bits_sum(values):
@@ -104,15 +114,9 @@ def grad_l2(grad, kind):
     values = grad.values if kind == SPARSE else tf.convert_to_tensor(grad)
     if values.dtype not in (tf.float32, tf.float64):
         values = tf.cast(values, tf.float32)
-    grad_sq = _sums_of_squares([values])[0]
-    norm = tf.sqrt(grad_sq)
-    # Exactly zero only when no element is non-zero (a norm can underflow).
-    norm = _when(
-        tf.equal(grad_sq, 0.0),
-        lambda: tf.where(tf.reduce_any(tf.not_equal(values, 0)), tf.constant(_TINY, tf.float64), norm),
-        norm,
-    )
-    return tf.where(tf.math.is_finite(grad_sq), norm, tf.constant(np.inf, tf.float64))
+    grad_sq = _sums_of_squares([values])[0][0]
+    # Measured exactly, a sum of squares is 0 only when every element is.
+    return tf.where(tf.math.is_finite(grad_sq), tf.sqrt(grad_sq), tf.constant(np.inf, tf.float64))
 
 
 def _rows_variable(variable):
@@ -155,7 +159,7 @@ class _Single:
             else:
                 self.bits = tf.Variable(_bits_sum(value), trainable=False, name="varupdate_bits")
                 self.value_sq = tf.Variable(
-                    _sums_of_squares([tf.cast(value, tf.float32) if self.dtype != tf.float64 else value])[0],
+                    _sums_of_squares([tf.cast(value, tf.float32) if self.dtype != tf.float64 else value])[0][0],
                     trainable=False, name="varupdate_value_sq",
                 )
                 self.rows = None
@@ -181,16 +185,10 @@ class _Single:
                 previous = self.snapshot.read_value()
                 now, before = tf.cast(current, compute), tf.cast(previous, compute)
                 delta = now - before
-                delta_sq, value_sq = tf.unstack(_sums_of_squares([delta, now]))
-                # Deltas below ~1e-19 (float32) square to 0: then measure them
-                # scaled up, which is exact in powers of two and needs one temporary.
+                squares, non_zero = _sums_of_squares([delta, now])
+                delta_sq, value_sq = squares[0], squares[1]
                 # A NaN delta is a change too (the record decides how to count it).
-                scale = _UNDERFLOW_SCALE[compute]
-                changed, delta_sq = _when(
-                    tf.equal(delta_sq, 0.0),
-                    lambda: _scaled_sum_of_squares(delta, scale),
-                    (tf.constant(True), delta_sq),
-                )
+                changed = non_zero[0]
                 finite = tf.math.is_finite(value_sq)
                 delta_l2, value_l2 = tf.sqrt(delta_sq), tf.sqrt(value_sq)
                 if track_rows and kind == SPARSE and self.rows is not None:
@@ -199,7 +197,7 @@ class _Single:
                     updates = [self.snapshot.assign(current)]
             else:
                 now = tf.cast(current, compute)
-                value_sq = _sums_of_squares([now])[0]
+                value_sq = _sums_of_squares([now])[0][0]
                 bits = _bits_sum(now)
                 changed = tf.logical_or(
                     tf.not_equal(bits, self.bits.read_value()), tf.not_equal(value_sq, self.value_sq.read_value())
@@ -360,13 +358,17 @@ class Layout:
         for group in self.groups:
             group_kinds = [kinds[i] for i in group.indices]
             per_group.append((group, group_kinds, group.grad_norms([grads[i] for i in group.indices], group_kinds)))
+        previous_large = []
         for group, group_kinds, grad_norms in per_group:
-            # One group at a time: a delta as large as its variable lives only
-            # while the group is measured, so the transient memory is the
-            # largest variable, not another copy of the model (kernels are
-            # multi-threaded, so little parallelism is lost).
-            with tf.control_dependencies(parts[-1:]):
+            # Large variables one at a time: a delta as large as its variable
+            # then lives only while it is measured, so the transient memory is
+            # one variable, not another copy of the model. Smaller ones run in
+            # parallel (chaining the MLP's 1M-element kernels cost 0.7 ms a step).
+            large = isinstance(group, _Single) and (group.variable.shape.num_elements() or 0) >= CHAIN_MIN_ELEMENTS
+            with tf.control_dependencies(previous_large if large else []):
                 parts.append(group.measure(grad_norms, group_kinds, track_rows))
+            if large:
+                previous_large = parts[-1:]
             order.extend(group.indices)
         measured = tf.concat(parts, 0)
         if order == list(range(self.count)):
