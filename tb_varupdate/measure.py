@@ -3,10 +3,12 @@
 This is where the cost of logging is, so it is kept apart from the tracker's
 bookkeeping (`summary.py`) and shaped by what was measured (BENCHMARKS.md):
 
-* A large variable is read in as few passes as the measurement allows: the
-  delta, one `l2_loss` pass each over delta, value and gradient (no squares
-  materialised), and the snapshot copy. Rare cases (float32 overflow, deltas
-  that square to 0) pay an extra pass only when they happen, behind a cond.
+* A large variable is read in as few passes as the measurement allows: one
+  fused squared difference against its snapshot and its sum (what the bare
+  floor in BENCHMARKS.md does), one `l2_loss` pass over the value and one
+  over the gradient (no squares materialised), and the snapshot copy. Rare
+  cases (sums that underflow or overflow float32) pay an extra pass only when
+  they happen, behind one cond.
 * Small variables (biases, norms, small layers) are packed by size: one
   float32 [members, size] snapshot per device and size holds them, and
   row-wise reductions measure them together in float64 with a fixed number of
@@ -55,21 +57,30 @@ def _size(tensor):
 
 
 def _sums_of_squares(tensors):
-    """Sums of squares of same-dtype float32/64 `tensors`: float64 [n], and bool [n] any non-zero.
+    """Sums of squares of same-dtype float32/64 `tensors`; see `_checked_sums`."""
+    fast = tf.stack([tf.nn.l2_loss(t) for t in tensors]) * 2
+    return _checked_sums(fast, [lambda t=t: t for t in tensors])
 
-    The usual case costs one `tf.nn.l2_loss` pass per tensor (no squares
-    materialised) and one cond for all of them. Only when a float32 sum is 0 or
-    not finite are the tensors looked at again, each exactly: a sum of 0 may be
-    squares that underflowed (elements below ~1e-19), measured again scaled up
-    by a power of two; Inf may be an overflow (above ~1.8e19), counted again in
-    float64; NaN stays NaN.
+
+def _checked_sums(fast_sums, tensor_fns):
+    """Exact sums of squares from fast ones: float64 [n], and bool [n] any non-zero.
+
+    `fast_sums` are float32 (or float64) sums of squares of the tensors that
+    `tensor_fns` rebuild. The usual case (all sums positive and finite) costs
+    one cond for all of them. Otherwise each tensor is looked at again,
+    exactly: a sum of 0 may be squares that underflowed (elements below
+    ~1e-19), measured again scaled up by a power of two; Inf may be an
+    overflow (above ~1.8e19), counted again in float64; NaN stays NaN. The
+    tensors are rebuilt only then, so the usual case never materialises them.
     """
-    sums = tf.stack([tf.nn.l2_loss(t) for t in tensors]) * 2
-    usual = tf.reduce_all(sums > 0) & tf.reduce_all(tf.math.is_finite(sums))
+    usual = tf.reduce_all(fast_sums > 0) & tf.reduce_all(tf.math.is_finite(fast_sums))
     return tf.cond(
         usual,
-        lambda: (tf.cast(sums, tf.float64), tf.fill([len(tensors)], True)),
-        lambda: tuple(tf.stack(column) for column in zip(*[_exact_sum_of_squares(t, sums[i]) for i, t in enumerate(tensors)])),
+        lambda: (tf.cast(fast_sums, tf.float64), tf.fill([len(tensor_fns)], True)),
+        lambda: tuple(
+            tf.stack(column)
+            for column in zip(*[_exact_sum_of_squares(fn(), fast_sums[i]) for i, fn in enumerate(tensor_fns)])
+        ),
     )
 
 
@@ -184,8 +195,10 @@ class _Single:
             elif self.exact:
                 previous = self.snapshot.read_value()
                 now, before = tf.cast(current, compute), tf.cast(previous, compute)
-                delta = now - before
-                squares, non_zero = _sums_of_squares([delta, now])
+                # One fused op squares the difference: the delta itself is only
+                # materialised if its sum needs a second look.
+                fast = tf.stack([tf.reduce_sum(tf.math.squared_difference(now, before)), tf.nn.l2_loss(now) * 2])
+                squares, non_zero = _checked_sums(fast, [lambda: now - before, lambda: now])
                 delta_sq, value_sq = squares[0], squares[1]
                 # A NaN delta is a change too (the record decides how to count it).
                 changed = non_zero[0]

@@ -464,6 +464,10 @@ class VariableUpdateTracker:
         return first(item)
 
     def _log_graph(self, step, grads, kinds):
+        with tf.name_scope("varupdate"):
+            return self._log_graph_ops(step, grads, kinds)
+
+    def _log_graph_ops(self, step, grads, kinds):
         calls = self._calls.assign_add(1) - 1
         if step is None:
             step = calls

@@ -1,0 +1,116 @@
+"""`python benchmarks/run.py [--quick] [--only SECTION,...]`: runs every benchmark, writes BENCHMARKS.md.
+
+Sections run one after another in fresh processes, so none inherits another's
+threads, caches or memory. `--quick` shrinks every size for a smoke run and
+prints instead of writing BENCHMARKS.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SECTIONS = ("training", "storage", "backend", "dashboard")
+
+
+def _versions():
+    code = (
+        "import json, tensorflow as tf, tensorboard, keras, numpy;"
+        "print(json.dumps({'tensorflow': tf.__version__, 'tensorboard': tensorboard.__version__,"
+        "'keras': keras.__version__, 'numpy': numpy.__version__}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _machine():
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return "%s, %d cores, %.0f GiB, %s, Python %s" % (
+        model, os.cpu_count(), memory, platform.platform(), platform.python_version())
+
+
+def _run_section(name, quick):
+    """Runs benchmarks/<name>.py in a fresh process; returns its JSON section."""
+    code = (
+        "import sys, json, dataclasses; sys.path.insert(0, %r); import %s as m;"
+        "s = m.run(%r); print('@@SECTION@@' + json.dumps(dataclasses.asdict(s)))"
+    ) % (HERE, name, quick)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit("benchmark section %r failed (exit %d)" % (name, proc.returncode))
+    line = [l for l in proc.stdout.splitlines() if l.startswith("@@SECTION@@")][-1]
+    return json.loads(line[len("@@SECTION@@"):])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, print only")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: %s" % ",".join(SECTIONS))
+    parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        parser.error("unknown section(s) %s; choose from %s" % (", ".join(unknown), ", ".join(SECTIONS)))
+
+    sys.path.insert(0, HERE)
+    import common  # pylint: disable=import-outside-toplevel
+
+    started = time.time()
+    sections = []
+    for name in names:
+        common.progress("== %s" % name)
+        section_started = time.time()
+        section = _run_section(name, args.quick)
+        section["seconds"] = time.time() - section_started
+        sections.append(section)
+    targets = [common.Target(**t) for s in sections for t in s["targets"]]
+
+    command = "python benchmarks/run.py" + (" --quick" if args.quick else "") + (
+        " --only " + args.only if names != list(SECTIONS) else "")
+    versions = _versions()
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `%s` (also `make bench`) on %s UTC, in %.0f minutes." % (
+            command, datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            (time.time() - started) / 60),
+        "",
+        "- Machine: %s" % _machine(),
+        "- Versions: %s" % ", ".join("%s %s" % item for item in versions.items()),
+        "- Times are medians over repeats; ratios compare runs taken side by side in one process.",
+        "",
+        "## Targets",
+        "",
+        common.targets_table(targets),
+        "",
+    ]
+    for section in sections:
+        lines += ["## %s" % section["title"], "", section["body"], "",
+                  "(section took %.0f s)" % section["seconds"], ""]
+    text = "\n".join(lines)
+    print(text)
+    if not args.quick:
+        with open(args.output, "w") as out:
+            out.write(text)
+        common.progress("wrote %s" % args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
