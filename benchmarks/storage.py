@@ -63,7 +63,7 @@ def run(quick):
             rows.append((way, count, steps, "%.1f B" % value))
     tracker_300 = measured[("tracker", 300)]
     hist_300 = measured[("histograms (weights + gradients)", 300)]
-    body = "%s\n\n%s\n\nThe tracker writes 60 bytes per variable per record (15 int32 columns) plus one event header per step for all variables (see docs/FORMAT.md); a histogram costs its buckets, tag and metadata per variable, twice (weights and gradients): %.0fx more here." % (
+    body = "%s\n\n%s\n\nThe tracker writes 56 bytes per variable per record (14 int32 columns) plus one event header per step for all variables (see docs/FORMAT.md); a histogram costs its buckets, tag and metadata per variable, twice (weights and gradients): %.0fx more here." % (
         __doc__.split("\n\n", 1)[1].strip(),
         common.table(("way", "variables", "steps", "bytes / variable / step"), rows),
         hist_300 / tracker_300,

@@ -29,7 +29,8 @@ import numpy as np
 from tensorboard.compat.proto import summary_pb2
 
 PLUGIN_NAME = "varupdate"
-FORMAT_VERSION = 1
+# 2: DELTA_MAX_ABS dropped (a pass over every variable, never shown), 14 columns.
+FORMAT_VERSION = 2
 
 KIND_UPDATES = "updates"
 KIND_VARIABLES = "variables"
@@ -43,23 +44,22 @@ HEADER_EVERY_N = 2  # the tracker's `every_n_steps`.
 
 # Variable row columns. "f32" columns hold float32 bit patterns.
 DELTA_L2 = 0  # f32: ||w_now - w_prev||, since the previous record.
-DELTA_MAX_ABS = 1  # f32: max |w_now - w_prev|.
-VALUE_L2 = 2  # f32: ||w_now||.
-GRAD_L2 = 3  # f32: gradient norm at this step, or a GRAD_* sentinel below.
-CHANGED_STEPS = 4  # records in which the variable changed.
-FIRST_UPDATE_STEP = 5  # step of the first change, -1 if none.
-LAST_UPDATE_STEP = 6  # step of the latest change, -1 if none.
-LOGS_AT_LAST_UPDATE = 7  # HEADER_LOGGED at the latest change, 0 if none.
-GRAD_PRESENT_STEPS = 8  # records whose gradient was finite and non-zero.
-GRAD_NONE_STEPS = 9  # records whose gradient was None (disconnected).
-GRAD_ZERO_STEPS = 10  # records whose gradient was exactly zero.
-GRAD_NON_FINITE_STEPS = 11  # records whose gradient held NaN or Inf.
-FIRST_NON_FINITE_STEP = 12  # step the value first held NaN/Inf, -1 if never.
-MAX_RELATIVE_UPDATE = 13  # f32: max over records of DELTA_L2 / VALUE scale.
-ROWS_CHANGED = 14  # rows (first axis) changed at least once; -1 if not tracked.
-NUM_COLUMNS = 15
+VALUE_L2 = 1  # f32: ||w_now||.
+GRAD_L2 = 2  # f32: gradient norm at this step, or a GRAD_* sentinel below.
+CHANGED_STEPS = 3  # records in which the variable changed.
+FIRST_UPDATE_STEP = 4  # step of the first change, -1 if none.
+LAST_UPDATE_STEP = 5  # step of the latest change, -1 if none.
+LOGS_AT_LAST_UPDATE = 6  # HEADER_LOGGED at the latest change, 0 if none.
+GRAD_PRESENT_STEPS = 7  # records whose gradient was finite and non-zero.
+GRAD_NONE_STEPS = 8  # records whose gradient was None (disconnected).
+GRAD_ZERO_STEPS = 9  # records whose gradient was exactly zero.
+GRAD_NON_FINITE_STEPS = 10  # records whose gradient held NaN or Inf.
+FIRST_NON_FINITE_STEP = 11  # step the value first held NaN/Inf, -1 if never.
+MAX_RELATIVE_UPDATE = 12  # f32: max over records of DELTA_L2 / VALUE scale.
+ROWS_CHANGED = 13  # rows (first axis) changed at least once; -1 if not tracked.
+NUM_COLUMNS = 14
 
-FLOAT_COLUMNS = (DELTA_L2, DELTA_MAX_ABS, VALUE_L2, GRAD_L2, MAX_RELATIVE_UPDATE)
+FLOAT_COLUMNS = (DELTA_L2, VALUE_L2, GRAD_L2, MAX_RELATIVE_UPDATE)
 
 # GRAD_L2 sentinels. A norm is >= 0, so negative values are free to mean states.
 GRAD_NOT_GIVEN = -2.0  # log() got no gradient for this variable.
@@ -136,9 +136,14 @@ def parse_plugin_content(content):
             "plugin content is not a varupdate header. Received: %r" % bytes(content)[:80]
         ) from err
     if version != FORMAT_VERSION:
+        older = isinstance(version, int) and version < FORMAT_VERSION
         raise FormatError(
             "record format version %r is not supported (this tb-varupdate reads "
-            "version %d); upgrade tb-varupdate to read it." % (version, FORMAT_VERSION)
+            "version %d); %s" % (
+                version, FORMAT_VERSION,
+                "it was written by an older tb-varupdate: train again to rewrite it, or read "
+                "it with the version that wrote it." if older else "upgrade tb-varupdate to read it.",
+            )
         )
     if kind not in (KIND_UPDATES, KIND_VARIABLES):
         raise FormatError("unknown record kind. Received: kind=%r" % (kind,))

@@ -33,8 +33,8 @@ from tb_varupdate import metadata as md
 # Verdicts never depend on it (the newest record alone is exact); it only sets
 # the detail of the charts. 2,000 records give the heatmap's default 100
 # buckets ~20 records each and its maximum 1,000 buckets ~2 each, while the
-# memory TensorBoard holds stays bounded: a record is 60 bytes per variable,
-# so a 300-variable tracker keeps ~36 MB (TensorBoard's own default of 10
+# memory TensorBoard holds stays bounded: a record is 56 bytes per variable,
+# so a 300-variable tracker keeps ~34 MB (TensorBoard's own default of 10
 # would leave the charts with 10 points).
 DEFAULT_SAMPLES = 2000
 
@@ -184,12 +184,12 @@ class Tracker:
       logged: int64 [records] their HEADER_LOGGED.
       num_rows: int64 [records] how many variable rows each has.
       columns: {column: float32 [records, variables]} of DELTA_L2,
-        DELTA_MAX_ABS, VALUE_L2 and GRAD_L2 (padding past num_rows is NaN).
+        VALUE_L2 and GRAD_L2 (padding past num_rows is NaN).
       newest: the newest valid `metadata.Updates`, or None.
       warnings: messages about records that were skipped or doubtful.
     """
 
-    SERIES_COLUMNS = (md.DELTA_L2, md.DELTA_MAX_ABS, md.VALUE_L2, md.GRAD_L2)
+    SERIES_COLUMNS = (md.DELTA_L2, md.VALUE_L2, md.GRAD_L2)
 
     def __init__(self, run, tag, entries, steps, records, warnings):
         self.run = run
@@ -570,7 +570,6 @@ def series_report(tracker, variables):
         series[name] = {
             "step": tracker.steps[mask].tolist(),
             "delta_l2": column[md.DELTA_L2].tolist(),
-            "delta_max_abs": column[md.DELTA_MAX_ABS].tolist(),
             "value_l2": column[md.VALUE_L2].tolist(),
             "relative_update": round_significant(
                 relative_update(column[md.DELTA_L2], column[md.VALUE_L2]), SERIES_DIGITS

@@ -525,7 +525,6 @@ class VariableUpdateTracker:
         sized = tf.constant([t.is_float and self._layout.delta == measure.EXACT for t in self._tracked])
         float_columns = {
             md.DELTA_L2: tf.cast(delta_l2, tf.float32),
-            md.DELTA_MAX_ABS: nan32,
             md.VALUE_L2: value32,
             md.GRAD_L2: tf.cast(grad_l2, tf.float32),
             md.MAX_RELATIVE_UPDATE: tf.where(sized, max_relative, nan32),

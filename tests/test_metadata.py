@@ -73,8 +73,9 @@ def test_summary_metadata_is_a_tensor_class_of_this_plugin():
 @pytest.mark.parametrize(
     "content, match",
     [
-        (json.dumps({"version": 99, "kind": "updates"}).encode(), "version 99 is not supported"),
-        (json.dumps({"version": 1, "kind": "other"}).encode(), "unknown record kind"),
+        (json.dumps({"version": 99, "kind": "updates"}).encode(), "version 99 is not supported.*upgrade tb-varupdate"),
+        (json.dumps({"version": 1, "kind": "updates"}).encode(), "version 1 is not supported.*older tb-varupdate: train again"),
+        (json.dumps({"version": md.FORMAT_VERSION, "kind": "other"}).encode(), "unknown record kind"),
         (b"\x00garbage", "not a varupdate header"),
     ],
 )

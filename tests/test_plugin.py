@@ -87,7 +87,7 @@ def test_series_route_reports_downsampling(client):
     assert body["samples_hint"] == "--samples_per_plugin=varupdate=0"
     assert list(body["series"]) == ["w", "b"]
     assert set(body["series"]["w"]) == {
-        "step", "delta_l2", "delta_max_abs", "value_l2", "relative_update", "gradient_l2", "gradient_state",
+        "step", "delta_l2", "value_l2", "relative_update", "gradient_l2", "gradient_state",
     }
     assert len(body["series"]["w"]["step"]) == 10
 

@@ -197,7 +197,7 @@ def test_other_format_version_is_skipped_with_warning(provider):
     assert "future" not in found
     assert warnings == [
         "future varupdate/model: skipped: record format version 99 is not supported "
-        "(this tb-varupdate reads version 1); upgrade tb-varupdate to read it."
+        "(this tb-varupdate reads version %d); upgrade tb-varupdate to read it." % md.FORMAT_VERSION
     ]
     report = records.read_verdicts(provider, CTX, "", "future", logdirs.TAG)
     assert report["rows"] == [] and report["step"] is None
