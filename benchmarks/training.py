@@ -368,38 +368,59 @@ def _memory_section(width):
     return text, targets
 
 
+def _overhead_targets(short, times, with_ratio):
+    """The issue's overhead targets for one model; a miss carries what explains it."""
+    base = times["no logging"]
+    added = times["tracker every step"] - base
+    hist_added = times["histograms every step"] - base
+    floor_added = times["bare floor"] - base
+    every_10 = times["tracker every 10 steps"] / base
+    # The floor reads each variable against its snapshot; the tracker also
+    # reads the value and the gradient once each (see the profile below).
+    why_floor = (
+        "the floor only measures the delta; the tracker also reads each value (for "
+        "relative updates) and each gradient (present/zero/None/non-finite) once: the "
+        "L2Loss rows of the profile below"
+    )
+    targets = []
+    if with_ratio:
+        ratio = times["tracker every step"] / base
+        targets.append(common.Target(
+            "tracker every step / no logging (%s)" % short, "%.3fx" % ratio, "<= 1.05x", ratio <= 1.05,
+            "" if ratio <= 1.05 else "the bare floor alone is %.3fx and %s; every 10 steps: %.3fx" % (
+                times["bare floor"] / base, why_floor, every_10),
+        ))
+    met = added <= 0 or hist_added / added >= 20
+    targets.append(common.Target(
+        "histogram added time / tracker added time (%s)" % short,
+        "%.0fx" % (hist_added / added) if added > 0 else "tracker adds nothing measurable",
+        ">= 20x", met,
+        "" if met else "histograms of small variables are cheap here; even the bare floor is only %.0fx below them" % (
+            hist_added / floor_added if floor_added > 0 else float("inf")),
+    ))
+    met = added <= 0 or (floor_added > 0 and added <= 1.5 * floor_added)
+    targets.append(common.Target(
+        "tracker added time / bare floor added time (%s)" % short,
+        "%.2fx" % (added / floor_added) if floor_added > 0 else "%+.2f ms vs %+.2f ms" % (added * 1e3, floor_added * 1e3),
+        "<= 1.5x", met, "" if met else why_floor,
+    ))
+    return targets
+
+
 def run(quick):
     rounds, steps_per_round = (3, 5) if quick else (15, 20)
     sections = []
     targets = []
-    results = {}
     for label, build in (("MLP, 2.6M parameters, 8 variables", mlp), ("300 variables, 160k parameters", many_small)):
         common.progress("training overhead: %s" % label)
         model = build()
         with tempfile.TemporaryDirectory() as logdir:
             times = step_times(model, VARIANTS, rounds, steps_per_round, logdir)
-        results[label] = times
         sections.append("**%s** (batch %d, Adam, %d rounds x %d steps):\n\n%s" % (
             label, BATCH, rounds, steps_per_round,
             common.table(("variant", "step", "ratio", "added"), _overhead_rows(times)),
         ))
-        base = times["no logging"]
-        added = times["tracker every step"] - base
-        hist_added = times["histograms every step"] - base
-        floor_added = times["bare floor"] - base
-        short = label.split(",")[0]
-        if build is mlp:
-            ratio = times["tracker every step"] / base
-            targets.append(common.Target(
-                "tracker every step / no logging (%s)" % short, "%.3fx" % ratio, "<= 1.05x", ratio <= 1.05))
-        targets.append(common.Target(
-            "histogram added time / tracker added time (%s)" % short,
-            "%.0fx" % (hist_added / added) if added > 0 else "tracker adds nothing measurable",
-            ">= 20x", added <= 0 or hist_added / added >= 20))
-        targets.append(common.Target(
-            "tracker added time / bare floor added time (%s)" % short,
-            "%.2fx" % (added / floor_added) if floor_added > 0 else "%+.2f ms vs %+.2f ms" % (added * 1e3, floor_added * 1e3),
-            "<= 1.5x", added <= 1.5 * max(floor_added, 0) or added <= 0))
+        targets += _overhead_targets(label.split(",")[0], times, with_ratio=build is mlp)
     common.progress("profile")
     sections.append(_profile_section())
     sections.append(_scaling_section(quick))
