@@ -374,14 +374,12 @@ def test_compare_runs_highlights_disagreement_and_overlays(page, server):
     assert page.errors == []
 
 
-def test_two_thousand_variables_render_fast_and_virtualised(page, server):
+def test_two_thousand_variables_render_virtualised(page, server):
+    # How fast is measured in benchmarks/dashboard.py, not timed here.
     frame = _open(page, server, "run=fixed")
     _row(frame, "dense/kernel").wait_for()
-    started = time.monotonic()
     frame.get_by_label("Inspect wide").check()
     frame.locator(".vu-row[data-variable^='net/']").first.wait_for()
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0, "first render of 2,000 variables took %.2fs" % elapsed
     assert frame.locator(".vu-pane--overview .vu-count").inner_text() == "2000 variables"
     assert frame.locator(".vu-banner-line").first.inner_text() == "40 of 2000 trainable variables never updated"
     # Virtualised: only the rows in view exist.
