@@ -5,11 +5,14 @@ under both loaders (`context.multiplexer` is None under the Rust one). The
 plugin's routes and the CLI share these functions:
 
 * `list_update_tags` and `read_verdicts` are what the CLI calls;
-* `read_tracker` loads one tracker's kept records into a `Tracker`, and
-  `verdict_report`, `series_report`, `heatmap_report` and `compare_report`
-  turn trackers into the JSON documents of docs/HTTP_API.md;
-* `relative_update`, `bucket_edges`, `bucket_max` and `json_safe` are pure
-  NumPy/dict helpers that tests call without event files.
+* `read_tracker` loads one tracker into a `Tracker`: its newest records at
+  once (all the verdicts need), the other kept records on first use;
+  `RecordCache` keeps trackers between requests and reads those of many runs
+  in one call; `Tracker.verdicts`, `series_report`, `heatmap_report` and
+  `compare_report` turn trackers into the JSON documents of docs/HTTP_API.md;
+* `relative_update`, `bucket_edges`, `bucket_max`, `json_safe` and
+  `encode_json` are pure NumPy/dict helpers that tests call without event
+  files.
 
 A malformed record never raises out of here: it is skipped and explained in
 the report's `warnings`. Only an unknown run or tag raises
@@ -17,6 +20,7 @@ the report's `warnings`. Only an unknown run or tag raises
 """
 
 import collections
+import json
 import math
 import threading
 
@@ -49,9 +53,10 @@ DEFAULT_BUCKETS = 100
 # than a screen shows and makes the JSON of a 300-variable model ~3 MB.
 MAX_BUCKETS = 1000
 
-# Trackers kept parsed in a `RecordCache`. A parsed tracker holds 4 float32
-# columns per variable per record (~10 MB for 300 variables x 2,000 records),
-# so this bounds the cache to a few hundred MB at worst.
+# Trackers kept parsed in a `RecordCache`. A tracker whose history was read
+# holds 3 float32 columns per variable per record (~7 MB for 300 variables x
+# 2,000 records, at most ~43 MB: see MAX_HISTORY_BYTES), so this bounds the
+# cache to a few hundred MB in practice, ~1.4 GB at worst.
 CACHE_SIZE = 32
 
 # Significant digits sent: float32 holds ~7; a heatmap colour needs far fewer.
@@ -86,7 +91,12 @@ def json_safe(value):
     TensorBoard's `Respond` would send them as the strings "NaN" and
     "Infinity"; docs/HTTP_API.md promises `null`.
     """
-    if isinstance(value, float):
+    # Exact types first: a verdicts document of 2,000 variables holds ~60,000
+    # values, and most are str, int or bool.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float or isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {key: json_safe(item) for key, item in value.items()}
@@ -95,6 +105,28 @@ def json_safe(value):
     if isinstance(value, np.generic):
         return json_safe(value.item())
     return value
+
+
+def encode_json(document):
+    """`document` as compact JSON bytes, NaN and Inf sent as null (see `json_safe`).
+
+    The plugin answers with these bytes, so TensorBoard's `Respond` does not
+    walk the document again (its `Cleanse` pass) before encoding it.
+    """
+    try:
+        text = json.dumps(document, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        # A NaN or a NumPy scalar somewhere: the exact pass, only when needed.
+        text = json.dumps(json_safe(document), allow_nan=False, separators=(",", ":"))
+    return text.encode("ascii")
+
+
+def nan_to_none(matrix):
+    """`matrix.tolist()` with None for NaN and Inf, without a Python pass per cell."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    cells = matrix.astype(object)
+    cells[~np.isfinite(matrix)] = None
+    return cells.tolist()
 
 
 def round_significant(values, digits):
@@ -112,18 +144,23 @@ def round_significant(values, digits):
     return np.where(usable, np.round(values * scale) / scale, values)
 
 
-def relative_update(delta_l2, value_l2):
+def relative_update(delta_l2, value_l2, dtype=np.float64):
     """Per-step relative update DELTA_L2 / VALUE_L2 (vectorised).
 
+    Args:
+      delta_l2, value_l2: arrays of the same shape (or broadcastable).
+      dtype: of the result; the heatmap asks for float32, which its four
+        significant digits do not notice, to halve the memory it sweeps.
+
     Returns:
-      float64 array: 0 where the delta is 0 (the variable did not change, even
+      `dtype` array: 0 where the delta is 0 (the variable did not change, even
       if its value is 0), NaN where the ratio is undefined (value 0 or
       non-finite, or a non-finite delta).
     """
-    delta = np.asarray(delta_l2, dtype=np.float64)
-    value = np.asarray(value_l2, dtype=np.float64)
+    delta = np.asarray(delta_l2, dtype=dtype)
+    value = np.asarray(value_l2, dtype=dtype)
     usable = np.isfinite(delta) & np.isfinite(value) & (value > 0)
-    ratio = np.full(np.broadcast(delta, value).shape, np.nan)
+    ratio = np.full(np.broadcast(delta, value).shape, np.nan, dtype=dtype)
     np.divide(delta, value, out=ratio, where=usable)
     ratio[delta == 0] = 0.0
     return ratio
@@ -159,83 +196,277 @@ def bucket_max(steps, values, buckets):
       had a value for the variable.
     """
     steps = np.asarray(steps, dtype=np.int64)
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
     if values.ndim == 1:
         values = values[:, np.newaxis]
     if len(steps) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros((values.shape[1], 0))
     starts, ends = bucket_edges(steps[0], steps[-1], buckets)
+    # Steps ascend, so each bucket's records are one contiguous slice:
+    # `first` is where each bucket's slice begins, empty when it equals the
+    # next bucket's. fmax skips NaN, so a bucket is NaN only when none of its
+    # records has a value; reduceat takes each slice's max in one pass.
     which = np.searchsorted(starts, steps, side="right") - 1
+    first = np.searchsorted(which, np.arange(len(starts)))
+    filled = first < np.append(first[1:], len(steps))
     matrix = np.full((len(starts), values.shape[1]), np.nan)
-    # fmax skips NaN, so a bucket is NaN only when none of its records has a
-    # value; np.fmax.at accumulates per bucket without a Python loop.
-    np.fmax.at(matrix, which, values)
+    matrix[filled] = np.fmax.reduceat(values, first[filled], axis=0)
     return starts, ends, matrix.T
 
 
+# The columns of the updates records that the series and heatmap routes draw.
+SERIES_COLUMNS = (md.DELTA_L2, md.VALUE_L2, md.GRAD_L2)
+
+# A history read asks TensorBoard for at most this many bytes of records. The
+# Rust loader's gRPC client refuses an answer over 256 MiB, failing the whole
+# read, so this keeps a quarter of that free for framing; a cached tracker
+# then holds at most 3/14 of it (~43 MB) as columns. Only trackers of more
+# than ~1,800 variables get fewer records than DEFAULT_SAMPLES (2,000
+# variables: 1,796 records of 112 KB); `points` and `downsampled` say so.
+MAX_HISTORY_BYTES = 192 * 2**20
+
+# Encoded documents a tracker keeps (see `Tracker.memo`): the variables route
+# and a few heatmap bucket counts.
+MEMO_SIZE = 4
+
+# float32 NaN as the int32 bit pattern the updates records hold.
+_NAN_BITS = int(np.float32(np.nan).view(np.int32))
+
+
+def history_count(samples, rows):
+    """How many records a history read asks for.
+
+    Args:
+      samples: the plugin's `--samples_per_plugin` value (None: default).
+      rows: variable rows of the tracker's newest record.
+
+    Returns:
+      `downsample_count(samples)`, or fewer when that many records of
+      `rows` variables would exceed MAX_HISTORY_BYTES (at least 1).
+    """
+    record_bytes = (1 + max(int(rows), 0)) * md.NUM_COLUMNS * 4
+    return max(1, min(downsample_count(samples), MAX_HISTORY_BYTES // record_bytes))
+
+
+class History:
+    """A tracker's kept updates records as columns: what the charts draw.
+
+    Attributes:
+      steps: int64 [records] ascending; one record per step (a later record
+        at the same step replaces an earlier one, as the Rust loader does for
+        a restarted run).
+      logged: int64 [records] their HEADER_LOGGED.
+      num_rows: int64 [records] how many variable rows each has.
+      columns: {column: float32 [records, width]} of SERIES_COLUMNS, NaN past
+        a record's num_rows.
+      newest: the newest readable record as a `metadata.Updates`, or None.
+      warnings: messages about records that could not be read.
+    """
+
+    def __init__(self, steps, logged, num_rows, columns, newest, warnings):
+        self.steps = steps
+        self.logged = logged
+        self.num_rows = num_rows
+        self.columns = columns
+        self.newest = newest
+        self.warnings = warnings
+
+
+def _is_updates_array(array):
+    # The checks of `metadata.parse_updates`, without the copies it makes of
+    # each record: a history holds up to DEFAULT_SAMPLES of them.
+    return (
+        isinstance(array, np.ndarray)
+        and array.dtype == np.int32
+        and array.ndim == 2
+        and array.shape[1] == md.NUM_COLUMNS
+        and array.shape[0] >= 1
+    )
+
+
+def _updates_error(array):
+    """The FormatError `metadata.parse_updates` words for an unreadable record."""
+    try:
+        md.parse_updates(array)
+    except md.FormatError as err:
+        return err
+    return md.FormatError("not an updates record. Received: %r" % (array,))
+
+
+def _read_history(run, tag, data):
+    """A `History` from the TensorDatum list of an updates tag."""
+    by_step = {}
+    failures = []
+    for datum in data:
+        if not _is_updates_array(datum.numpy):
+            failures.append((datum.step, _updates_error(datum.numpy)))
+            continue
+        # One record per step: a later one at the same step replaces it, as
+        # the Rust loader does for a restarted run.
+        by_step[int(datum.step)] = datum.numpy
+    warnings = []
+    if failures:
+        warnings.append(_describe_skipped(run, tag, "updates", failures, len(data)))
+    steps = sorted(by_step)
+    newest_bad = max((step for step, _ in failures), default=None)
+    if steps and newest_bad is not None and newest_bad > steps[-1]:
+        warnings.append(
+            "%s %s: the newest updates record (step %d) is unreadable; verdicts are "
+            "as of step %d." % (run, tag, newest_bad, steps[-1])
+        )
+    arrays = [by_step[step] for step in steps]
+    count = len(arrays)
+    num_rows = np.fromiter((array.shape[0] - 1 for array in arrays), np.int64, count)
+    logged = np.fromiter((array[0, md.HEADER_LOGGED] for array in arrays), np.int64, count)
+    width = int(num_rows.max()) if count else 0
+    # One copy of the three drawn columns per record into [column, record,
+    # variable]; the integer counters stay behind (verdicts read the newest
+    # record only).
+    block = np.full((len(SERIES_COLUMNS), count, width), _NAN_BITS, dtype=np.int32)
+    for index, array in enumerate(arrays):
+        block[:, index, : array.shape[0] - 1] = array[1:, SERIES_COLUMNS].T
+    floats = block.view(np.float32)
+    columns = {column: floats[position] for position, column in enumerate(SERIES_COLUMNS)}
+    newest = md.parse_updates(arrays[-1]) if arrays else None
+    return History(np.asarray(steps, dtype=np.int64), logged, num_rows, columns, newest, warnings)
+
+
 class Tracker:
-    """The kept records of one tracker (one updates tag), parsed.
+    """One tracker (one updates tag): its newest record and, on demand, the rest.
+
+    Verdicts need only the newest record (its counters are cumulative), so
+    that is what a tracker is built from; the series and heatmap routes ask
+    for the history of kept records, read on first use and then kept.
 
     Attributes:
       run, tag: where the records come from.
       entries: the variables record's entries naming the rows, or None.
-      steps: int64 [records] steps of the valid updates records, ascending.
-      logged: int64 [records] their HEADER_LOGGED.
-      num_rows: int64 [records] how many variable rows each has.
-      columns: {column: float32 [records, variables]} of DELTA_L2,
-        VALUE_L2 and GRAD_L2 (padding past num_rows is NaN).
       newest: the newest valid `metadata.Updates`, or None.
-      warnings: messages about records that were skipped or doubtful.
+      newest_step: its step, or None.
+      warnings: messages about the records the verdicts come from.
+      steps, logged, num_rows, columns: those of `history()` (reading one of
+        them reads the history).
     """
 
-    SERIES_COLUMNS = (md.DELTA_L2, md.VALUE_L2, md.GRAD_L2)
+    SERIES_COLUMNS = SERIES_COLUMNS
 
-    def __init__(self, run, tag, entries, steps, records, warnings):
+    def __init__(self, run, tag, entries, newest_step, newest, warnings, history=None, load_history=None):
+        """Creates a tracker.
+
+        Args:
+          run, tag, entries, newest_step, newest, warnings: see the class.
+          history: the `History`, when it was read already.
+          load_history: a function returning the `History`, called on first
+            use when `history` is None.
+        """
         self.run = run
         self.tag = tag
         self.entries = entries
+        self.newest_step = newest_step
+        self.newest = newest
         self.warnings = list(warnings)
-        self.steps = np.asarray(steps, dtype=np.int64)
-        self.logged = np.asarray([u.logged for u in records], dtype=np.int64)
-        self.num_rows = np.asarray([u.num_variables for u in records], dtype=np.int64)
-        self.newest = records[-1] if records else None
-        width = int(self.num_rows.max()) if len(records) else 0
-        self.columns = {}
-        for column in self.SERIES_COLUMNS:
-            matrix = np.full((len(records), width), np.nan, dtype=np.float32)
-            for index, updates in enumerate(records):
-                matrix[index, : updates.num_variables] = updates.floats[:, column]
-            self.columns[column] = matrix
+        self._history = history
+        self._load_history = load_history
+        # Guards the history and the memo; a second request for the history
+        # of the same tracker waits for the first read instead of repeating it.
+        self._lock = threading.Lock()
+        self._memo = collections.OrderedDict()
         self._verdict_report = None
 
+    def history(self):
+        """The kept records as columns (a `History`), read once."""
+        with self._lock:
+            if self._history is None:
+                if self._load_history is None:
+                    self._history = _read_history(self.run, self.tag, [])
+                else:
+                    self._history = self._load_history()
+            return self._history
+
     @property
-    def newest_step(self):
-        return int(self.steps[-1]) if len(self.steps) else None
+    def steps(self):
+        return self.history().steps
+
+    @property
+    def logged(self):
+        return self.history().logged
+
+    @property
+    def num_rows(self):
+        return self.history().num_rows
+
+    @property
+    def columns(self):
+        return self.history().columns
 
     def names(self):
         """Variable names by row index (only as many as there are entries)."""
         return [entry["name"] for entry in self.entries or ()]
 
     def present(self, index):
-        """Boolean mask of the records that carry variable `index`.
+        """Boolean mask of the history's records that carry variable `index`.
 
         Records from before the variable was first tracked are left out.
         """
-        mask = self.num_rows > index
+        history = self.history()
+        mask = history.num_rows > index
         if self.entries is not None and index < len(self.entries):
-            try:
-                joined = int(self.entries[index]["joined"])
-            except (TypeError, ValueError):
-                joined = 0
-            mask &= self.logged > joined
+            mask &= history.logged > _joined(self.entries[index])
         return mask
+
+    def presence(self):
+        """Boolean [records, width] of `present(i)` for every row i at once."""
+        history = self.history()
+        width = history.columns[md.DELTA_L2].shape[1]
+        # Rows without an entry have no `joined` to check: the smallest int
+        # lets every record through.
+        joined = np.full(width, np.iinfo(np.int64).min, dtype=np.int64)
+        for index, entry in enumerate((self.entries or [])[:width]):
+            joined[index] = _joined(entry)
+        mask = history.num_rows[:, np.newaxis] > np.arange(width)[np.newaxis, :]
+        mask &= history.logged[:, np.newaxis] > joined[np.newaxis, :]
+        return mask
+
+    def history_warnings(self):
+        """`warnings`, then those of the history that are not among them."""
+        warnings = list(self.warnings)
+        warnings += [warning for warning in self.history().warnings if warning not in warnings]
+        return warnings
 
     def verdicts(self):
         """The `variables` route's document for this tracker (computed once)."""
         if self._verdict_report is None:
             self._verdict_report = _verdict_report(self)
         return self._verdict_report
+
+    def memo(self, key, compute):
+        """`compute()`, computed once per `key` for this tracker.
+
+        A tracker's records never change (newer records make a new tracker),
+        so a document built from them, even encoded, can be sent again as is.
+        Keeps the MEMO_SIZE most recently used keys.
+        """
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        # Computed outside the lock: compute() may read the history.
+        value = compute()
+        with self._lock:
+            self._memo[key] = value
+            while len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return value
+
+
+def _joined(entry):
+    try:
+        return int(entry["joined"])
+    except (TypeError, ValueError, KeyError):
+        return 0
 
 
 def _verdict_report(tracker):
@@ -272,30 +503,6 @@ def _describe_skipped(run, tag, what, failures, total):
     return "%s %s: skipped %d of %d %s records (steps %s): %s" % (
         run, tag, len(failures), total, what, steps, failures[0][1],
     )
-
-
-def _parse_updates_data(run, tag, data, warnings):
-    by_step = {}
-    failures = []
-    for datum in data:
-        try:
-            updates = md.parse_updates(datum.numpy)
-        except md.FormatError as err:
-            failures.append((datum.step, err))
-            continue
-        # One record per step: a later one at the same step replaces it, as
-        # the Rust loader does for a restarted run.
-        by_step[int(datum.step)] = updates
-    if failures:
-        warnings.append(_describe_skipped(run, tag, "updates", failures, len(data)))
-    steps = sorted(by_step)
-    newest_bad = max((step for step, _ in failures), default=None)
-    if steps and newest_bad is not None and newest_bad > steps[-1]:
-        warnings.append(
-            "%s %s: the newest updates record (step %d) is unreadable; verdicts are "
-            "as of step %d." % (run, tag, newest_bad, steps[-1])
-        )
-    return steps, [by_step[step] for step in steps]
 
 
 def _choose_entries(run, tag, variables_data, newest, warnings):
@@ -357,50 +564,128 @@ def _series_metadata(provider, ctx, experiment_id, run, tag):
     return series[tag], series.get(vtag)
 
 
-def _read_tracker(provider, ctx, experiment_id, run, tag, samples, updates_series):
-    warnings = []
+def _check_updates_tag(tag, updates_series):
+    """Raises NotFoundError when `tag` holds variables records, not updates.
+
+    Returns:
+      The FormatError of a plugin content this version cannot read, else None.
+    """
     try:
         kind = md.parse_plugin_content(updates_series.plugin_content)
     except md.FormatError as err:
-        return Tracker(run, tag, None, [], [], ["%s %s: skipped: %s" % (run, tag, err)])
+        return err
     if kind != md.KIND_UPDATES:
         raise errors.NotFoundError(
             "%r holds variable names, not updates; ask for the tracker's updates tag "
             "(the same tag without %r)" % (tag, md.VARIABLES_TAG_SUFFIX)
         )
-    vtag = tag + md.VARIABLES_TAG_SUFFIX
-    data = provider.read_tensors(
+    return None
+
+
+def _read_data(provider, ctx, experiment_id, runs, tags, downsample):
+    return provider.read_tensors(
         ctx,
         experiment_id=experiment_id,
         plugin_name=md.PLUGIN_NAME,
-        downsample=downsample_count(samples),
-        run_tag_filter=provider_lib.RunTagFilter(runs=[run], tags=[tag]),
-    ).get(run, {}).get(tag, [])
+        downsample=downsample,
+        run_tag_filter=provider_lib.RunTagFilter(runs=runs, tags=tags),
+    )
+
+
+def _newest_tracker(run, tag, updates_data, variables_data, load_history):
+    """A tracker from the newest updates and variables records, or None.
+
+    None when they do not simply fit together (unreadable, or a names_hash
+    that differs): `_full_tracker` then reads every kept record, to find
+    the newest that fits and to explain the others.
+    """
+    if not updates_data or not variables_data:
+        return None
+    datum = updates_data[-1]
+    try:
+        newest = md.parse_updates(datum.numpy)
+        entries, digest = md.parse_variables(variables_data[-1].numpy)
+    except md.FormatError:
+        return None
+    if digest != newest.names_hash or newest.num_variables > len(entries):
+        return None
+    return Tracker(run, tag, entries, int(datum.step), newest, [], load_history=load_history)
+
+
+def _full_tracker(provider, ctx, experiment_id, run, tag, samples, rows):
+    """A tracker from all kept records, with the history read on the way."""
+    vtag = tag + md.VARIABLES_TAG_SUFFIX
+    data = _read_data(provider, ctx, experiment_id, [run], [tag], history_count(samples, rows))
+    history = _read_history(run, tag, data.get(run, {}).get(tag, []))
     # Variables records are few (one per change of the variable set) and any
     # of them may be the one whose hash matches, so read all that were kept.
-    variables_data = provider.read_tensors(
-        ctx,
-        experiment_id=experiment_id,
-        plugin_name=md.PLUGIN_NAME,
-        downsample=KEEP_ALL_SAMPLES,
-        run_tag_filter=provider_lib.RunTagFilter(runs=[run], tags=[vtag]),
+    variables_data = _read_data(
+        provider, ctx, experiment_id, [run], [vtag], KEEP_ALL_SAMPLES
     ).get(run, {}).get(vtag, [])
-    steps, records = _parse_updates_data(run, tag, data, warnings)
-    newest = records[-1] if records else None
-    entries = _choose_entries(run, tag, variables_data, newest, warnings)
-    if entries is not None and records:
-        too_wide = [step for step, u in zip(steps, records) if u.num_variables > len(entries)]
-        if too_wide:
+    warnings = list(history.warnings)
+    entries = _choose_entries(run, tag, variables_data, history.newest, warnings)
+    if entries is not None and len(history.steps):
+        too_wide = history.steps[history.num_rows > len(entries)]
+        if len(too_wide):
             warnings.append(
                 "%s %s: %d updates records have more rows than the %d named variables "
                 "(first at step %d); their extra rows are not shown."
                 % (run, tag, len(too_wide), len(entries), too_wide[0])
             )
-    return Tracker(run, tag, entries, steps, records, warnings)
+    newest_step = int(history.steps[-1]) if len(history.steps) else None
+    return Tracker(run, tag, entries, newest_step, history.newest, warnings, history=history)
+
+
+def _read_trackers(provider, ctx, experiment_id, tag, updates_series, samples=None):
+    """Trackers of `tag` in several runs, their newest records read in one call.
+
+    Args:
+      updates_series: {run: TensorTimeSeries of `tag`}.
+
+    Returns:
+      {run: Tracker, or None for a run whose `tag` holds variables records}.
+    """
+    trackers = {}
+    readable = []
+    for run, series in updates_series.items():
+        try:
+            error = _check_updates_tag(tag, series)
+        except errors.NotFoundError:
+            trackers[run] = None
+            continue
+        if error is not None:
+            trackers[run] = Tracker(run, tag, None, None, None, ["%s %s: skipped: %s" % (run, tag, error)])
+        else:
+            readable.append(run)
+    if not readable:
+        return trackers
+    # Both tags of every run in one read: the Rust loader answers each small
+    # read after ~40 ms however little it holds, so a read per run or per
+    # tag would add up over 20 runs.
+    vtag = tag + md.VARIABLES_TAG_SUFFIX
+    newest = _read_data(provider, ctx, experiment_id, readable, [tag, vtag], 1)
+    for run in readable:
+        by_tag = newest.get(run, {})
+        updates_data = by_tag.get(tag, [])
+        shape = np.shape(updates_data[-1].numpy) if updates_data else ()
+        rows = shape[0] - 1 if len(shape) == 2 else 0
+        load = _history_loader(provider, ctx, experiment_id, run, tag, samples, rows)
+        trackers[run] = _newest_tracker(run, tag, updates_data, by_tag.get(vtag, []), load) or _full_tracker(
+            provider, ctx, experiment_id, run, tag, samples, rows
+        )
+    return trackers
+
+
+def _history_loader(provider, ctx, experiment_id, run, tag, samples, rows):
+    def load():
+        data = _read_data(provider, ctx, experiment_id, [run], [tag], history_count(samples, rows))
+        return _read_history(run, tag, data.get(run, {}).get(tag, []))
+
+    return load
 
 
 def read_tracker(provider, ctx, experiment_id, run, tag, samples=None):
-    """Loads one tracker's kept records.
+    """Loads one tracker: its newest records now, the others when asked for.
 
     Args:
       provider: a `tensorboard.data.provider.DataProvider`.
@@ -416,15 +701,11 @@ def read_tracker(provider, ctx, experiment_id, run, tag, samples=None):
       errors.NotFoundError: unknown run or tag, or a variables tag was named.
     """
     updates_series, _ = _series_metadata(provider, ctx, experiment_id, run, tag)
-    return _read_tracker(provider, ctx, experiment_id, run, tag, samples, updates_series)
+    _check_updates_tag(tag, updates_series)
+    return _read_trackers(provider, ctx, experiment_id, tag, {run: updates_series}, samples)[run]
 
 
-def scan_tags(provider, ctx, experiment_id):
-    """All updates tags per run, with warnings about tags that cannot be read.
-
-    Returns:
-      ({run: {tag: TensorTimeSeries}}, [warning, ...]); runs sorted by name.
-    """
+def _scan(provider, ctx, experiment_id):
     listing = provider.list_tensors(ctx, experiment_id=experiment_id, plugin_name=md.PLUGIN_NAME)
     found = {}
     warnings = []
@@ -437,6 +718,16 @@ def scan_tags(provider, ctx, experiment_id):
                 continue
             if kind == md.KIND_UPDATES:
                 found.setdefault(run, {})[tag] = listing[run][tag]
+    return listing, found, warnings
+
+
+def scan_tags(provider, ctx, experiment_id):
+    """All updates tags per run, with warnings about tags that cannot be read.
+
+    Returns:
+      ({run: {tag: TensorTimeSeries}}, [warning, ...]); runs sorted by name.
+    """
+    _, found, warnings = _scan(provider, ctx, experiment_id)
     return found, warnings
 
 
@@ -462,7 +753,7 @@ def read_verdicts(provider, ctx, experiment_id, run, tag, samples=None):
 
 
 class RecordCache:
-    """Parsed trackers keyed by (experiment, run, tag, newest step and time).
+    """Trackers keyed by (experiment, run, tag, newest step and time).
 
     A new step or a rewritten file changes the key, so stale entries are never
     served; the least recently used entry goes when there are more than `size`.
@@ -482,45 +773,82 @@ class RecordCache:
             updates_series, variables_series = _series_metadata(
                 self._provider, ctx, experiment_id, run, tag
             )
-        key = (
-            experiment_id, run, tag,
-            updates_series.max_step, updates_series.max_wall_time,
-            getattr(variables_series, "max_step", None),
-            getattr(variables_series, "max_wall_time", None),
-        )
+        _check_updates_tag(tag, updates_series)
+        series = {tag: updates_series}
+        if variables_series is not None:
+            series[tag + md.VARIABLES_TAG_SUFFIX] = variables_series
+        return self.trackers(ctx, experiment_id, [run], tag, {run: series})[run]
+
+    def trackers(self, ctx, experiment_id, runs, tag, listing=None):
+        """Trackers of `tag` in `runs`, cached; those not cached are read together.
+
+        Args:
+          runs: run names.
+          listing: `list_tensors` of this plugin covering `runs` (read when None).
+
+        Returns:
+          {run: Tracker, or None where the run has no updates tag `tag`}.
+        """
+        vtag = tag + md.VARIABLES_TAG_SUFFIX
+        if listing is None:
+            listing = self._provider.list_tensors(
+                ctx,
+                experiment_id=experiment_id,
+                plugin_name=md.PLUGIN_NAME,
+                run_tag_filter=provider_lib.RunTagFilter(runs=list(runs), tags=[tag, vtag]),
+            )
+        found = {}
+        missing = {}
+        keys = {}
+        for run in runs:
+            series = listing.get(run, {})
+            if tag not in series:
+                found[run] = None
+                continue
+            updates_series, variables_series = series[tag], series.get(vtag)
+            keys[run] = (
+                experiment_id, run, tag,
+                updates_series.max_step, updates_series.max_wall_time,
+                getattr(variables_series, "max_step", None),
+                getattr(variables_series, "max_wall_time", None),
+            )
+            with self._lock:
+                if keys[run] in self._entries:
+                    self._entries.move_to_end(keys[run])
+                    found[run] = self._entries[keys[run]]
+                    continue
+            missing[run] = updates_series
+        if missing:
+            # Read outside the lock: two threads may both read a new tracker,
+            # which costs time but never serves wrong data.
+            read = _read_trackers(self._provider, ctx, experiment_id, tag, missing, self._samples)
+            with self._lock:
+                for run, tracker in read.items():
+                    if tracker is not None:
+                        self._entries[keys[run]] = tracker
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+            found.update(read)
+        return {run: found[run] for run in runs}
+
+    def clear(self):
+        """Forgets every parsed tracker: the next request reads the records again."""
         with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-        # Read outside the lock: two threads may both read a new tracker,
-        # which costs time but never serves wrong data.
-        tracker = _read_tracker(
-            self._provider, ctx, experiment_id, run, tag, self._samples, updates_series
-        )
-        with self._lock:
-            self._entries[key] = tracker
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-        return tracker
+            self._entries.clear()
 
     def runs_report(self, ctx, experiment_id):
         """The `runs` route's document."""
-        found, warnings = scan_tags(self._provider, ctx, experiment_id)
-        vtags = {}
-        if found:
-            listing = self._provider.list_tensors(
-                ctx, experiment_id=experiment_id, plugin_name=md.PLUGIN_NAME
-            )
-            vtags = {
-                run: {tag: listing[run].get(tag + md.VARIABLES_TAG_SUFFIX) for tag in tags}
-                for run, tags in found.items()
-            }
+        listing, found, warnings = _scan(self._provider, ctx, experiment_id)
+        trackers = {}
+        for tag in sorted({tag for tags in found.values() for tag in tags}):
+            runs = [run for run in found if tag in found[run]]
+            for run, tracker in self.trackers(ctx, experiment_id, runs, tag, listing).items():
+                trackers[run, tag] = tracker
         runs = []
         for run, tags in found.items():
             entries = []
             for tag in sorted(tags):
-                tracker = self.tracker(ctx, experiment_id, run, tag, tags[tag], vtags[run][tag])
-                report = tracker.verdicts()
+                report = trackers[run, tag].verdicts()
                 warnings.extend(report["warnings"])
                 entry = {
                     "tag": tag,
@@ -543,8 +871,12 @@ def _variable_index(tracker, name):
 
 
 def _points(tracker):
+    history = tracker.history()
     logged = int(tracker.newest.logged) if tracker.newest is not None else 0
-    points = len(tracker.steps)
+    if len(history.logged):
+        # The history may have been read after newer records arrived.
+        logged = max(logged, int(history.logged[-1]))
+    points = len(history.steps)
     return {"logged": logged, "points": points, "downsampled": points < logged}
 
 
@@ -581,7 +913,7 @@ def series_report(tracker, variables):
     document = {"run": tracker.run, "tag": tracker.tag}
     document.update(_points(tracker))
     document.update(
-        {"samples_hint": SAMPLES_HINT, "series": series, "warnings": list(tracker.warnings)}
+        {"samples_hint": SAMPLES_HINT, "series": series, "warnings": tracker.history_warnings()}
     )
     return json_safe(document)
 
@@ -592,31 +924,37 @@ def heatmap_report(tracker, buckets=DEFAULT_BUCKETS):
     Rows follow the `variables` route's order (problems first).
     """
     report = tracker.verdicts()
+    history = tracker.history()
     names = tracker.names()
-    width = tracker.columns[md.DELTA_L2].shape[1]
+    width = history.columns[md.DELTA_L2].shape[1]
     # Verdict order when there are verdicts, else row order; only rows that
     # some kept record carries and that have a name.
     order = [row["variable"] for row in report["rows"]] or names
     row_of = {name: index for index, name in reversed(list(enumerate(names)))}
     indices = [row_of[name] for name in order if row_of[name] < width]
     order = [names[index] for index in indices]
+    # Whole columns first, rows picked from the bucketed matrix last: it is
+    # far smaller than the records (2,000 x 100 cells against 2,000 x 2,000).
     relative = relative_update(
-        tracker.columns[md.DELTA_L2][:, indices], tracker.columns[md.VALUE_L2][:, indices]
+        history.columns[md.DELTA_L2], history.columns[md.VALUE_L2], dtype=np.float32
     )
-    for position, index in enumerate(indices):
-        relative[~tracker.present(index), position] = np.nan
-    starts, ends, matrix = bucket_max(tracker.steps, relative, buckets)
+    relative[~tracker.presence()] = np.nan
+    starts, ends, matrix = bucket_max(history.steps, relative, buckets)
     document = {
         "run": tracker.run,
         "tag": tracker.tag,
         "variables": order,
         "bucket_start": starts.tolist(),
         "bucket_end": ends.tolist(),
-        "values": round_significant(matrix, HEATMAP_DIGITS).tolist(),
+        # NaN already None: json_safe over 200,000 cells would cost more
+        # than the rest of the route.
+        "values": nan_to_none(round_significant(matrix[indices], HEATMAP_DIGITS)),
     }
     document.update(_points(tracker))
-    document["warnings"] = list(report["warnings"])
-    return json_safe(document)
+    document["warnings"] = report["warnings"] + [
+        warning for warning in history.warnings if warning not in report["warnings"]
+    ]
+    return document
 
 
 def compare_report(tag, trackers):

@@ -1,6 +1,7 @@
 """WSGI tests of the varupdate plugin over real event files."""
 
 import argparse
+import gzip
 import json
 import os
 import re
@@ -96,6 +97,36 @@ def test_heatmap_route(client):
     code, body = get(client, "heatmap?run=hand&tag=varupdate/hand&buckets=3")
     assert code == 200
     assert dict(zip(body["variables"], body["values"]))["c"] == [None, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("route", ["variables?run=hand&tag=varupdate/hand", "heatmap?run=hand&tag=varupdate/hand&buckets=3"])
+def test_cached_answers_are_gzipped_once_and_unzipped_for_plain_clients(client, route):
+    zipped = client.get(PREFIX + route, headers={"Accept-Encoding": "gzip"})
+    plain = client.get(PREFIX + route)
+    assert zipped.headers["Content-Encoding"] == "gzip" and "Content-Encoding" not in plain.headers
+    assert zipped.mimetype == plain.mimetype == "application/json"
+    assert gzip.decompress(zipped.get_data()) == plain.get_data()
+    assert json.loads(plain.get_data())["run"] == "hand"
+
+
+def test_clear_cache_makes_the_next_request_read_again(logdir):
+    provider, _ = logdirs.load_provider(logdir)
+    loaded = plugin.VarUpdatePlugin(base_plugin.TBContext(data_provider=provider, logdir=logdir))
+    app = werkzeug_test.Client(application.TensorBoardWSGI([loaded], data_provider=provider))
+    reads = []
+    read_tensors = provider.read_tensors
+    provider.read_tensors = lambda *args, **kwargs: reads.append(1) or read_tensors(*args, **kwargs)
+    for _ in range(2):
+        assert get(app, "variables?run=hand&tag=varupdate/hand")[0] == 200
+    assert len(reads) == 1
+    loaded.clear_cache()
+    assert get(app, "variables?run=hand&tag=varupdate/hand")[0] == 200
+    assert len(reads) == 2
+
+
+def test_compare_with_one_unknown_run_answers_404(client):
+    code, body = get(client, "compare?tag=varupdate/model&run=step500&run=nope")
+    assert (code, body) == (404, {"error": "Not found: no run 'nope' in this logdir"})
 
 
 def test_compare_route(client):

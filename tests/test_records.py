@@ -82,6 +82,51 @@ def test_bucket_max_of_no_records_is_empty():
     assert matrix.shape == (2, 0)
 
 
+def test_relative_update_keeps_float32_when_asked():
+    delta = np.array([[0.0, 1.0], [2.0, NAN]], dtype=np.float32)
+    value = np.array([[0.0, 4.0], [8.0, 1.0]], dtype=np.float32)
+    result = records.relative_update(delta, value, dtype=np.float32)
+    assert result.dtype == np.float32
+    np.testing.assert_array_equal(result, [[0.0, 0.25], [0.25, NAN]])
+
+
+def test_bucket_max_matches_a_loop_over_buckets():
+    # Gaps between steps leave buckets empty, NaNs leave cells without a value.
+    rng = np.random.default_rng(0)
+    steps = np.sort(rng.choice(np.arange(1000), size=60, replace=False))
+    values = rng.random((60, 3)).astype(np.float32)
+    values[rng.random((60, 3)) < 0.3] = np.nan
+    starts, ends, matrix = records.bucket_max(steps, values, 50)
+    expected = np.full((3, len(starts)), np.nan)
+    for bucket, (start, end) in enumerate(zip(starts, ends)):
+        inside = values[(steps >= start) & (steps <= end)]
+        for column in range(3):
+            kept = inside[:, column][~np.isnan(inside[:, column])]
+            if len(kept):
+                expected[column, bucket] = kept.max()
+    assert np.isnan(expected).any(axis=1).all()  # the case under test occurs
+    np.testing.assert_array_equal(matrix, expected)
+
+
+def test_encode_json_is_compact_with_non_finite_as_null():
+    assert records.encode_json({"a": [1.5, 2], "b": "x"}) == b'{"a":[1.5,2],"b":"x"}'
+    assert records.encode_json({"a": [NAN, float("inf")], "b": np.int64(3)}) == b'{"a":[null,null],"b":3}'
+    assert records.encode_json({"name": "\u00e9"}) == b'{"name":"\\u00e9"}'
+
+
+def test_nan_to_none():
+    assert records.nan_to_none(np.array([[0.5, NAN], [float("-inf"), 0.0]])) == [[0.5, None], [None, 0.0]]
+
+
+def test_history_count_caps_wide_trackers_by_bytes():
+    assert records.history_count(None, 300) == records.DEFAULT_SAMPLES
+    assert records.history_count(5, 300) == 5
+    record_bytes = 10001 * md.NUM_COLUMNS * 4
+    assert records.history_count(None, 10000) == records.MAX_HISTORY_BYTES // record_bytes
+    assert records.history_count(0, 10000) == records.MAX_HISTORY_BYTES // record_bytes
+    assert records.history_count(None, 10**9) == 1
+
+
 def test_compare_report_puts_disagreements_first():
     class FakeTracker:
         def __init__(self, rows):
@@ -289,6 +334,93 @@ def test_cache_is_bounded(provider):
         tag = logdirs.HAND_TAG if run == "hand" else logdirs.TAG
         cache.tracker(CTX, "", run, tag)
     assert [key[1] for key in cache._entries] == ["malformed", "step500"]
+
+
+def test_cache_clear_forgets_every_tracker(provider):
+    cache = records.RecordCache(provider)
+    first = cache.tracker(CTX, "", "hand", logdirs.HAND_TAG)
+    cache.clear()
+    assert cache.tracker(CTX, "", "hand", logdirs.HAND_TAG) is not first
+
+
+class CountingProvider:
+    """A data provider that records the read_tensors calls made through it."""
+
+    def __init__(self, provider):
+        self._provider = provider
+        self.reads = []
+
+    def list_runs(self, *args, **kwargs):
+        return self._provider.list_runs(*args, **kwargs)
+
+    def list_tensors(self, *args, **kwargs):
+        return self._provider.list_tensors(*args, **kwargs)
+
+    def read_tensors(self, ctx, *, experiment_id, plugin_name, downsample, run_tag_filter):
+        self.reads.append((downsample, sorted(run_tag_filter.runs), sorted(run_tag_filter.tags)))
+        return self._provider.read_tensors(
+            ctx, experiment_id=experiment_id, plugin_name=plugin_name,
+            downsample=downsample, run_tag_filter=run_tag_filter,
+        )
+
+
+VTAG = logdirs.TAG + md.VARIABLES_TAG_SUFFIX
+
+
+def test_verdicts_read_only_the_newest_records_and_the_history_on_demand(provider):
+    counting = CountingProvider(provider)
+    tracker = records.read_tracker(counting, CTX, "", "step500", logdirs.TAG)
+    assert tracker.verdicts()["step"] == 999
+    assert counting.reads == [(1, ["step500"], [logdirs.TAG, VTAG])]
+    assert tracker.steps[-1] == 999 and len(tracker.steps) == 10
+    assert counting.reads[1:] == [(records.DEFAULT_SAMPLES, ["step500"], [logdirs.TAG])]
+    tracker.columns, tracker.present(0)
+    assert len(counting.reads) == 2  # read once, then kept
+
+
+def test_trackers_of_several_runs_are_read_in_one_call(provider):
+    counting = CountingProvider(provider)
+    cache = records.RecordCache(counting)
+    trackers = cache.trackers(CTX, "", ["step500", "truncated", "hand"], logdirs.TAG)
+    assert trackers["hand"] is None  # no such tag there
+    assert trackers["step500"].newest_step == 999
+    assert counting.reads == [(1, ["step500", "truncated"], [logdirs.TAG, VTAG])]
+    assert cache.trackers(CTX, "", ["step500", "truncated"], logdirs.TAG) == {
+        "step500": trackers["step500"], "truncated": trackers["truncated"],
+    }
+    assert len(counting.reads) == 1
+
+
+def test_an_unreadable_newest_record_makes_the_tracker_read_every_kept_record(provider):
+    counting = CountingProvider(provider)
+    tracker = records.read_tracker(counting, CTX, "", "malformed", logdirs.TAG)
+    assert tracker.newest_step == 2
+    assert [read[0] for read in counting.reads] == [1, records.DEFAULT_SAMPLES, records.KEEP_ALL_SAMPLES]
+    tracker.steps
+    assert len(counting.reads) == 3  # the history came with it
+
+
+def test_older_unreadable_records_are_explained_by_the_charts_only(tmp_path):
+    # The verdicts come from the newest record, which is fine; the series and
+    # heatmap read every kept record and say which they skipped.
+    good, _ = logdirs._three_step_records()
+    bad = (logdirs.TAG, md.KIND_UPDATES, 1, np.zeros((2, md.NUM_COLUMNS), dtype=np.float32))
+    logdirs.write_records(str(tmp_path / "run"), good[:2] + [bad] + good[3:])
+    provider, _ = logdirs.load_provider(str(tmp_path))
+    tracker = records.read_tracker(provider, CTX, "", "run", logdirs.TAG)
+    assert tracker.verdicts()["warnings"] == []
+    (warning,) = records.heatmap_report(tracker, buckets=3)["warnings"]
+    assert "skipped 1 of 3 updates records (steps 1)" in warning
+    assert records.series_report(tracker, ["x"])["warnings"] == [warning]
+
+
+def test_memo_computes_once_per_key_and_keeps_the_newest_keys(provider):
+    tracker = records.read_tracker(provider, CTX, "", "hand", logdirs.HAND_TAG)
+    calls = []
+    for key in ["a", "a"] + ["k%d" % i for i in range(records.MEMO_SIZE)] + ["a"]:
+        tracker.memo(key, lambda key=key: calls.append(key) or key.upper())
+    assert calls == ["a"] + ["k%d" % i for i in range(records.MEMO_SIZE)] + ["a"]
+    assert tracker.memo("a", lambda: "recomputed") == "A"
 
 
 def test_truncated_event_file_reads_up_to_the_cut(provider):
