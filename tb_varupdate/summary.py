@@ -1,6 +1,7 @@
 """`VariableUpdateTracker`: records how every variable changed, once per step.
 
-The only module besides `keras.py` that imports TensorFlow. The records it
+With `measure.py` (the device-side measurements) and `keras.py`, the only
+modules that import TensorFlow. The records it
 writes are laid out by `metadata.py` (see docs/FORMAT.md).
 
 Design notes:
