@@ -13,9 +13,10 @@ and "fixed" a non-trainable variable that never changes (shown quietly). A
 `metadata.encode_updates`) checks that the table stays fast.
 
 Screenshots of each view go to test-artifacts/; with UPDATE_SCREENSHOT=1 the
-overview is also saved as docs/screenshot.png.
+view of a few demo runs is also saved as docs/screenshot.png (the README's).
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -226,8 +227,6 @@ def test_tab_lists_runs_and_flags_the_rebound_variable(page, server):
     kernel.click()
     frame.locator(".vu-main > .vu-detail .uplot").first.wait_for()
     _shot(page, "overview.png")
-    if os.environ.get("UPDATE_SCREENSHOT") == "1":
-        shutil.copy(ARTIFACTS / "overview.png", ROOT / "docs" / "screenshot.png")
     assert page.errors == []
 
 
@@ -463,42 +462,79 @@ def test_a_run_without_readable_records_explains_itself(page, server):
     assert page.errors == []
 
 
-def test_works_under_a_path_prefix(browser, tmp_path):
+@contextlib.contextmanager
+def _serve(logdir, **flags):
+    """A TensorBoard of its own over `logdir` (Python loader); yields its URL."""
     from tensorboard import default, program
 
     from tb_varupdate import plugin
 
-    _write_wide(str(tmp_path), run="prefixed", count=3, steps=2)
     made = []
 
-    def make_server(app, flags):
-        made.append(program.WerkzeugServer(app, flags))
+    def make_server(app, server_flags):
+        made.append(program.WerkzeugServer(app, server_flags))
         return made[-1]
 
     board = program.TensorBoard(
         plugins=default.get_static_plugins() + [plugin.VarUpdateLoader()], server_class=make_server
     )
-    board.configure(logdir=str(tmp_path), host="127.0.0.1", port=0, load_fast="false",
-                    reload_interval=0, reload_task="blocking", path_prefix="/under/here")
+    board.configure(logdir=str(logdir), host="127.0.0.1", port=0, load_fast="false",
+                    reload_interval=0, reload_task="blocking", **flags)
     url = board.launch()
-    context = browser.new_context()
-    page = context.new_page()
-    failed = []
-    # Only the plugin's own requests: TensorBoard itself fetches its fonts from
-    # /font-roboto/ whatever the prefix, which fails here and is not ours.
-    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 and "varupdate" in r.url else None)
-    ours = []
-    page.on("request", lambda r: ours.append(r.url) if "/data/plugin/varupdate/" in r.url else None)
     try:
-        assert url.endswith("/under/here/")
-        frame = _open(page, url)
-        frame.locator(".vu-row[data-variable^='net/']").first.wait_for()
-        assert failed == []
-        assert ours and all(u.startswith(url + "data/plugin/varupdate/") for u in ours)
+        yield url
     finally:
-        context.close()
         made[-1].shutdown()
         made[-1].server_close()
+
+
+def test_works_under_a_path_prefix(browser, tmp_path):
+    _write_wide(str(tmp_path), run="prefixed", count=3, steps=2)
+    with _serve(tmp_path, path_prefix="/under/here") as url:
+        context = browser.new_context()
+        page = context.new_page()
+        failed = []
+        # Only the plugin's own requests: TensorBoard itself fetches its fonts from
+        # /font-roboto/ whatever the prefix, which fails here and is not ours.
+        page.on("response", lambda r: failed.append(r.url) if r.status >= 400 and "varupdate" in r.url else None)
+        ours = []
+        page.on("request", lambda r: ours.append(r.url) if "/data/plugin/varupdate/" in r.url else None)
+        try:
+            assert url.endswith("/under/here/")
+            frame = _open(page, url)
+            frame.locator(".vu-row[data-variable^='net/']").first.wait_for()
+            assert failed == []
+            assert ours and all(u.startswith(url + "data/plugin/varupdate/") for u in ours)
+        finally:
+            context.close()
+
+
+def test_demo_runs_in_the_tab_and_the_readme_screenshot(browser, tmp_path):
+    """A few demo scenarios as a newcomer sees them; docs/screenshot.png comes from here."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from demo import run_all, scenarios
+
+    chosen = [s for s in scenarios.SCENARIOS if s.name in (
+        "seed1_rebinding", "seed2_apply_gradients", "keras_frozen_and_unused", "dead_relu")]
+    assert run_all.run(str(tmp_path), chosen, out=open(os.devnull, "w")) == []
+    with _serve(tmp_path) as url:
+        context = browser.new_context(viewport={"width": 1440, "height": 640})
+        page = context.new_page()
+        try:
+            frame = _open(page, url, "run=keras_frozen_and_unused/train")
+            unused = _row(frame, "net/aux/kernel")
+            unused.wait_for()
+            assert unused.locator(".vu-badge").first.inner_text() == "never updated"
+            assert "not connected to the loss" in unused.locator(".vu-diagnosis").get_attribute("title")
+            _shot(page, "demo.png")
+            if os.environ.get("UPDATE_SCREENSHOT") == "1":
+                shutil.copy(ARTIFACTS / "demo.png", ROOT / "docs" / "screenshot.png")
+            unused.click()
+            frame.locator(".vu-main > .vu-detail .uplot").first.wait_for()
+        finally:
+            context.close()
 
 
 def test_dark_mode_follows_the_host(browser, server):
