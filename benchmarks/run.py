@@ -1,8 +1,10 @@
-"""`python benchmarks/run.py [--quick] [--only SECTION,...]`: runs every benchmark, writes BENCHMARKS.md.
+"""`python benchmarks/run.py [--quick] [--only SECTION,...]`: runs the benchmarks, writes BENCHMARKS.md.
 
 Sections run one after another in fresh processes, so none inherits another's
-threads, caches or memory. `--quick` shrinks every size for a smoke run and
-prints instead of writing BENCHMARKS.md.
+threads, caches or memory. Each section's result is kept in
+benchmarks/results/SECTION.json, and BENCHMARKS.md is rebuilt from all of
+them, so `--only` re-measures some sections and keeps the others. `--quick`
+shrinks every size for a smoke run and prints instead of writing anything.
 """
 
 import argparse
@@ -17,6 +19,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SECTIONS = ("training", "storage", "backend", "dashboard")
+RESULTS = os.path.join(HERE, "results")
 
 
 def _versions():
@@ -71,29 +74,51 @@ def main(argv=None):
     sys.path.insert(0, HERE)
     import common  # pylint: disable=import-outside-toplevel
 
-    started = time.time()
-    sections = []
-    for name in names:
-        common.progress("== %s" % name)
-        section_started = time.time()
-        section = _run_section(name, args.quick)
-        section["seconds"] = time.time() - section_started
-        sections.append(section)
-    targets = [common.Target(**t) for s in sections for t in s["targets"]]
-
     command = "python benchmarks/run.py" + (" --quick" if args.quick else "") + (
         " --only " + args.only if names != list(SECTIONS) else "")
-    versions = _versions()
+    machine, versions = _machine(), ", ".join("%s %s" % item for item in _versions().items())
+    measured = {}
+    for name in names:
+        common.progress("== %s" % name)
+        started = time.time()
+        section = _run_section(name, args.quick)
+        section.update(
+            seconds=time.time() - started, command=command, machine=machine, versions=versions,
+            when=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+        measured[name] = section
+        if not args.quick:
+            os.makedirs(RESULTS, exist_ok=True)
+            with open(os.path.join(RESULTS, name + ".json"), "w") as out:
+                json.dump(section, out, indent=1)
+    sections = [measured.get(name) or _stored(name) for name in SECTIONS]
+    sections = [section for section in sections if section is not None]
+    text = _report(common, sections)
+    print(text)
+    if not args.quick:
+        with open(args.output, "w") as out:
+            out.write(text)
+        common.progress("wrote %s" % args.output)
+    return 0
+
+
+def _stored(name):
+    path = os.path.join(RESULTS, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as data:
+        return json.load(data)
+
+
+def _report(common, sections):
+    targets = [common.Target(**t) for s in sections for t in s["targets"]]
     lines = [
         "# Benchmarks",
         "",
-        "Produced by `%s` (also `make bench`) on %s UTC, in %.0f minutes." % (
-            command, datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            (time.time() - started) / 60),
-        "",
-        "- Machine: %s" % _machine(),
-        "- Versions: %s" % ", ".join("%s %s" % item for item in versions.items()),
-        "- Times are medians over repeats; ratios compare runs taken side by side in one process.",
+        "Rebuilt by `python benchmarks/run.py` (also `make bench`) from "
+        "benchmarks/results/*.json; each section says the command, machine and "
+        "versions that measured it. Times are medians over repeats; ratios compare "
+        "runs taken side by side in one process.",
         "",
         "## Targets",
         "",
@@ -101,15 +126,13 @@ def main(argv=None):
         "",
     ]
     for section in sections:
-        lines += ["## %s" % section["title"], "", section["body"], "",
-                  "(section took %.0f s)" % section["seconds"], ""]
-    text = "\n".join(lines)
-    print(text)
-    if not args.quick:
-        with open(args.output, "w") as out:
-            out.write(text)
-        common.progress("wrote %s" % args.output)
-    return 0
+        lines += [
+            "## %s" % section["title"], "",
+            "Measured by `%s` on %s in %.0f s; %s; %s." % (
+                section["command"], section["when"], section["seconds"], section["machine"], section["versions"]),
+            "", section["body"], "",
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
