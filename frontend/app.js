@@ -274,6 +274,9 @@ export function createApp(root, client, initial = {}) {
       count ? null : messageBox("info", "No variables tracked in this record"),
     );
     heatmap.update(answer.value, state.variable);
+    // Like `rendered` for the table: the canvas now holds this run's cells
+    // (browser tests and benchmarks/dashboard.py wait for it).
+    root.dataset.heatmapRendered = `${state.run}|${count}`;
   }
 
   async function showCompare() {

@@ -4,7 +4,7 @@
 import { NO_CHANGE_COLOR, RAMP } from "./constants.js";
 import { cssVar, el, replace } from "./dom.js";
 import { formatNumber } from "./format.js";
-import { cellAt, cellColor, heatmapLayout, legendTicks, logDomain, rowAt } from "./scale.js";
+import { cellAt, cellPixels, heatmapLayout, legendTicks, logDomain, rowAt } from "./scale.js";
 
 /** The colour legend: the log ramp with decade ticks, then the two special colours. */
 function legend(domain) {
@@ -48,6 +48,9 @@ export function createHeatmap(container, onOpen) {
   const frame = el("div", { className: "vu-heatmap" }, scroller, tooltip);
   replace(container, legendSlot, frame, axis);
   let data = null;
+  // The cells as an image, one pixel each, built once per answer (hovering
+  // redraws the canvas, and only the highlight changes).
+  const cells = document.createElement("canvas");
   let layout = null;
   let domain = null;
   let selected = null;
@@ -70,16 +73,17 @@ export function createHeatmap(container, onOpen) {
     ctx.fillStyle = cssVar("--vu-empty-cell", "#eeeeee");
     ctx.fillRect(layout.left, 0, width - layout.left, layout.height);
     const { rowHeight, colWidth, left } = layout;
-    // Leave a 1px gap between rows only when rows are tall enough to spare it.
-    const gap = rowHeight >= 8 ? 1 : 0;
-    (data.values || []).forEach((values, r) => {
-      for (let c = 0; c < values.length; c++) {
-        const color = cellColor(values[c], domain);
-        if (!color) continue;
-        ctx.fillStyle = color;
-        ctx.fillRect(left + c * colWidth, r * rowHeight, Math.ceil(colWidth), rowHeight - gap);
-      }
-    });
+    if (cells.width && cells.height) {
+      // One pixel per cell, stretched without smoothing: one draw call,
+      // however many cells (transparent ones show the empty colour).
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(cells, left, 0, buckets * colWidth, names.length * rowHeight);
+    }
+    // A 1px gap between rows, only when rows are tall enough to spare it.
+    if (rowHeight >= 8) {
+      ctx.fillStyle = cssVar("--vu-empty-cell", "#eeeeee");
+      for (let r = 1; r <= names.length; r++) ctx.fillRect(left, r * rowHeight - 1, width - left, 1);
+    }
     const highlight = (r, color) => {
       if (r === null || r < 0) return;
       ctx.strokeStyle = color;
@@ -151,6 +155,11 @@ export function createHeatmap(container, onOpen) {
       data = next;
       selected = selectedName;
       domain = logDomain(next.values || []);
+      const rows = (next.values || []).length;
+      const cols = (next.bucket_start || []).length;
+      cells.width = cols;
+      cells.height = rows;
+      if (rows && cols) cells.getContext("2d").putImageData(new ImageData(cellPixels(next.values, cols, domain), cols, rows), 0, 0);
       replace(legendSlot, legend(domain));
       draw();
     },

@@ -60,6 +60,52 @@ export function cellColor(value, domain) {
   return rampColor((Math.log10(value) - lo) / (hi - lo));
 }
 
+// Ramp colours precomputed for the heatmap's pixels: 257 levels put a level
+// on each of the 5 stops (every 64th), and neighbouring levels differ by at
+// most 3 in any channel, which no eye tells from the exact ramp.
+const PIXEL_LEVELS = 257;
+
+/**
+ * The heatmap's cells as RGBA pixels, one per cell: cellColor's colours
+ * (the ramp to the nearest of PIXEL_LEVELS levels), alpha 0 where cellColor
+ * is null. Building 200,000 colour strings and fill styles took ~0.4 s for
+ * 2,000 variables x 100 buckets; this is one pass over numbers.
+ *
+ * Args:
+ *   matrix: rows of cell values; cols: the width (rows may be shorter).
+ *
+ * Returns:
+ *   Uint8ClampedArray of rows x cols x 4 bytes, for an ImageData.
+ */
+export function cellPixels(matrix, cols, domain) {
+  const ramp = [];
+  for (let i = 0; i < PIXEL_LEVELS; i++) ramp.push(parseHex(rampColor(i / (PIXEL_LEVELS - 1))));
+  const top = ramp[PIXEL_LEVELS - 1];
+  const noChange = parseHex(NO_CHANGE_COLOR);
+  const [lo, hi] = domain || [0, 1];
+  const pixels = new Uint8ClampedArray(matrix.length * cols * 4);
+  matrix.forEach((row, r) => {
+    for (let c = 0; c < Math.min(cols, row.length); c++) {
+      const value = row[c];
+      let rgb = null;
+      if (value === null || value === undefined || Number.isNaN(value)) rgb = null;
+      else if (value === 0) rgb = noChange;
+      else if (!domain || !Number.isFinite(value)) rgb = top;
+      else if (value > 0) {
+        const t = Math.min(1, Math.max(0, (Math.log10(value) - lo) / (hi - lo)));
+        rgb = ramp[Math.round(t * (PIXEL_LEVELS - 1))];
+      }
+      if (!rgb) continue;
+      const at = (r * cols + c) * 4;
+      pixels[at] = rgb[0];
+      pixels[at + 1] = rgb[1];
+      pixels[at + 2] = rgb[2];
+      pixels[at + 3] = 255;
+    }
+  });
+  return pixels;
+}
+
 /** Legend ticks: one per decade of the domain, as {t, label}. */
 export function legendTicks(domain) {
   if (!domain) return [];

@@ -338,6 +338,10 @@ def test_heatmap_hover_and_click_open_detail(page, server):
     canvas = frame.locator(".vu-heatmap-canvas")
     canvas.wait_for()
     frame.locator(".vu-legend", has_text="no change").wait_for()
+    frame.locator("#varupdate-root[data-heatmap-rendered='rebinding|3']").wait_for()
+    # Row 0's cells (the never-updated kernel) are painted in the "no change" red.
+    pixel = canvas.evaluate("c => [...c.getContext('2d').getImageData(c.width - 5, 5, 1, 1).data]")
+    assert pixel == [229, 57, 53, 255]
     box = canvas.bounding_box()
     # Row 0 is the problem variable (rows follow the variables route's order).
     page.mouse.move(box["x"] + box["width"] - 5, box["y"] + 5)
@@ -388,7 +392,7 @@ def test_two_thousand_variables_render_virtualised(page, server):
     last = frame.locator(".vu-row[data-variable]").last
     assert last.get_attribute("data-variable").startswith("net/block_")
     frame.get_by_role("tab", name="Heatmap").click()
-    frame.locator(".vu-heatmap-canvas").wait_for()
+    frame.locator("#varupdate-root[data-heatmap-rendered='wide|2000']").wait_for()
     _shot(page, "heatmap-wide.png")
     assert page.errors == []
 

@@ -2,7 +2,7 @@ import test from "node:test";
 import assert from "node:assert/strict";
 
 import { NO_CHANGE_COLOR, RAMP } from "../constants.js";
-import { cellAt, cellColor, finiteOrNull, forLogScale, heatmapLayout, legendTicks, logDomain, rampColor, rowAt } from "../scale.js";
+import { cellAt, cellColor, cellPixels, finiteOrNull, forLogScale, heatmapLayout, legendTicks, logDomain, rampColor, rowAt } from "../scale.js";
 
 test("rampColor hits the stops at the ends and the middle, and clamps", () => {
   assert.equal(rampColor(0), RAMP[0]);
@@ -73,4 +73,26 @@ test("alignSeries joins runs logged at different steps onto one x axis", async (
   ]);
   assert.deepEqual(aligned, [[0, 5, 10, 20], [1, null, 2, null], [null, 7, null, null]]);
   assert.deepEqual(alignSeries([]), [[]]);
+});
+
+test("cellPixels paints cellColor's colours, one RGBA pixel per cell", () => {
+  const hex = (pixels, i) => "#" + [...pixels.slice(i * 4, i * 4 + 3)].map((c) => c.toString(16).padStart(2, "0")).join("");
+  const domain = [-6, -2];
+  const matrix = [[null, 0, 1e-6], [1e-4, 1e-2, 5], [Infinity, -1]];
+  const pixels = cellPixels(matrix, 3, domain);
+  assert.equal(pixels.length, 3 * 3 * 4);
+  const alpha = [...pixels].filter((_, i) => i % 4 === 3);
+  // Not logged, a negative value and the cell the short last row lacks stay transparent.
+  assert.deepEqual(alpha, [0, 255, 255, 255, 255, 255, 255, 0, 0]);
+  for (const i of [1, 2, 3, 4, 5, 6]) assert.equal(hex(pixels, i), cellColor(matrix[Math.floor(i / 3)][i % 3], domain));
+  // Between the stops, within the 257 levels' rounding of the exact ramp.
+  for (const value of [3e-6, 2.2e-5, 7.7e-4, 4e-3]) {
+    const [got] = [cellPixels([[value]], 1, domain)];
+    const want = cellColor(value, domain);
+    for (let k = 0; k < 3; k++) {
+      assert.ok(Math.abs(got[k] - parseInt(want.slice(1 + 2 * k, 3 + 2 * k), 16)) <= 3, `${value} channel ${k}`);
+    }
+  }
+  // No domain (no positive value): every positive cell takes the ramp's top.
+  assert.equal(hex(cellPixels([[0.5]], 1, null), 0), cellColor(0.5, null));
 });
