@@ -55,8 +55,8 @@ MAX_BUCKETS = 1000
 
 # Trackers kept parsed in a `RecordCache`. A tracker whose history was read
 # holds 3 float32 columns per variable per record (~7 MB for 300 variables x
-# 2,000 records, at most ~43 MB: see MAX_HISTORY_BYTES), so this bounds the
-# cache to a few hundred MB in practice, ~1.4 GB at worst.
+# 2,000 records, at most ~22 MB: see MAX_HISTORY_BYTES), so this bounds the
+# cache to a few hundred MB in practice, ~0.7 GB at worst.
 CACHE_SIZE = 32
 
 # Significant digits sent: float32 holds ~7; a heatmap colour needs far fewer.
@@ -220,13 +220,16 @@ def bucket_max(steps, values, buckets):
 # The columns of the updates records that the series and heatmap routes draw.
 SERIES_COLUMNS = (md.DELTA_L2, md.VALUE_L2, md.GRAD_L2)
 
-# A history read asks TensorBoard for at most this many bytes of records. The
-# Rust loader's gRPC client refuses an answer over 256 MiB, failing the whole
-# read, so this keeps a quarter of that free for framing; a cached tracker
-# then holds at most 3/14 of it (~43 MB) as columns. Only trackers of more
-# than ~1,800 variables get fewer records than DEFAULT_SAMPLES (2,000
-# variables: 1,796 records of 112 KB); `points` and `downsampled` say so.
-MAX_HISTORY_BYTES = 192 * 2**20
+# A history read asks TensorBoard for at most this many bytes of records.
+# The Rust loader's gRPC client refuses an answer over 256 MiB (the read
+# fails outright), and reading dominates a first heatmap or chart: ~3 ms a
+# MB through the Rust loader on 2 cores, so 96 MiB keeps the first heatmap
+# of a 2,000-variable tracker near 0.4 s and its tab under 1 s. Only trackers
+# of more than ~900 variables get fewer records than DEFAULT_SAMPLES (2,000
+# variables: 898 records of 112 KB, still ~9 per default heatmap bucket and
+# about a chart's width in points); `points` and `downsampled` say so. A
+# cached tracker holds 3/14 of what it read (at most ~22 MB) as columns.
+MAX_HISTORY_BYTES = 96 * 2**20
 
 # Encoded documents a tracker keeps (see `Tracker.memo`): the variables route
 # and a few heatmap bucket counts.
