@@ -391,7 +391,7 @@ def _size(sent):
     return "%.0f kB" % (sent / 1e3) if sent < 1e6 else "%.1f MB" % (sent / 1e6)
 
 
-def _written(path, wrote, size):
+def describe_logdir(path, wrote, size):
     return "%s: %.2f GB on disk, %s" % (
         os.path.basename(path), size / 1e9,
         "written in %s" % common.ms(wrote) if wrote is not None else "reused from the cache")
@@ -410,7 +410,7 @@ def _routes_section(sizes):
     rows, loads, targets, notes = [], [], [], []
     for short, label, name, runs in datasets:
         path, wrote, size = logdir_for(name, runs)
-        notes.append(_written(path, wrote, size))
+        notes.append(describe_logdir(path, wrote, size))
         run_names = sorted(runs)
         last_steps = {run: steps - 1 for run, (_, steps) in runs.items()}
         for load_fast, loader in LOADERS:
@@ -476,7 +476,7 @@ def _scaling_section(sizes):
                     row.append("%s / %s" % (common.ms(cell[0]), common.ms(cell[1])) if cell else "skipped")
                 rows.append(row)
             parts.append("`%s` route, %s loader:\n\n%s" % (route_label, loader, common.table(header, rows)))
-    note = "%s; load: %s." % (_written(path, wrote, size), ", ".join(loads))
+    note = "%s; load: %s." % (describe_logdir(path, wrote, size), ", ".join(loads))
     if skipped:
         note += " Not measured: %s variables x steps (more than %.0f GB of records each)." % (
             ", ".join("%d x %d" % cell for cell in skipped), MAX_SCALING_BYTES / 1e9)
