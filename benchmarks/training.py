@@ -300,6 +300,19 @@ def tracker_state_bytes(tracker):
     return total
 
 
+def _peak_rss():
+    """This process's peak resident memory in bytes.
+
+    VmHWM belongs to the address space, so it starts afresh at exec;
+    getrusage's ru_maxrss would carry the parent's peak into a child.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _memory_child(mode, width):
     """In a fresh process: train a few steps; print peak RSS and tracker state bytes."""
     model = mlp(width=width, depth=2)
@@ -315,7 +328,7 @@ def _memory_child(mode, width):
     with tempfile.TemporaryDirectory() as logdir, tf.summary.create_file_writer(logdir).as_default():
         for step in range(5):
             train_step(tf.constant(step, tf.int64))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     print("%d %d %d" % (peak, model.count_params() * 4, tracker_state_bytes(tracker) if tracker else 0))
 
 
