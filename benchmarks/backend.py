@@ -495,27 +495,32 @@ def _shape(measured, sizes):
     short, long_ = sizes["steps"][0], sizes["steps"][-1]
     middle = sizes["vars"][-2]
     mid_steps = sizes["steps"][-2]
+    upto = [measured[key][0] for key in measured
+            if key[0] == "Rust" and key[1] == "variables" and key[2] <= middle]
     return "\n".join([
         "- `variables` reads only the newest record of a tracker, so under the Rust loader its cold "
-        "time does not grow with steps (%d variables: %s at %d steps, %s at %d) and grows with "
-        "variables only once the per-variable verdicts outweigh the data server's ~40 ms round "
-        "trip (%s at %d variables, %s at %d; %d steps). The Python loader's data provider converts "
-        "every kept record before it keeps the newest, so there it grows with variables x kept "
-        "records (%d variables: %s at %d steps, %s at %d)." % (
+        "time does not grow with steps (%d variables: %s at %d steps, %s at %d). Up to %d variables "
+        "it is about one round trip to the data server, %s to %s (that server answers some small "
+        "reads only after ~40 ms); beyond, the verdicts, computed per variable, dominate: %s at %d "
+        "variables (%d steps). The Python loader's data provider converts every kept record before "
+        "it keeps the newest, so there it grows with variables x kept records (%d variables: %s at "
+        "%d steps, %s at %d)." % (
             middle, cell("Rust", "variables", middle, short, 0), short,
             cell("Rust", "variables", middle, long_, 0), long_,
-            cell("Rust", "variables", few, mid_steps, 0), few,
+            middle, common.ms(min(upto)), common.ms(max(upto)),
             cell("Rust", "variables", many, mid_steps, 0), many, mid_steps,
             middle, cell("Python", "variables", middle, short, 0), short,
             cell("Python", "variables", middle, long_, 0), long_),
         "- `heatmap` reads the history: min(steps, %d kept records, %d MiB of records), so cold it "
         "grows about linearly with variables x kept records (Rust, %d variables: %s at %d steps, "
-        "%s at %d; %d variables x %d steps: %s) and stops growing with steps once %d records are kept."
+        "%s at %d; %d variables x %d steps: %s), and no longer with steps past that limit (%d "
+        "records at %d variables)."
         % (
             records.DEFAULT_SAMPLES, records.MAX_HISTORY_BYTES >> 20,
             middle, cell("Rust", "heatmap", middle, short, 0), short,
             cell("Rust", "heatmap", middle, long_, 0), long_,
-            many, mid_steps, cell("Rust", "heatmap", many, mid_steps, 0), records.DEFAULT_SAMPLES),
+            many, mid_steps, cell("Rust", "heatmap", many, mid_steps, 0),
+            records.history_count(None, many), many),
         "- Warm, both send an answer encoded and gzipped once, so they grow with variables only "
         "(the answer's size), not with steps (Rust, heatmap: %s at %d variables, %s at %d; %d steps)."
         % (cell("Rust", "heatmap", few, mid_steps, 1), few, cell("Rust", "heatmap", many, mid_steps, 1), many, mid_steps),
