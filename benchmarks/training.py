@@ -362,10 +362,11 @@ def _memory_section(width):
         "**Memory**, MLP of %.1fM parameters (%.0f MB of float32), SGD, a fresh process "
         "per cell, peak RSS after 5 steps. \"Tracker state\" is what the tracker keeps "
         "between steps (its tf.Variables), by construction. With TensorFlow's default "
-        "oneDNN build the process keeps freed buffers, so its peak also shows the "
-        "transient delta of the largest variable and buffers the allocator did not "
-        "give back; with `TF_ENABLE_ONEDNN_OPTS=0` the peak is the state plus "
-        "little:\n\n%s" % (
+        "oneDNN build the peak also holds buffers its allocator kept. With "
+        "`TF_ENABLE_ONEDNN_OPTS=0` the default mode peaks at its state plus ~10%%; "
+        "`delta=\"checksum\"` keeps no state but still peaks higher by about one "
+        "gradient's size, which suggests the gradients live until the tracker has "
+        "read them (not yet explained by a profile):\n\n%s" % (
             params / 4e6, params / 1e6,
             common.table(("tracker", "peak RSS (default)", "peak RSS (oneDNN off)", "tracker state"), rows),
         )

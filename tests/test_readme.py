@@ -14,12 +14,9 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
 
 import numpy as np
@@ -30,6 +27,8 @@ import keras
 from tb_varupdate import cli
 from tb_varupdate import metadata as md
 from tb_varupdate import records
+
+import local_http
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 BIN = os.path.dirname(sys.executable)  # this venv's console scripts: tb-varupdate, tensorboard
@@ -309,18 +308,9 @@ def test_check_commands_exit_as_documented(workdir):
         "w", "updating", "present", SEED1_STEPS - 1)
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get_json(url):
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, None
+    status, body, _ = local_http.get(url)
+    return status, json.loads(body) if status == 200 else None
 
 
 def _wait_for_runs(base, process, expected, log):
@@ -330,7 +320,7 @@ def _wait_for_runs(base, process, expected, log):
     while time.monotonic() < deadline and process.poll() is None:
         try:
             status, body = _get_json(base + "data/plugin/varupdate/runs")
-        except (urllib.error.URLError, ConnectionError, OSError):
+        except OSError:  # connection refused while it starts (URLError is one)
             status = None
         if status == 200:
             last = {run["run"]: [tag["last_step"] for tag in run["tags"]] for run in body["runs"]}
@@ -356,7 +346,7 @@ def test_tensorboard_commands_serve_the_runs(workdir, tmp_path):
         for command in (TENSORBOARD, TENSORBOARD_ALL_SAMPLES):
             argv = shlex.split(commands[command][0], comments=True)
             argv[0] = shutil.which(argv[0], path=BIN)
-            port = _free_port()
+            port = local_http.free_port()
             log = open(tmp_path / ("%d.log" % port), "w+", encoding="utf-8")
             process = subprocess.Popen(argv + ["--port", str(port)], cwd=path, stdout=log, stderr=subprocess.STDOUT)
             started.append((command, process, log, "http://localhost:%d/" % port))

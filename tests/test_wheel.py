@@ -11,16 +11,14 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import zipfile
 
 import pytest
 
+import local_http
 import logdirs
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -139,24 +137,10 @@ def test_installed_package_comes_from_the_wheel(fresh_venv, tmp_path):
     assert ROOT not in result.stdout
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url):
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read(), response.headers.get_content_type()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read(), err.headers.get_content_type()
-
-
 def test_tensorboard_from_the_wheel_serves_the_plugin(fresh_venv, source_copy, tmp_path):
     logdir = tmp_path / "logs"
     logdirs.write_records(str(logdir / "hand"), logdirs.hand_records())
-    port = _free_port()
+    port = local_http.free_port()
     log = open(tmp_path / "tensorboard.log", "w+", encoding="utf-8")
     process = subprocess.Popen(
         [str(fresh_venv), "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
@@ -169,20 +153,20 @@ def test_tensorboard_from_the_wheel_serves_the_plugin(fresh_venv, source_copy, t
         listing = None
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                status, body, _ = _get(base + "data/plugins_listing")
+                status, body, _ = local_http.get(base + "data/plugins_listing")
                 if status == 200 and "varupdate" in json.loads(body):
                     listing = json.loads(body)
                     break
-            except (urllib.error.URLError, ConnectionError, OSError):
+            except OSError:  # connection refused while it starts (URLError is one)
                 pass
             time.sleep(0.5)
         log.seek(0)
         assert listing is not None, "TensorBoard did not list varupdate:\n" + log.read()[-3000:]
         assert listing["varupdate"]["tab_name"] == "Variable Updates"
-        status, body, _ = _get(base + "data/plugin/varupdate/runs")
+        status, body, _ = local_http.get(base + "data/plugin/varupdate/runs")
         assert status == 200
         assert [run["run"] for run in json.loads(body)["runs"]] == ["hand"]
-        status, _, content_type = _get(base + "data/plugin/varupdate/index.js")
+        status, _, content_type = local_http.get(base + "data/plugin/varupdate/index.js")
         if (source_copy / "frontend" / "index.js").exists():
             assert (status, content_type) == (200, "text/javascript")
         else:
