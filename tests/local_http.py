@@ -1,6 +1,7 @@
-"""HTTP helpers for tests that start TensorBoard as a separate process."""
+"""Helpers for tests that start TensorBoard as a separate process and ask it over HTTP."""
 
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -19,3 +20,13 @@ def get(url, timeout=10):
             return response.status, response.read(), response.headers.get_content_type()
     except urllib.error.HTTPError as err:
         return err.code, err.read(), err.headers.get_content_type()
+
+
+def stop(process, timeout=15):
+    """Terminates `process`, killing it if it does not exit in `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)

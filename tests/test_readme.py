@@ -360,12 +360,7 @@ def test_tensorboard_commands_serve_the_runs(workdir, tmp_path):
             served[command] = (series["logged"], series["points"], series["downsampled"])
     finally:
         for _, process, log, _ in started:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+            local_http.stop(process)
             log.close()
     # The plugin's raised default keeps DEFAULT_SAMPLES records; the flag keeps all.
     assert served == {

@@ -172,10 +172,5 @@ def test_tensorboard_from_the_wheel_serves_the_plugin(fresh_venv, source_copy, t
         else:
             assert status == 404
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        local_http.stop(process)
         log.close()
