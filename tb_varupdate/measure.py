@@ -52,10 +52,6 @@ CHAIN_MIN_ELEMENTS = 1 << 22
 _NAN = np.nan
 
 
-def _size(tensor):
-    return tensor.shape.num_elements()
-
-
 def _sums_of_squares(tensors):
     """Sums of squares of same-dtype float32/64 `tensors`; see `_checked_sums`."""
     fast = tf.stack([tf.nn.l2_loss(t) for t in tensors]) * 2

@@ -131,35 +131,42 @@ def _write_unreadable(logdir, run="unreadable"):
     writer.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def _serve(logdir, **flags):
+    """A TensorBoard of its own over `logdir` (Python loader); yields its URL."""
     from tensorboard import default, program
 
     from tb_varupdate import plugin
 
-    logdir = tmp_path_factory.mktemp("logs")
-    _train(str(logdir), "rebinding", rebinding=True)
-    _train(str(logdir), "fixed", rebinding=False)
-    _write_wide(str(logdir))
-    _write_unreadable(str(logdir))
     made = []
 
-    def make_server(app, flags):
-        # Kept so the fixture can shut the server down; launch() does not return it.
-        made.append(program.WerkzeugServer(app, flags))
+    def make_server(app, server_flags):
+        # Kept to shut the server down; launch() does not return it.
+        made.append(program.WerkzeugServer(app, server_flags))
         return made[-1]
 
     board = program.TensorBoard(
         plugins=default.get_static_plugins() + [plugin.VarUpdateLoader()], server_class=make_server
     )
-    board.configure(
-        logdir=str(logdir), host="127.0.0.1", port=0, load_fast="false",
-        reload_interval=0, reload_task="blocking", samples_per_plugin={"varupdate": SAMPLES},
-    )
+    board.configure(logdir=str(logdir), host="127.0.0.1", port=0, load_fast="false",
+                    reload_interval=0, reload_task="blocking", **flags)
     url = board.launch()
-    yield url
-    made[-1].shutdown()
-    made[-1].server_close()
+    try:
+        yield url
+    finally:
+        made[-1].shutdown()
+        made[-1].server_close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("logs")
+    _train(str(logdir), "rebinding", rebinding=True)
+    _train(str(logdir), "fixed", rebinding=False)
+    _write_wide(str(logdir))
+    _write_unreadable(str(logdir))
+    with _serve(logdir, samples_per_plugin={"varupdate": SAMPLES}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -464,32 +471,6 @@ def test_a_run_without_readable_records_explains_itself(page, server):
     assert frame.locator(".vu-table-empty").inner_text() == "No variables tracked."
     _shot(page, "unreadable.png")
     assert page.errors == []
-
-
-@contextlib.contextmanager
-def _serve(logdir, **flags):
-    """A TensorBoard of its own over `logdir` (Python loader); yields its URL."""
-    from tensorboard import default, program
-
-    from tb_varupdate import plugin
-
-    made = []
-
-    def make_server(app, server_flags):
-        made.append(program.WerkzeugServer(app, server_flags))
-        return made[-1]
-
-    board = program.TensorBoard(
-        plugins=default.get_static_plugins() + [plugin.VarUpdateLoader()], server_class=make_server
-    )
-    board.configure(logdir=str(logdir), host="127.0.0.1", port=0, load_fast="false",
-                    reload_interval=0, reload_task="blocking", **flags)
-    url = board.launch()
-    try:
-        yield url
-    finally:
-        made[-1].shutdown()
-        made[-1].server_close()
 
 
 def test_works_under_a_path_prefix(browser, tmp_path):
