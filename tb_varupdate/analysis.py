@@ -6,6 +6,7 @@ enough, so verdicts are exact whatever TensorBoard downsampled.
 """
 
 import math
+import re
 
 import numpy as np
 
@@ -197,16 +198,22 @@ def _rows_note(row):
     )
 
 
-def _status(logs_tracked, changed, logs_since, first_step, last_step, step, non_finite_step, max_rel):
+def _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel):
+    # Everything is counted in records, never in steps: a step that restarts
+    # each epoch or repeats (a LossScaleOptimizer's skipped steps) must not
+    # hide a stall.
     if non_finite_step >= 0:
         return NON_FINITE
     if changed == 0:
         return NEVER_UPDATED
-    usual_interval = (last_step - first_step) / (changed - 1) if changed > 1 else 0.0
+    # Records per change up to the latest one: exact for gradient accumulation
+    # (a change every N records) and an upper bound for a variable that started
+    # changing late, whose quiet window must then be longer to count as a stall.
+    usual_interval = logs_to_last_update / changed if changed > 1 else 0.0
     if (
         logs_since >= STALL_MIN_LOGS
         and logs_since >= STALL_FRACTION * logs_tracked
-        and step - last_step > STALL_RHYTHM_FACTOR * usual_interval
+        and logs_since > STALL_RHYTHM_FACTOR * usual_interval
     ):
         return STALLED
     if max_rel is not None and max_rel < TINY_RELATIVE_UPDATE:
@@ -256,6 +263,10 @@ def verdicts(entries, updates, step):
         logs_tracked = max(updates.logged - int(entry["joined"]), 0)
         changed = int(col[md.CHANGED_STEPS])
         logs_since = updates.logged - int(col[md.LOGS_AT_LAST_UPDATE]) if changed else logs_tracked
+        logs_to_last_update = int(col[md.LOGS_AT_LAST_UPDATE]) - int(entry["joined"]) if changed else 0
+        # Version 3 records carry the trainable flag of this record; version 2
+        # ones only the flag when the variable was first tracked.
+        trainable = bool(updates.trainable[index]) if updates.trainable is not None else bool(entry["trainable"])
         counts = {
             "present": int(col[md.GRAD_PRESENT_STEPS]),
             "none": int(col[md.GRAD_NONE_STEPS]),
@@ -271,12 +282,10 @@ def verdicts(entries, updates, step):
         delta_l2 = _finite_or_none(fcol[md.DELTA_L2])
         row = {
             "variable": entry["name"],
-            "trainable": bool(entry["trainable"]),
+            "trainable": trainable,
             "shape": shape,
             "dtype": entry["dtype"],
-            "status": _status(
-                logs_tracked, changed, logs_since, first_step, last_step, int(step), non_finite_step, max_rel
-            ),
+            "status": _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel),
             "gradient": _gradient_verdict(counts, non_finite_step >= 0),
             "first_update_step": first_step if changed else None,
             "last_update_step": last_step if changed else None,
@@ -335,3 +344,43 @@ def summarize(rows):
 def is_healthy(rows):
     """False when any variable's verdict is a problem (what fails `check`)."""
     return not any(row["problem"] for row in rows)
+
+
+def compile_allow(patterns):
+    """Compiles `--allow` / `allow=` patterns (regular expressions, `re.search`).
+
+    Raises:
+      ValueError: a pattern is not a valid regular expression.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    compiled = []
+    for pattern in patterns or ():
+        if isinstance(pattern, re.Pattern):
+            compiled.append(pattern)
+            continue
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError) as err:
+            raise ValueError("allow patterns must be regular expressions. Received: %r (%s)" % (pattern, err)) from err
+    return compiled
+
+
+def apply_allow(rows, allow):
+    """Marks the problem rows whose variable matches an allow pattern as accepted.
+
+    An accepted row keeps its status and diagnosis, gets `"allowed": True`, and
+    is no longer a problem: it fails neither `check` nor the `on_stuck` check.
+
+    Args:
+      rows: verdict rows from `verdicts`.
+      allow: patterns from `compile_allow`.
+
+    Returns:
+      The same rows (changed in place), for chaining.
+    """
+    for row in rows:
+        row["allowed"] = bool(allow) and row["problem"] and any(p.search(row["variable"]) for p in allow)
+        if row["allowed"]:
+            row["problem"] = False
+    return rows

@@ -28,9 +28,16 @@ import numpy as np
 
 from tensorboard.compat.proto import summary_pb2
 
+from tb_varupdate.errors import VarUpdateError
+
 PLUGIN_NAME = "varupdate"
 # 2: DELTA_MAX_ABS dropped (a pass over every variable, never shown), 14 columns.
-FORMAT_VERSION = 2
+# 3: TRAINABLE per record (freeze/unfreeze mid-run), header fields for the
+#    writer's identity, steps that did not grow and non-finite gradient runs.
+FORMAT_VERSION = 3
+# Versions this reader parses. A tag's metadata is kept from its first event
+# only, so the version of each updates record is told by its column count.
+READABLE_VERSIONS = (2, 3)
 
 KIND_UPDATES = "updates"
 KIND_VARIABLES = "variables"
@@ -41,6 +48,12 @@ VARIABLES_TAG_SUFFIX = "/variables"
 HEADER_LOGGED = 0  # log() calls recorded by this tracker so far.
 HEADER_NAMES_HASH = 1  # `names_hash` of the variables record naming the rows.
 HEADER_EVERY_N = 2  # the tracker's `every_n_steps`.
+# Version 3 header fields (0 in version 2 records):
+HEADER_WRITER_ID = 3  # a random 31-bit id of the tracker object that wrote the record.
+HEADER_STEP_REGRESSIONS = 4  # records whose step was not greater than the previous record's.
+# `logged` at the newest record whose given gradients were all finite (0 if none):
+# `logged - this` records in a row have had a non-finite gradient.
+HEADER_LOGS_AT_LAST_FINITE_GRADS = 5
 
 # Variable row columns. "f32" columns hold float32 bit patterns.
 DELTA_L2 = 0  # f32: ||w_now - w_prev||, since the previous record.
@@ -57,7 +70,9 @@ GRAD_NON_FINITE_STEPS = 10  # records whose gradient held NaN or Inf.
 FIRST_NON_FINITE_STEP = 11  # step the value first held NaN/Inf, -1 if never.
 MAX_RELATIVE_UPDATE = 12  # f32: max over records of DELTA_L2 / VALUE scale.
 ROWS_CHANGED = 13  # rows (first axis) changed at least once; -1 if not tracked.
-NUM_COLUMNS = 14
+TRAINABLE = 14  # 1 if the variable was trainable at this record, else 0 (version 3).
+NUM_COLUMNS = 15
+NUM_COLUMNS_V2 = 14  # version 2 records: no TRAINABLE column.
 
 FLOAT_COLUMNS = (DELTA_L2, VALUE_L2, GRAD_L2, MAX_RELATIVE_UPDATE)
 
@@ -74,7 +89,7 @@ GRAD_STATE_NON_FINITE = "non_finite"
 GRAD_STATE_NOT_GIVEN = "not_given"
 
 
-class FormatError(ValueError):
+class FormatError(VarUpdateError, ValueError):
     """A record that is not a valid `varupdate` record of a known version."""
 
 
@@ -135,12 +150,13 @@ def parse_plugin_content(content):
         raise FormatError(
             "plugin content is not a varupdate header. Received: %r" % bytes(content)[:80]
         ) from err
-    if version != FORMAT_VERSION:
-        older = isinstance(version, int) and version < FORMAT_VERSION
+    if type(version) is not int or version not in READABLE_VERSIONS:  # pylint: disable=unidiomatic-typecheck
+        # `type(...) is int`: JSON true is a bool, which is an int subclass.
+        older = type(version) is int and version < min(READABLE_VERSIONS)  # pylint: disable=unidiomatic-typecheck
         raise FormatError(
             "record format version %r is not supported (this tb-varupdate reads "
-            "version %d); %s" % (
-                version, FORMAT_VERSION,
+            "versions %s); %s" % (
+                version, ", ".join(str(v) for v in READABLE_VERSIONS),
                 "it was written by an older tb-varupdate: train again to rewrite it, or read "
                 "it with the version that wrote it." if older else "upgrade tb-varupdate to read it.",
             )
@@ -154,22 +170,35 @@ class Updates:
     """One parsed updates record.
 
     Attributes:
-      logged: log() calls recorded by the tracker up to this record.
+      version: 2 or 3, from the record's column count.
+      logged: records written by the tracker up to this one (HEADER_LOGGED).
       names_hash: checksum of the variables record naming the rows.
       every_n: the tracker's `every_n_steps`.
-      ints: int64 array [V, NUM_COLUMNS] of the integer columns.
+      writer_id: HEADER_WRITER_ID (0 in version 2 records).
+      step_regressions: HEADER_STEP_REGRESSIONS (0 in version 2 records).
+      logs_at_last_finite_grads: HEADER_LOGS_AT_LAST_FINITE_GRADS, or None in
+        version 2 records.
+      ints: int64 array [V, NUM_COLUMNS] of the integer columns (a version 2
+        record's TRAINABLE column is -1: read `trainable` from its variables record).
       floats: float64 array [V, NUM_COLUMNS] of the float32 columns (the
         integer columns of this view hold garbage; read them from `ints`).
+      trainable: bool array [V] of TRAINABLE, or None in version 2 records.
     """
 
-    __slots__ = ("logged", "names_hash", "every_n", "ints", "floats")
+    __slots__ = ("version", "logged", "names_hash", "every_n", "writer_id", "step_regressions",
+                 "logs_at_last_finite_grads", "ints", "floats", "trainable")
 
-    def __init__(self, logged, names_hash_value, every_n, ints, floats):
-        self.logged = logged
-        self.names_hash = names_hash_value
-        self.every_n = every_n
+    def __init__(self, version, header, ints, floats):
+        self.version = version
+        self.logged = int(header[HEADER_LOGGED])
+        self.names_hash = int(header[HEADER_NAMES_HASH])
+        self.every_n = int(header[HEADER_EVERY_N])
+        self.writer_id = int(header[HEADER_WRITER_ID])
+        self.step_regressions = int(header[HEADER_STEP_REGRESSIONS])
+        self.logs_at_last_finite_grads = int(header[HEADER_LOGS_AT_LAST_FINITE_GRADS]) if version >= 3 else None
         self.ints = ints
         self.floats = floats
+        self.trainable = ints[:, TRAINABLE] > 0 if version >= 3 else None
 
     @property
     def num_variables(self):
@@ -179,34 +208,36 @@ class Updates:
 def parse_updates(array):
     """Parses an updates tensor (as loaded by TensorBoard) into `Updates`.
 
+    Version 3 records have NUM_COLUMNS columns, version 2 ones NUM_COLUMNS_V2;
+    a version 2 record is widened with TRAINABLE = -1 (unknown).
+
     Raises:
       FormatError: the array does not have dtype int32 and shape
-        [1 + V, NUM_COLUMNS].
+        [1 + V, NUM_COLUMNS] (or [1 + V, NUM_COLUMNS_V2]).
     """
     array = np.asarray(array)
-    if array.dtype != np.int32 or array.ndim != 2 or array.shape[1] != NUM_COLUMNS:
+    if array.dtype != np.int32 or array.ndim != 2 or array.shape[1] not in (NUM_COLUMNS, NUM_COLUMNS_V2):
         raise FormatError(
-            "an updates record must be int32 of shape [1 + variables, %d]. "
-            "Received: dtype=%s, shape=%s" % (NUM_COLUMNS, array.dtype, array.shape)
+            "an updates record must be int32 of shape [1 + variables, %d] (or %d for "
+            "version 2). Received: dtype=%s, shape=%s" % (NUM_COLUMNS, NUM_COLUMNS_V2, array.dtype, array.shape)
         )
     if array.shape[0] < 1:
         raise FormatError("an updates record needs its header row. Received: shape=%s" % (array.shape,))
+    version = 3 if array.shape[1] == NUM_COLUMNS else 2
+    if version == 2:
+        array = np.concatenate([array, np.full((array.shape[0], 1), -1, np.int32)], axis=1)
+        array[0, NUM_COLUMNS_V2:] = 0
     header = array[0]
     body = np.ascontiguousarray(array[1:])
-    return Updates(
-        logged=int(header[HEADER_LOGGED]),
-        names_hash_value=int(header[HEADER_NAMES_HASH]),
-        every_n=int(header[HEADER_EVERY_N]),
-        ints=body.astype(np.int64),
-        floats=body.view(np.float32).astype(np.float64),
-    )
+    return Updates(version, header, ints=body.astype(np.int64), floats=body.view(np.float32).astype(np.float64))
 
 
 def encode_updates(header, ints, floats):
     """Builds an updates tensor with NumPy, for writers outside TensorFlow.
 
     Args:
-      header: dict with keys "logged", "names_hash", "every_n".
+      header: dict with keys "logged", "names_hash", "every_n", and optionally
+        "writer_id", "step_regressions", "logs_at_last_finite_grads" (0 if absent).
       ints: int array [V, NUM_COLUMNS]; its FLOAT_COLUMNS are ignored.
       floats: float array [V, NUM_COLUMNS]; only its FLOAT_COLUMNS are used.
 
@@ -221,22 +252,38 @@ def encode_updates(header, ints, floats):
     head[0, HEADER_LOGGED] = header["logged"]
     head[0, HEADER_NAMES_HASH] = header["names_hash"]
     head[0, HEADER_EVERY_N] = header["every_n"]
+    head[0, HEADER_WRITER_ID] = header.get("writer_id", 0)
+    head[0, HEADER_STEP_REGRESSIONS] = header.get("step_regressions", 0)
+    head[0, HEADER_LOGS_AT_LAST_FINITE_GRADS] = header.get("logs_at_last_finite_grads", 0)
     return np.concatenate([head, body], axis=0)
 
 
-def encode_variables(entries):
+# Optional entry "role": what a non-trainable entry is, where the framework knows.
+ROLE_PARAMETER = "parameter"  # a parameter (torch `requires_grad=False` when frozen): should not change.
+ROLE_BUFFER = "buffer"  # state changed by assignment (BatchNorm running stats): expected to change.
+ROLES = (ROLE_PARAMETER, ROLE_BUFFER)
+
+
+def encode_variables(entries, writer_id=None):
     """The variables record: a JSON document with its own checksum.
 
     Args:
       entries: list of dicts with keys name, shape (list of int or None),
-        dtype (str), trainable (bool), joined (HEADER_LOGGED before the
-        variable's first record).
+        dtype (str), trainable (bool: when the variable was first tracked;
+        version 3 records carry the current state in TRAINABLE), joined
+        (HEADER_LOGGED before the variable's first record), and optionally
+        role: ROLE_PARAMETER or ROLE_BUFFER where the framework tells them
+        apart (PyTorch; absent for TensorFlow, whose non-trainable variables
+        may be either).
+      writer_id: the writing tracker's HEADER_WRITER_ID, or None.
 
     Returns:
       (json_bytes, names_hash).
     """
     digest = names_hash(entries)
     document = {"names_hash": digest, "variables": entries}
+    if writer_id is not None:
+        document["writer_id"] = int(writer_id)
     return json.dumps(document, separators=(",", ":")).encode("utf-8"), digest
 
 

@@ -73,6 +73,7 @@ def updates(logged, digest, rows, every_n=1):
     for index, columns in enumerate(rows):
         for column in (md.FIRST_UPDATE_STEP, md.LAST_UPDATE_STEP, md.FIRST_NON_FINITE_STEP, md.ROWS_CHANGED):
             ints[index, column] = -1
+        ints[index, md.TRAINABLE] = 1
         for column, value in columns.items():
             if column in md.FLOAT_COLUMNS:
                 floats[index, column] = value

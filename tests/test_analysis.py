@@ -12,6 +12,7 @@ def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(
     ints = np.zeros((1, md.NUM_COLUMNS), np.int64)
     floats = np.zeros((1, md.NUM_COLUMNS), np.float64)
     ints[0, [md.FIRST_UPDATE_STEP, md.LAST_UPDATE_STEP, md.FIRST_NON_FINITE_STEP, md.ROWS_CHANGED]] = -1
+    ints[0, md.TRAINABLE] = int(trainable)
     floats[0, md.VALUE_L2] = 1.0
     floats[0, md.MAX_RELATIVE_UPDATE] = 0.01
     for name, value in columns.items():
@@ -135,6 +136,7 @@ def test_rows_sort_problems_first_then_by_name():
     ints[:, md.LAST_UPDATE_STEP] = [9, -1, 9]
     ints[:, md.LOGS_AT_LAST_UPDATE] = [10, 0, 10]
     ints[:, md.FIRST_NON_FINITE_STEP] = -1
+    ints[:, md.TRAINABLE] = 1
     record = md.parse_updates(md.encode_updates({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats))
     rows = analysis.verdicts(entries, record, 9)
     assert [(r["variable"], r["status"]) for r in rows] == [("b", "never_updated"), ("c", "tiny_updates"), ("a", "updating")]
