@@ -141,29 +141,39 @@ def parse_plugin_content(content):
 
     Raises:
       FormatError: the content is not JSON of this plugin, or its version is
-        not FORMAT_VERSION.
+        not one of READABLE_VERSIONS. Nothing else, whatever `content` is.
     """
+    if isinstance(content, str):
+        content = content.encode("utf-8", "surrogatepass")
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise FormatError("plugin content must be bytes. Received: %s" % type(content).__name__)
+    content = bytes(content)
     try:
-        parsed = json.loads(bytes(content).decode("utf-8"))
+        parsed = json.loads(content.decode("utf-8"))
         version, kind = parsed["version"], parsed["kind"]
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError) as err:
         raise FormatError(
-            "plugin content is not a varupdate header. Received: %r" % bytes(content)[:80]
+            "plugin content is not a varupdate header. Received: %r" % content[:80]
         ) from err
     if type(version) is not int or version not in READABLE_VERSIONS:  # pylint: disable=unidiomatic-typecheck
         # `type(...) is int`: JSON true is a bool, which is an int subclass.
         older = type(version) is int and version < min(READABLE_VERSIONS)  # pylint: disable=unidiomatic-typecheck
         raise FormatError(
-            "record format version %r is not supported (this tb-varupdate reads "
+            "record format version %s is not supported (this tb-varupdate reads "
             "versions %s); %s" % (
-                version, ", ".join(str(v) for v in READABLE_VERSIONS),
+                _short_repr(version), ", ".join(str(v) for v in READABLE_VERSIONS),
                 "it was written by an older tb-varupdate: train again to rewrite it, or read "
                 "it with the version that wrote it." if older else "upgrade tb-varupdate to read it.",
             )
         )
-    if kind not in (KIND_UPDATES, KIND_VARIABLES):
-        raise FormatError("unknown record kind. Received: kind=%r" % (kind,))
+    if not isinstance(kind, str) or kind not in (KIND_UPDATES, KIND_VARIABLES):
+        raise FormatError("unknown record kind. Received: kind=%s" % _short_repr(kind))
     return kind
+
+
+def _short_repr(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Updates:
@@ -205,6 +215,25 @@ class Updates:
         return self.ints.shape[0]
 
 
+def updates_version(array):
+    """The format version (2 or 3) of an updates tensor, checked without copying it.
+
+    Raises:
+      FormatError: the array does not have dtype int32 and shape
+        [1 + V, NUM_COLUMNS] (or [1 + V, NUM_COLUMNS_V2]).
+    """
+    if not isinstance(array, np.ndarray):
+        raise FormatError("an updates record must be an int32 array. Received: %s" % type(array).__name__)
+    if array.dtype != np.int32 or array.ndim != 2 or array.shape[1] not in (NUM_COLUMNS, NUM_COLUMNS_V2):
+        raise FormatError(
+            "an updates record must be int32 of shape [1 + variables, %d] (or %d for "
+            "version 2). Received: dtype=%s, shape=%s" % (NUM_COLUMNS, NUM_COLUMNS_V2, array.dtype, array.shape)
+        )
+    if array.shape[0] < 1:
+        raise FormatError("an updates record needs its header row. Received: shape=%s" % (array.shape,))
+    return 3 if array.shape[1] == NUM_COLUMNS else 2
+
+
 def parse_updates(array):
     """Parses an updates tensor (as loaded by TensorBoard) into `Updates`.
 
@@ -215,15 +244,14 @@ def parse_updates(array):
       FormatError: the array does not have dtype int32 and shape
         [1 + V, NUM_COLUMNS] (or [1 + V, NUM_COLUMNS_V2]).
     """
-    array = np.asarray(array)
-    if array.dtype != np.int32 or array.ndim != 2 or array.shape[1] not in (NUM_COLUMNS, NUM_COLUMNS_V2):
-        raise FormatError(
-            "an updates record must be int32 of shape [1 + variables, %d] (or %d for "
-            "version 2). Received: dtype=%s, shape=%s" % (NUM_COLUMNS, NUM_COLUMNS_V2, array.dtype, array.shape)
-        )
-    if array.shape[0] < 1:
-        raise FormatError("an updates record needs its header row. Received: shape=%s" % (array.shape,))
-    version = 3 if array.shape[1] == NUM_COLUMNS else 2
+    if not isinstance(array, np.ndarray):
+        try:
+            array = np.asarray(array)
+        except Exception as err:  # pylint: disable=broad-except
+            # Arbitrary objects can fail to convert in many ways; all are "not a record".
+            raise FormatError("an updates record must be an int32 array. Received: %s"
+                              % type(array).__name__) from err
+    version = updates_version(array)
     if version == 2:
         array = np.concatenate([array, np.full((array.shape[0], 1), -1, np.int32)], axis=1)
         array[0, NUM_COLUMNS_V2:] = 0
@@ -290,35 +318,108 @@ def encode_variables(entries, writer_id=None):
 _ENTRY_KEYS = ("name", "shape", "dtype", "trainable", "joined")
 
 
-def parse_variables(value):
-    """Parses a variables record (bytes, str or a 0-d object array).
+class Variables:
+    """One parsed variables record.
 
-    Returns:
-      (entries, names_hash): the list of variable dicts and the checksum.
+    Attributes:
+      entries: list of entry dicts (see `encode_variables`), types checked.
+      names_hash: the record's checksum.
+      writer_id: the document's `writer_id`, or None (older writers).
+    """
+
+    __slots__ = ("entries", "names_hash", "writer_id")
+
+    def __init__(self, entries, names_hash, writer_id):
+        self.entries = entries
+        self.names_hash = names_hash
+        self.writer_id = writer_id
+
+
+def _is_int(value):
+    return type(value) is int  # pylint: disable=unidiomatic-typecheck  (bool is not a count)
+
+
+def _entry_problem(entry):
+    """Why `entry` is not a valid variables entry, or None."""
+    if not isinstance(entry, dict):
+        return "an entry is not an object"
+    missing = [key for key in _ENTRY_KEYS if key not in entry]
+    if missing:
+        return "an entry lacks %s" % ", ".join(missing)
+    if not isinstance(entry["name"], str):
+        return "a name is not a string"
+    shape = entry["shape"]
+    if shape is not None and not (
+        isinstance(shape, list) and all(dim is None or (_is_int(dim) and dim >= 0) for dim in shape)
+    ):
+        return "a shape is not a list of sizes"
+    if not isinstance(entry["dtype"], str):
+        return "a dtype is not a string"
+    if not isinstance(entry["trainable"], (bool, int)):
+        return "trainable is not a boolean"
+    if not _is_int(entry["joined"]) or entry["joined"] < 0:
+        return "joined is not a record count"
+    if "role" in entry and entry["role"] not in ROLES:
+        return "role is not one of %s" % ", ".join(ROLES)
+    return None
+
+
+def parse_variables_record(value):
+    """Parses a variables record (bytes, str or a 0-d array of them) into `Variables`.
 
     Raises:
-      FormatError: the value is not the JSON document `encode_variables` writes.
+      FormatError: the value is not the JSON document `encode_variables`
+        writes, with entries of the documented types. Nothing else, whatever
+        `value` is.
     """
     if isinstance(value, np.ndarray):
         if value.shape != ():
             raise FormatError("a variables record must be a scalar string. Received: shape=%s" % (value.shape,))
         value = value.item()
     if isinstance(value, str):
-        value = value.encode("utf-8")
+        value = value.encode("utf-8", "surrogatepass")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        # Never bytes(value): bytes(2**50) would try to allocate a petabyte.
+        raise FormatError(
+            "a variables record must be a scalar string. Received: %s %s"
+            % (type(value).__name__, _short_repr(value))
+        )
+    value = bytes(value)
+    problem = None
     try:
-        document = json.loads(bytes(value).decode("utf-8"))
-        entries = document["variables"]
-        digest = int(document["names_hash"])
-        for entry in entries:
-            missing = [key for key in _ENTRY_KEYS if key not in entry]
-            if missing:
-                raise KeyError(missing)
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        document = json.loads(value.decode("utf-8"))
+        if not isinstance(document, dict):
+            problem = "not a JSON object"
+        elif not isinstance(document.get("variables"), list):
+            problem = "no variables list"
+        elif not _is_int(document.get("names_hash")):
+            problem = "no integer names_hash"
+        elif "writer_id" in document and not _is_int(document["writer_id"]):
+            problem = "writer_id is not an integer"
+        else:
+            problem = next(filter(None, map(_entry_problem, document["variables"])), None)
+    except (ValueError, TypeError, RecursionError) as err:
+        problem = "not UTF-8 JSON (%s)" % type(err).__name__
+    if problem is not None:
         raise FormatError(
             "a variables record must be JSON with names_hash and variables "
-            "(each with %s). Received: %r" % (", ".join(_ENTRY_KEYS), bytes(value)[:120])
-        ) from err
-    return entries, digest
+            "(each with %s): %s. Received: %r" % (", ".join(_ENTRY_KEYS), problem, value[:120])
+        )
+    return Variables(document["variables"], document["names_hash"], document.get("writer_id"))
+
+
+def parse_variables(value):
+    """Parses a variables record (bytes, str or a 0-d object array).
+
+    Returns:
+      (entries, names_hash): the list of variable dicts and the checksum
+      (`parse_variables_record` also gives the writer id).
+
+    Raises:
+      FormatError: the value is not the JSON document `encode_variables` writes.
+    """
+    parsed = parse_variables_record(value)
+    return parsed.entries, parsed.names_hash
 
 
 def grad_state(grad_l2):

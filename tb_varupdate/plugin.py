@@ -2,9 +2,9 @@
 
 TensorBoard imports this module at start-up (setup.py's `tensorboard_plugins`
 entry point names `VarUpdateLoader`), so it must not import TensorFlow: an
-import error here would break TensorBoard itself. Route handlers only parse
-arguments and respond; `_*_impl` methods return plain data computed by
-`tb_varupdate.records`.
+import error here would break TensorBoard itself. This module only routes:
+each handler parses its query and asks `cache.RecordCache` for the document,
+the same reader `tb-varupdate check` uses.
 """
 
 import gzip
@@ -19,8 +19,12 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
 import tb_varupdate.frontend
+from tb_varupdate import analysis
+from tb_varupdate import buckets as buckets_lib
+from tb_varupdate import cache as cache_lib
+from tb_varupdate import history
+from tb_varupdate import jsonutil
 from tb_varupdate import metadata as md
-from tb_varupdate import records
 
 TAB_NAME = "Variable Updates"
 
@@ -41,6 +45,9 @@ CONTENT_TYPES = {
     "": "text/plain",  # LICENSE and similar files without an extension.
 }
 
+# Every route only reads.
+ALLOWED_METHODS = ("GET", "HEAD")
+
 
 class VarUpdatePlugin(base_plugin.TBPlugin):
     """Shows which variables never update during training, and why."""
@@ -57,18 +64,23 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
         """
         self._provider = context.data_provider
         hints = getattr(context, "sampling_hints", None) or {}
-        self._cache = records.RecordCache(self._provider, samples=hints.get(md.PLUGIN_NAME))
+        self._cache = cache_lib.RecordCache(self._provider, samples=hints.get(md.PLUGIN_NAME))
 
     def get_plugin_apps(self):
-        return {
+        routes = {
             "/runs": self._serve_runs,
             "/variables": self._serve_variables,
             "/series": self._serve_series,
             "/heatmap": self._serve_heatmap,
             "/compare": self._serve_compare,
+            "/vocabulary": self._serve_vocabulary,
             "/index.js": self._serve_index,
             "/static/*": self._serve_static,
+            # Anything else under the plugin (`static/`, `app.js`, typos):
+            # a JSON 404 like every other error, not TensorBoard's text one.
+            "/*": self._serve_unknown,
         }
+        return {path: _only_reads(app) for path, app in routes.items()}
 
     def is_active(self):
         # TensorBoard lists the plugin as active whenever the data provider
@@ -88,17 +100,19 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
             es_module_path="/index.js", tab_name=TAB_NAME, disable_reload=False
         )
 
-    # Route handlers: parse, call an _impl, respond.
+    # Route handlers: parse the query, ask the cache, respond.
 
     @wrappers.Request.application
     def _serve_runs(self, request):
-        return _json(request, lambda: self._runs_impl(*_scope(request)))
+        return _json(request, lambda: self._cache.runs(*_scope(request)))
 
     @wrappers.Request.application
     def _serve_variables(self, request):
         def impl():
             run, tag = _required(request, "run"), _required(request, "tag")
-            return self._variables_impl(*_scope(request), run, tag)
+            # Encoded once per tag (its records never change): a request that
+            # finds the tag cached only sends bytes.
+            return self._cache.verdicts(*_scope(request), run, tag, encode=_Gzipped.encode)
 
         return _json(request, impl)
 
@@ -106,8 +120,9 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
     def _serve_series(self, request):
         def impl():
             run, tag = _required(request, "run"), _required(request, "tag")
-            variables = _required_list(request, "variable")
-            return self._series_impl(*_scope(request), run, tag, variables)
+            # A variable may be called "": only a missing parameter is an error.
+            variables = _required_list(request, "variable", allow_empty=True)
+            return self._cache.series(*_scope(request), run, tag, variables)
 
         return _json(request, impl)
 
@@ -116,7 +131,7 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
         def impl():
             run, tag = _required(request, "run"), _required(request, "tag")
             buckets = _bucket_count(request.args.get("buckets"))
-            return self._heatmap_impl(*_scope(request), run, tag, buckets)
+            return self._cache.heatmap(*_scope(request), run, tag, buckets, encode=_Gzipped.encode)
 
         return _json(request, impl)
 
@@ -125,9 +140,13 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
         def impl():
             tag = _required(request, "tag")
             runs = _required_list(request, "run")
-            return self._compare_impl(*_scope(request), tag, runs)
+            return self._cache.compare(*_scope(request), tag, runs)
 
         return _json(request, impl)
+
+    @wrappers.Request.application
+    def _serve_vocabulary(self, request):
+        return _json(request, _vocabulary)
 
     @wrappers.Request.application
     def _serve_index(self, request):
@@ -141,38 +160,14 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
         relative = path[path.index(marker) + len(marker):] if marker in path else ""
         return _static_file(request, relative)
 
-    # Implementations: plain data in, plain data out.
-
-    def _runs_impl(self, ctx, experiment_id):
-        return self._cache.runs_report(ctx, experiment_id)
-
-    def _variables_impl(self, ctx, experiment_id, run, tag):
-        tracker = self._cache.tracker(ctx, experiment_id, run, tag)
-        # Encoded once per tracker (its records never change): a request
-        # that finds the tracker cached only sends bytes.
-        return tracker.memo("variables", lambda: _Gzipped.encode(tracker.verdicts()))
-
-    def _series_impl(self, ctx, experiment_id, run, tag, variables):
-        return records.series_report(self._cache.tracker(ctx, experiment_id, run, tag), variables)
-
-    def _heatmap_impl(self, ctx, experiment_id, run, tag, buckets):
-        tracker = self._cache.tracker(ctx, experiment_id, run, tag)
-        return tracker.memo(
-            ("heatmap", buckets), lambda: _Gzipped.encode(records.heatmap_report(tracker, buckets))
-        )
-
-    def _compare_impl(self, ctx, experiment_id, tag, runs):
-        trackers = self._cache.trackers(ctx, experiment_id, runs, tag)
-        # Runs are listed only when one has no tracker: under the Rust loader
-        # each data provider call can cost ~40 ms, even a small one.
-        if any(tracker is None for tracker in trackers.values()):
-            known = {r.run_name for r in self._provider.list_runs(ctx, experiment_id=experiment_id)}
-            unknown = [run for run in runs if run not in known]
-            if unknown:
-                raise errors.NotFoundError("no run %r in this logdir" % (unknown[0],))
-        if all(tracker is None for tracker in trackers.values()):
-            raise errors.NotFoundError("none of the runs %r has the tag %r" % (runs, tag))
-        return records.compare_report(tag, trackers)
+    @wrappers.Request.application
+    def _serve_unknown(self, request):
+        marker = "/plugin/%s/" % md.PLUGIN_NAME
+        path = request.path
+        relative = path[path.index(marker) + len(marker):] if marker in path else path
+        return _error(request, errors.NotFoundError(
+            "no route %r; docs/HTTP_API.md lists them (frontend files are under static/)" % relative
+        ))
 
 
 class VarUpdateLoader(base_plugin.TBLoader):
@@ -185,18 +180,50 @@ class VarUpdateLoader(base_plugin.TBLoader):
     def fix_flags(self, flags):
         # Runs before TensorBoard builds its loader (both the Python and the
         # Rust one read `samples_per_plugin`), so the charts get
-        # records.DEFAULT_SAMPLES points instead of 10 (Python) or 100 (Rust).
+        # history.DEFAULT_SAMPLES points instead of 10 (Python) or 100 (Rust).
         # setdefault: a user's `--samples_per_plugin varupdate=N` wins.
         samples = getattr(flags, "samples_per_plugin", None)
         if isinstance(samples, dict):
-            samples.setdefault(md.PLUGIN_NAME, records.DEFAULT_SAMPLES)
+            samples.setdefault(md.PLUGIN_NAME, history.DEFAULT_SAMPLES)
 
     def load(self, context):
         return VarUpdatePlugin(context)
 
 
+def _vocabulary():
+    # analysis.vocabulary() (status and gradient words with their labels) is
+    # the dashboard's one source of truth; until it exists, the lists it names.
+    vocabulary = getattr(analysis, "vocabulary", None)
+    if vocabulary is not None:
+        return vocabulary()
+    return {
+        "statuses": list(analysis.STATUSES),
+        "problem_statuses": sorted(analysis.PROBLEM_STATUSES, key=analysis.STATUSES.index),
+        "gradients": list(analysis.GRADIENT_VERDICTS),
+    }
+
+
 def _scope(request):
     return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
+
+
+def _only_reads(app):
+    """`app`, answering 405 with a JSON error to any method but GET and HEAD."""
+
+    def guarded(environ, start_response):
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        if method in ALLOWED_METHODS:
+            return app(environ, start_response)
+        request = wrappers.Request(environ)
+        response = http_util.Respond(
+            request,
+            jsonutil.encode_json({"error": "Method not allowed: %s; every route of this plugin "
+                                           "answers GET and HEAD only" % method}),
+            "application/json", code=405, headers=[("Allow", ", ".join(ALLOWED_METHODS))],
+        )
+        return response(environ, start_response)
+
+    return guarded
 
 
 class _Gzipped(bytes):
@@ -209,7 +236,13 @@ class _Gzipped(bytes):
 
     @classmethod
     def encode(cls, document):
-        return cls(gzip.compress(records.encode_json(document), compresslevel=3, mtime=0))
+        return cls(gzip.compress(jsonutil.encode_json(document), compresslevel=3, mtime=0))
+
+
+def _error(request, err):
+    return http_util.Respond(
+        request, jsonutil.encode_json({"error": str(err)}), "application/json", code=err.http_code
+    )
 
 
 def _json(request, compute):
@@ -220,12 +253,12 @@ def _json(request, compute):
     docs/HTTP_API.md expect JSON with the same status code.
     """
     try:
-        body, code = compute(), 200
+        body = compute()
     except errors.PublicError as err:
-        body, code = {"error": str(err)}, err.http_code
+        return _error(request, err)
     if isinstance(body, _Gzipped):
-        return http_util.Respond(request, bytes(body), "application/json", code=code, content_encoding="gzip")
-    return http_util.Respond(request, records.encode_json(body), "application/json", code=code)
+        return http_util.Respond(request, bytes(body), "application/json", content_encoding="gzip")
+    return http_util.Respond(request, jsonutil.encode_json(body), "application/json")
 
 
 def _required(request, name):
@@ -235,8 +268,8 @@ def _required(request, name):
     return value
 
 
-def _required_list(request, name):
-    values = [value for value in request.args.getlist(name) if value]
+def _required_list(request, name, allow_empty=False):
+    values = [value for value in request.args.getlist(name) if value or allow_empty]
     if not values:
         raise errors.InvalidArgumentError(
             "query parameter %r is required (repeat it for several)" % name
@@ -247,17 +280,17 @@ def _required_list(request, name):
 
 def _bucket_count(text):
     if text is None or text == "":
-        return records.DEFAULT_BUCKETS
-    try:
-        buckets = int(text)
-    except ValueError as err:
+        return buckets_lib.DEFAULT_BUCKETS
+    # ASCII digits only: int() would also take " 5", "1_000", "٣" and "５".
+    if not (text.isascii() and text.isdigit()) or len(text) > 6:
         raise errors.InvalidArgumentError(
-            "buckets must be an integer from 1 to %d. Received: buckets=%r"
-            % (records.MAX_BUCKETS, text)
-        ) from err
-    if not 1 <= buckets <= records.MAX_BUCKETS:
+            "buckets must be an integer from 1 to %d, in ASCII digits. Received: buckets=%r"
+            % (buckets_lib.MAX_BUCKETS, text)
+        )
+    buckets = int(text)
+    if not 1 <= buckets <= buckets_lib.MAX_BUCKETS:
         raise errors.InvalidArgumentError(
-            "buckets must be from 1 to %d. Received: buckets=%d" % (records.MAX_BUCKETS, buckets)
+            "buckets must be from 1 to %d. Received: buckets=%d" % (buckets_lib.MAX_BUCKETS, buckets)
         )
     return buckets
 
@@ -289,9 +322,7 @@ def safe_static_path(relative):
 def _static_file(request, relative):
     path = safe_static_path(relative)
     if path is None:
-        return http_util.Respond(
-            request, {"error": "Not found: no frontend file %r" % relative}, "application/json", code=404
-        )
+        return _error(request, errors.NotFoundError("no frontend file %r" % relative))
     extension = posixpath.splitext(relative)[1].lower()
     content_type = CONTENT_TYPES.get(extension, "application/octet-stream")
     with open(path, "rb") as handle:

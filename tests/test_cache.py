@@ -1,0 +1,80 @@
+"""Tests of tb_varupdate.cache: tags kept between requests, read together, memoised."""
+
+import pytest
+
+from tensorboard import context
+
+from tb_varupdate import cache as cache_lib
+from tb_varupdate import metadata as md
+
+import logdirs
+from test_reading import CountingProvider
+
+CTX = context.RequestContext()
+VTAG = logdirs.TAG + md.VARIABLES_TAG_SUFFIX
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    return logdirs.write_standard_logdir(str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def provider(logdir):
+    return logdirs.load_provider(logdir, samples=10)[0]
+
+
+def test_cache_reuses_until_a_new_step_arrives(tmp_path):
+    run_dir = str(tmp_path / "run")
+    records_so_far, _ = logdirs._three_step_records()
+    logdirs.write_records(run_dir, records_so_far)
+    provider, multiplexer = logdirs.load_provider(str(tmp_path))
+    cache = cache_lib.RecordCache(provider)
+    first = cache.records(CTX, "", "run", logdirs.TAG)
+    assert cache.records(CTX, "", "run", logdirs.TAG) is first
+    variables, digest = md.encode_variables([logdirs.entry("x")])
+    rows = [{md.DELTA_L2: 0.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: 3, md.FIRST_UPDATE_STEP: 0,
+             md.LAST_UPDATE_STEP: 2, md.LOGS_AT_LAST_UPDATE: 3}]
+    logdirs.write_records(run_dir, [(logdirs.TAG, md.KIND_UPDATES, 3, logdirs.updates(4, digest, rows))])
+    multiplexer.Reload()
+    second = cache.records(CTX, "", "run", logdirs.TAG)
+    assert second is not first
+    assert second.newest_step == 3
+
+
+def test_cache_is_bounded(provider):
+    cache = cache_lib.RecordCache(provider, size=2)
+    for run in ("hand", "malformed", "step500"):
+        tag = logdirs.HAND_TAG if run == "hand" else logdirs.TAG
+        cache.records(CTX, "", run, tag)
+    assert [key[1] for key in cache._entries] == ["malformed", "step500"]
+
+
+def test_cache_clear_forgets_every_tracker(provider):
+    cache = cache_lib.RecordCache(provider)
+    first = cache.records(CTX, "", "hand", logdirs.HAND_TAG)
+    cache.clear()
+    assert cache.records(CTX, "", "hand", logdirs.HAND_TAG) is not first
+
+
+def test_trackers_of_several_runs_are_read_in_one_call(provider):
+    counting = CountingProvider(provider)
+    cache = cache_lib.RecordCache(counting)
+    trackers = cache.records_of(CTX, "", ["step500", "truncated", "hand"], logdirs.TAG)
+    assert trackers["hand"] is None  # no such tag there
+    assert trackers["step500"].newest_step == 999
+    assert counting.reads == [(1, ["step500", "truncated"], [logdirs.TAG, VTAG])]
+    assert cache.records_of(CTX, "", ["step500", "truncated"], logdirs.TAG) == {
+        "step500": trackers["step500"], "truncated": trackers["truncated"],
+    }
+    assert len(counting.reads) == 1
+
+
+def test_memo_computes_once_per_key_and_keeps_the_newest_keys(provider):
+    cache = cache_lib.RecordCache(provider)
+    entry = cache._entry(cache.source(CTX, ""), "hand", logdirs.HAND_TAG)
+    calls = []
+    for key in ["a", "a"] + ["k%d" % i for i in range(cache_lib.MEMO_SIZE)] + ["a"]:
+        cache.memo(entry, key, lambda key=key: calls.append(key) or key.upper())
+    assert calls == ["a"] + ["k%d" % i for i in range(cache_lib.MEMO_SIZE)] + ["a"]
+    assert cache.memo(entry, "a", lambda: "recomputed") == "A"

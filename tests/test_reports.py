@@ -1,0 +1,97 @@
+"""Tests of tb_varupdate.reports: route documents from data already read (no I/O)."""
+
+import numpy as np
+import pytest
+
+from tensorboard import errors
+
+from tb_varupdate import history as history_lib
+from tb_varupdate import metadata as md
+from tb_varupdate import reading
+from tb_varupdate import reports
+
+import logdirs
+
+
+def test_compare_report_puts_disagreements_first():
+    def row(name, status, severity):
+        return {"variable": name, "status": status, "gradient": "present", "trainable": True, "severity": severity}
+
+    report = reports.compare_report(
+        "varupdate/model",
+        {
+            "buggy": {"rows": [row("k", "never_updated", 2), row("b", "updating", 0)], "warnings": []},
+            "fixed": {"rows": [row("k", "updating", 0), row("b", "updating", 0), row("extra", "updating", 0)],
+                      "warnings": []},
+            "empty": None,
+        },
+    )
+    assert report["runs"] == ["buggy", "fixed", "empty"]
+    assert [r["variable"] for r in report["rows"]] == ["k", "b", "extra"]
+    assert report["rows"][0]["statuses"] == {"buggy": "never_updated", "fixed": "updating", "empty": None}
+    assert all(r["disagree"] for r in report["rows"])  # "empty" lacks every variable
+    assert report["warnings"] == ["empty: has no tag 'varupdate/model'"]
+
+
+class Datum:
+    """What a data provider's read_tensors returns per record (step and numpy)."""
+
+    def __init__(self, step, numpy):
+        self.step, self.numpy = step, numpy
+
+
+def _records_and_history(entries, updates_by_step):
+    data = [Datum(step, array) for step, array in updates_by_step]
+    history = history_lib.read_history("run", logdirs.TAG, data)
+    records = reading.TagRecords("run", logdirs.TAG, entries, history.steps[-1].item() if len(history.steps) else None,
+                                 history.newest, history.warnings, history=history)
+    return records, history
+
+
+def _one_variable_records(name, steps):
+    entries = [logdirs.entry(name)]
+    _, digest = md.encode_variables(entries)
+    updates = []
+    for index, step in enumerate(steps):
+        rows = [{md.DELTA_L2: 1.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: index + 1, md.FIRST_UPDATE_STEP: 0,
+                 md.LAST_UPDATE_STEP: 0, md.LOGS_AT_LAST_UPDATE: index + 1}]
+        updates.append((step, logdirs.updates(index + 1, digest, rows)))
+    return _records_and_history(entries, updates)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [-(2**63), 0, 2**63 - 1],  # int64 extremes: the span overflows int64
+        [0, 1, 2, 1_764_000_000_000_000_000],  # a time.time_ns() step
+        [-50, -40, -30],  # negative steps
+    ],
+)
+def test_heatmap_of_extreme_steps_has_ordered_buckets_inside_the_steps(steps):
+    records, history = _one_variable_records("x", steps)
+    document = reports.heatmap_report(
+        records, reports.verdicts_report(records), history, reports.heatmap_values(records, history), 100
+    )
+    starts, ends = document["bucket_start"], document["bucket_end"]
+    assert starts[0] == steps[0] and ends[-1] == steps[-1]
+    assert all(start <= end for start, end in zip(starts, ends))
+    assert all(end + 1 == start for end, start in zip(ends, starts[1:]))
+    # A cell has a value exactly where some kept record's step falls.
+    filled = {max(i for i, start in enumerate(starts) if start <= step) for step in steps}
+    assert {i for i, cell in enumerate(document["values"][0]) if cell is not None} == filled
+
+
+def test_series_of_a_variable_no_kept_record_carries_is_empty():
+    # Only float32 updates records: none readable, but the variables record names "x".
+    entries = [logdirs.entry("x")]
+    records, history = _records_and_history(entries, [(0, np.zeros((2, md.NUM_COLUMNS), np.float32))])
+    document = reports.series_report(records, history, ["x"])
+    assert document["series"]["x"]["step"] == [] and document["series"]["x"]["gradient_state"] == []
+    assert "skipped 1 of 1 updates records" in document["warnings"][0]
+
+
+def test_a_variable_named_empty_string_has_a_series():
+    records, history = _one_variable_records("", [0, 1])
+    assert reports.series_report(records, history, [""])["series"][""]["step"] == [0, 1]
+    with pytest.raises(errors.NotFoundError, match="no variable 'y'"):
+        reports.series_report(records, history, ["y"])
