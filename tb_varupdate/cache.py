@@ -49,12 +49,14 @@ class RecordCache:
 
     A new step or a rewritten file changes the key, so stale entries are never
     served; the least recently used entry goes when there are more than `size`.
-    Safe to share between TensorBoard's request threads.
+    Safe to share between TensorBoard's request threads. `thorough`: see
+    `reading.Source`.
     """
 
-    def __init__(self, provider, samples=None, size=CACHE_SIZE):
+    def __init__(self, provider, samples=None, size=CACHE_SIZE, thorough=False):
         self._provider = provider
         self._samples = samples
+        self._thorough = thorough
         self._size = size
         self._entries = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -62,7 +64,7 @@ class RecordCache:
 
     def source(self, ctx, experiment_id):
         """The `reading.Source` of one request."""
-        return reading.Source(self._provider, ctx, experiment_id, self._samples)
+        return reading.Source(self._provider, ctx, experiment_id, self._samples, self._thorough)
 
     def clear(self):
         """Forgets every parsed tag: the next request reads the records again."""

@@ -1,30 +1,61 @@
 """`tb-varupdate check LOGDIR`: the dashboard's verdicts in a terminal or CI job.
 
-Reads event files with TensorBoard's own loader (no TensorFlow needed) and the
-same `records.read_verdicts` the backend's `variables` route serves.
+Reads event files with TensorBoard's own loader and its TensorFlow stub (no
+TensorFlow import, even where it is installed) through the same
+`cache.RecordCache.check` the backend's `runs` route serves.
 
-Exit codes: 0 healthy, 1 a trainable variable never updated, stalled or went
-non-finite, 2 usage error or nothing readable.
+Exit codes (README "In CI"):
+
+* 0 `EXIT_HEALTHY`: every tag was read and no trainable variable is a problem
+  (rows accepted with `--allow` count as healthy);
+* 1 `EXIT_PROBLEMS`: a trainable variable never updated, stalled or went
+  non-finite (whatever else was found);
+* 2 `EXIT_USAGE`: bad arguments, no logdir or event files, or no varupdate
+  records at all;
+* 3 `EXIT_UNREADABLE`: varupdate records were found but none could be read
+  (another format version, malformed records);
+* 4 `EXIT_PARTLY_UNREADABLE`: the readable tags are healthy but some tags
+  could not be read (each is printed with its reason).
 """
 
 import argparse
+import copy
 import json
 import os
 import re
 import sys
+import types
 
 from tb_varupdate import analysis
-from tb_varupdate import metadata as md
+from tb_varupdate.errors import VarUpdateError
 
-EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNREADABLE, EXIT_PARTLY_UNREADABLE = 0, 1, 2, 3, 4
 
 # Samples of each tag kept in memory while reading. Verdicts need only the
 # newest record; a few older variables records let a restarted run be matched.
 _SAMPLES_PER_TAG = 10
 
+NO_RECORDS_HINT = (
+    "With the Keras callback: point LOGDIR at the callback's log_dir (records land in "
+    "LOGDIR/train), pass the callback in fit(callbacks=[...]) and let fit run at least "
+    "update_freq batches. In a custom loop: call tracker.log(step) after each update, "
+    "inside `with writer.as_default():`."
+)
 
-class CheckError(Exception):
+
+class CheckError(VarUpdateError):
     """A logdir that cannot be checked; the message says why and what to do."""
+
+
+def _use_tensorboard_stub():
+    """Makes TensorBoard read with its own TensorFlow stub, unless TF is already loaded.
+
+    `tensorboard.compat.tf` picks the stub when a module named
+    `tensorboard.compat.notf` can be imported (what TensorBoard's no-TF
+    build ships); importing TensorFlow would cost seconds and log lines.
+    """
+    if "tensorflow" not in sys.modules and "tensorboard.compat.notf" not in sys.modules:
+        sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
 
 
 def load_provider(logdir):
@@ -33,63 +64,133 @@ def load_provider(logdir):
     Raises:
       CheckError: `logdir` does not exist or holds no event files.
     """
+    return _load(logdir)[0]
+
+
+def _event_dirs(logdir, skipped):
+    """(run name, directory) of every directory under `logdir` holding event files.
+
+    What `EventMultiplexer.AddRunsFromDirectory` finds, except that a
+    directory whose name is not UTF-8 is left out and named in `skipped`:
+    TensorBoard's file layer cannot encode it and would stop the whole walk.
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(logdir):
+        keep = []
+        for name in sorted(dirnames):
+            try:
+                name.encode("utf-8")
+                keep.append(name)
+            except UnicodeEncodeError:
+                skipped.append(os.path.join(dirpath, name))
+        dirnames[:] = keep
+        if any("tfevents" in name for name in filenames):
+            found.append((os.path.relpath(dirpath, logdir), dirpath))
+    return found
+
+
+def _load(logdir):
+    """(provider, warnings) over `logdir`; see `load_provider`."""
+    _use_tensorboard_stub()
     # Imported here so `--help` answers without loading TensorBoard's readers.
     from tensorboard.backend.event_processing import data_provider
     from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    from tb_varupdate import metadata as md
 
     if not os.path.isdir(logdir):
         raise CheckError("logdir %r does not exist or is not a directory." % logdir)
     multiplexer = plugin_event_multiplexer.EventMultiplexer(
         tensor_size_guidance={md.PLUGIN_NAME: _SAMPLES_PER_TAG}
     )
-    multiplexer.AddRunsFromDirectory(logdir)
+    skipped = []
+    for name, path in _event_dirs(logdir, skipped):
+        multiplexer.AddRun(path, name)
     multiplexer.Reload()
+    warnings = [
+        "skipped directory %r: its name is not UTF-8, which TensorBoard cannot read; rename it "
+        "to read its runs." % path for path in skipped
+    ]
     if not multiplexer.Runs():
         raise CheckError(
             "no TensorBoard event files under %r. Point LOGDIR at the directory you "
-            "passed to tf.summary.create_file_writer (or its parent)." % logdir
+            "passed to tf.summary.create_file_writer (or its parent).%s"
+            % (logdir, " " + " ".join(warnings) if warnings else "")
         )
-    return data_provider.MultiplexerDataProvider(multiplexer, logdir)
+    return data_provider.MultiplexerDataProvider(multiplexer, logdir), warnings
 
 
-def check(logdir, run_pattern=None):
+def _compile(pattern, flag):
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        raise CheckError("%s is not a valid regular expression: %s. Received: %r" % (flag, err, pattern)) from err
+
+
+def check(logdir, run_pattern=None, allow=()):
     """Verdicts for every run and tracker under `logdir`.
 
     Args:
       logdir: directory of event files, as given to `tensorboard --logdir`.
       run_pattern: optional regex; only runs it matches (re.search) are read.
+      allow: regexes (`--allow`); problem rows whose variable matches one are
+        accepted (`analysis.apply_allow`).
 
     Returns:
-      {"runs": {run: {tag: variables-route response}}}.
+      {"runs": {run: {tag: variables-route document}},
+       "unreadable": [{"run", "tag", "reason"}], "warnings": [...]}.
 
     Raises:
       CheckError: unreadable logdir, a bad regex, or no varupdate records.
     """
     from tensorboard import context as tb_context
 
-    from tb_varupdate import records
+    from tb_varupdate import cache as cache_lib
+    from tb_varupdate import reports
 
-    try:
-        pattern = re.compile(run_pattern) if run_pattern else None
-    except re.error as err:
-        raise CheckError("--run is not a valid regular expression: %s. Received: %r" % (err, run_pattern)) from err
-    provider = load_provider(logdir)
-    ctx = tb_context.RequestContext()
-    tags_by_run = records.list_update_tags(provider, ctx, experiment_id="")
+    pattern = _compile(run_pattern, "--run") if run_pattern else None
+    allowed = [_compile(item, "--allow") for item in allow or ()]
+    provider, load_warnings = _load(logdir)
+    cache = cache_lib.RecordCache(provider, thorough=True)
+    scan, found = cache.check(tb_context.RequestContext(), "", pattern.search if pattern else None)
     result = {}
-    for run in sorted(tags_by_run):
-        if pattern and not pattern.search(run):
-            continue
-        result[run] = {
-            tag: records.read_verdicts(provider, ctx, "", run, tag) for tag in tags_by_run[run]
-        }
-    if not result:
-        hint = (
-            " matching --run %r" % run_pattern if run_pattern else
-            "; call tracker.log(step) inside writer.as_default() in your training loop"
-        )
-        raise CheckError("no varupdate records under %r%s." % (logdir, hint))
-    return {"runs": result}
+    unreadable = [{"run": run, "tag": tag, "reason": reason} for run, tag, reason in scan.unreadable]
+    for (run, tag), (records, verdicts) in sorted(found.items()):
+        verdicts = copy.deepcopy(verdicts)
+        analysis.apply_allow(verdicts["rows"], allowed)
+        result.setdefault(run, {})[tag] = verdicts
+        reason = reports.unreadable_reason(records, verdicts)
+        if reason is not None:
+            unreadable.append({"run": run, "tag": tag, "reason": reason})
+    if not result and not unreadable:
+        where = " matching --run %r" % run_pattern if run_pattern else ""
+        raise CheckError("no varupdate records under %r%s. %s" % (logdir, where, NO_RECORDS_HINT))
+    unreadable.sort(key=lambda item: (item["run"], item["tag"]))
+    warnings = load_warnings + list(scan.warnings)
+    for tags in result.values():
+        for data in tags.values():
+            warnings.extend(data["warnings"])
+    return {"runs": result, "unreadable": unreadable, "warnings": warnings, "load_warnings": load_warnings}
+
+
+def printable(text):
+    """`text` with control, format and surrogate characters escaped (`\\x1b`, `\\u202e`); "" as `""`.
+
+    Names come from the records: a name holding a terminal escape must not
+    clear the screen or retitle the window, and a lone surrogate must not
+    make printing fail.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text or '""'  # a variable may be called "": show that it is
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append("\\x%02x" % code if code < 0x100 else "\\u%04x" % code if code < 0x10000 else "\\U%08x" % code)
+    return "".join(out)
 
 
 def _format_step(value):
@@ -97,38 +198,51 @@ def _format_step(value):
 
 
 def format_report(report):
-    """A plain-text table per run and tracker, problems first."""
+    """A plain-text table per run and tracker, problems first; names escaped."""
     lines = []
     for run, tags in report["runs"].items():
         for tag, data in tags.items():
             summary = data["summary"]
             lines.append(
                 "%s  %s  (step %s, %d variables, %d trainable: %d problems, %d warnings)"
-                % (run or ".", tag, data["step"], summary["variables"], summary["trainable"],
-                   summary["problems"], summary["warnings"])
+                % (printable(run or "."), printable(tag), data["step"], summary["variables"],
+                   summary["trainable"], summary["problems"], summary["warnings"])
             )
             for warning in data.get("warnings", []):
-                lines.append("  warning: %s" % warning)
+                lines.append("  warning: %s" % printable(warning))
             for row in data["rows"]:
-                mark = {2: "FAIL", 1: "WARN"}.get(row["severity"], "ok")
+                mark = "ALLOW" if row.get("allowed") else {2: "FAIL", 1: "WARN"}.get(row["severity"], "ok")
                 lines.append(
                     "  %-4s %-13s grad=%-12s %s%s  first=%s last=%s"
-                    % (mark, row["status"], row["gradient"], row["variable"],
+                    % (mark, row["status"], row["gradient"], printable(row["variable"]),
                        "" if row["trainable"] else " (not trainable)",
                        _format_step(row["first_update_step"]), _format_step(row["last_update_step"]))
                 )
-                if row["severity"]:
-                    lines.append("       %s" % row["diagnosis"])
+                if row.get("allowed"):
+                    lines.append("       accepted by --allow: %s" % printable(row["diagnosis"]))
+                elif row["severity"]:
+                    lines.append("       %s" % printable(row["diagnosis"]))
             lines.append("")
+    for warning in report.get("load_warnings", []):
+        lines.append("warning: %s" % printable(warning))
+    for item in report.get("unreadable", []):
+        lines.append("UNREADABLE  %s  %s: %s" % (printable(item["run"] or "."), printable(item["tag"]),
+                                                 printable(item["reason"])))
+    if report.get("unreadable"):
+        lines.append("")
     return "\n".join(lines)
 
 
 def exit_code(report):
-    """EXIT_PROBLEMS when any row of any run is a problem, else EXIT_HEALTHY."""
+    """The documented exit code of a report (see the module docstring)."""
     for tags in report["runs"].values():
         for data in tags.values():
             if not analysis.is_healthy(data["rows"]):
                 return EXIT_PROBLEMS
+    if report.get("unreadable"):
+        bad = {(item["run"], item["tag"]) for item in report["unreadable"]}
+        readable = [(run, tag) for run, tags in report["runs"].items() for tag in tags if (run, tag) not in bad]
+        return EXIT_PARTLY_UNREADABLE if readable else EXIT_UNREADABLE
     return EXIT_HEALTHY
 
 
@@ -141,28 +255,41 @@ def _parser():
     check_parser = commands.add_parser(
         "check",
         help="print every variable's verdict; exit 1 if a trainable one never updated, stalled or went non-finite",
+        description="Exit codes: 0 healthy, 1 problems found, 2 usage error or no varupdate records, "
+                    "3 records found but none readable, 4 healthy but some tags unreadable.",
     )
     check_parser.add_argument("logdir", help="directory of event files (as for tensorboard --logdir)")
     check_parser.add_argument("--run", metavar="REGEX", help="only runs whose name matches this regex")
-    check_parser.add_argument("--json", action="store_true", help='print {"runs": {RUN: {TAG: {...rows...}}}}')
+    check_parser.add_argument(
+        "--allow", metavar="REGEX", action="append", default=[],
+        help="accept problems of variables whose name matches this regex (repeatable); "
+             "they are shown as ALLOW and do not fail the check",
+    )
+    check_parser.add_argument("--json", action="store_true", help='print {"runs": {RUN: {TAG: {...rows...}}}, ...}')
     return parser
 
 
 def main(argv=None):
     """Runs the CLI; returns the exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        # A terminal or CI log that is not UTF-8 still gets every line.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return EXIT_HEALTHY if exit_.code == 0 else EXIT_USAGE
     try:
-        report = check(args.logdir, args.run)
+        report = check(args.logdir, args.run, args.allow)
     except CheckError as err:
-        print("tb-varupdate: error: %s" % err, file=sys.stderr)
+        print("tb-varupdate: error: %s" % printable(err), file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         json.dump(report, sys.stdout, indent=1, allow_nan=False)
         sys.stdout.write("\n")
+        for warning in report["warnings"]:
+            print("tb-varupdate: warning: %s" % printable(warning), file=sys.stderr)
     else:
         sys.stdout.write(format_report(report))
     return exit_code(report)

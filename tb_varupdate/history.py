@@ -118,6 +118,15 @@ def describe_skipped(run, tag, what, failures, total):
     )
 
 
+def writers_warning(run, tag, count):
+    """The warning for `count` > 1 trackers writing to one tag."""
+    return (
+        "%s %s: %d trackers wrote to this tag: a second one started over in an existing "
+        "tag (a new callback or tracker in the same logdir), so the verdict covers the "
+        "newest writer only; use another tracker name or logdir for each run." % (run, tag, count)
+    )
+
+
 def read_history(run, tag, data):
     """A `History` from the TensorDatum list of an updates tag.
 
@@ -145,6 +154,10 @@ def read_history(run, tag, data):
         )
     arrays = [by_step[step] for step in steps]
     count = len(arrays)
+    # Version 2 records hold 0 there; HEADER_WRITER_ID is the same column in both.
+    writers = {int(array[0, md.HEADER_WRITER_ID]) for array in arrays} - {0}
+    if len(writers) > 1:
+        warnings.append(writers_warning(run, tag, len(writers)))
     num_rows = np.fromiter((array.shape[0] - 1 for array in arrays), np.int64, count)
     logged = np.fromiter((array[0, md.HEADER_LOGGED] for array in arrays), np.int64, count)
     width = int(num_rows.max()) if count else 0

@@ -36,12 +36,17 @@ class Source:
       ctx: the request context (`tensorboard.context.RequestContext`).
       experiment_id: the experiment id ("" for a plain logdir).
       samples: the plugin's `--samples_per_plugin` value (None: default).
+      thorough: also read every kept variables record of each tag (one more
+        provider call per tag for all runs), to tell when two trackers wrote
+        to one tag; `tb-varupdate check` sets it, the routes leave it off
+        (their history reads tell it from the updates records instead).
     """
 
     provider: object
     ctx: object
     experiment_id: str = ""
     samples: object = None
+    thorough: bool = False
 
     def list_tensors(self, runs=None, tags=None):
         """This plugin's {run: {tag: TensorTimeSeries}}, all or filtered."""
@@ -240,16 +245,23 @@ def header_warnings(run, tag, newest, writers):
     if newest is not None and newest.writer_id:
         writers = set(writers) | {newest.writer_id}
     if len(writers) > 1:
-        warnings.append(
-            "%s %s: %d trackers wrote to this tag: a second one started over in an existing "
-            "tag (a new callback or tracker in the same logdir), so the verdict covers the "
-            "newest writer only; use another tracker name or logdir for each run."
-            % (run, tag, len(writers))
-        )
+        warnings.append(history_lib.writers_warning(run, tag, len(writers)))
     return warnings
 
 
-def _newest_records(run, tag, updates_data, variables_data):
+def _writer_ids(variables_data):
+    ids = set()
+    for datum in variables_data:
+        try:
+            writer_id = md.parse_variables_record(datum.numpy).writer_id
+        except md.FormatError:
+            continue
+        if writer_id:
+            ids.add(writer_id)
+    return ids
+
+
+def _newest_records(run, tag, updates_data, variables_data, writers=()):
     """TagRecords from the newest updates and variables records, or None.
 
     None when they do not simply fit together (unreadable, or a names_hash
@@ -266,7 +278,7 @@ def _newest_records(run, tag, updates_data, variables_data):
         return None
     if variables.names_hash != newest.names_hash or newest.num_variables > len(variables.entries):
         return None
-    writers = {variables.writer_id} if variables.writer_id else set()
+    writers = set(writers) | ({variables.writer_id} if variables.writer_id else set())
     warnings = header_warnings(run, tag, newest, writers)
     return TagRecords(run, tag, variables.entries, int(datum.step), newest, tuple(warnings),
                       rows=newest.num_variables)
@@ -325,12 +337,14 @@ def read_tags(source, tag, updates_series):
     # tag would add up over 20 runs.
     vtag = tag + md.VARIABLES_TAG_SUFFIX
     newest = source.read_tensors(readable, [tag, vtag], 1)
+    every_variables = source.read_tensors(readable, [vtag], history_lib.KEEP_ALL_SAMPLES) if source.thorough else {}
     for run in readable:
         by_tag = newest.get(run, {})
         updates_data = by_tag.get(tag, [])
         shape = np.shape(updates_data[-1].numpy) if updates_data else ()
         rows = shape[0] - 1 if len(shape) == 2 else 0
-        found[run] = _newest_records(run, tag, updates_data, by_tag.get(vtag, [])) or _all_records(
+        writers = _writer_ids(every_variables.get(run, {}).get(vtag, []))
+        found[run] = _newest_records(run, tag, updates_data, by_tag.get(vtag, []), writers) or _all_records(
             source, run, tag, rows
         )
     return found

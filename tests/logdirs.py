@@ -60,13 +60,15 @@ def entry(name, joined=0, trainable=True, shape=(2,)):
     return {"name": name, "shape": list(shape), "dtype": "float32", "trainable": trainable, "joined": joined}
 
 
-def updates(logged, digest, rows, every_n=1):
+def updates(logged, digest, rows, every_n=1, **header):
     """An updates tensor from a list of per-variable column dicts.
 
     Args:
       rows: list of {column index: value}; float columns take floats, the
         others ints; unset columns are 0 (FIRST/LAST_UPDATE_STEP and
         FIRST_NON_FINITE_STEP default to -1, ROWS_CHANGED to -1).
+      header: optional header fields of `metadata.encode_updates`
+        (writer_id, step_regressions, logs_at_last_finite_grads).
     """
     ints = np.zeros((len(rows), md.NUM_COLUMNS), dtype=np.int64)
     floats = np.zeros((len(rows), md.NUM_COLUMNS), dtype=np.float64)
@@ -79,7 +81,8 @@ def updates(logged, digest, rows, every_n=1):
                 floats[index, column] = value
             else:
                 ints[index, column] = value
-    return md.encode_updates({"logged": logged, "names_hash": digest, "every_n": every_n}, ints, floats)
+    header.update({"logged": logged, "names_hash": digest, "every_n": every_n})
+    return md.encode_updates(header, ints, floats)
 
 
 def write_records(run_dir, records):
@@ -249,3 +252,85 @@ def load_provider(logdir, samples=10):
     multiplexer.AddRunsFromDirectory(logdir)
     multiplexer.Reload()
     return data_provider.MultiplexerDataProvider(multiplexer, logdir), multiplexer
+
+
+# Hostile records (issue #13): each run is malformed or odd in one way, beside a good one.
+ESCAPE_NAME = "\x1b[2J\x1b]0;title\x07w"
+SURROGATE_NAME = "\ud800w"
+
+
+def _one_variable_run(name="x", steps=(0, 1, 2), variables=None, first_update=None):
+    """A tag whose one variable changes at every record; `variables` replaces its variables record."""
+    entries = [entry(name)]
+    try:
+        names, digest = md.encode_variables(entries)
+    except UnicodeEncodeError:
+        # A lone surrogate: no writer hashes it, but a record can still hold it.
+        digest = 12345
+        names = json.dumps({"names_hash": digest, "variables": entries}).encode("utf-8")
+    out = [(TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, steps[0], names if variables is None else variables)]
+    for index, step in enumerate(steps):
+        first = steps[0] if first_update is None else first_update
+        rows = [{md.DELTA_L2: 1.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: index + 1,
+                 md.FIRST_UPDATE_STEP: max(min(first, 2**31 - 1), -(2**31)),
+                 md.LAST_UPDATE_STEP: max(min(step, 2**31 - 1), -(2**31)),
+                 md.LOGS_AT_LAST_UPDATE: index + 1, md.MAX_RELATIVE_UPDATE: 0.5}]
+        out.append((TAG, md.KIND_UPDATES, step, updates(index + 1, digest, rows)))
+    return out
+
+
+def hostile_runs():
+    """{run: records} of every hostile case; "good" is a healthy run beside them."""
+    list_name = json.dumps({"names_hash": md.names_hash([entry("x")]),
+                            "variables": [dict(entry("x"), name=["a", "b"])]}).encode("utf-8")
+    float32_only = _one_variable_run()[:1] + [
+        (TAG, md.KIND_UPDATES, step, np.zeros((2, md.NUM_COLUMNS), dtype=np.float32)) for step in range(3)
+    ]
+    return {
+        "good": _one_variable_run(),
+        "scalar_variables": _one_variable_run(variables=np.int64(2**50)),
+        "list_name": _one_variable_run(variables=list_name),
+        "float32_only": float32_only,
+        "extreme_steps": _one_variable_run(steps=(-(2**63), 0, 2**63 - 1)),
+        "time_ns_steps": _one_variable_run(steps=(0, 1, 2, 1_764_000_000_000_000_000)),
+        "negative_steps": _one_variable_run(steps=(-30, -20, -10)),
+        "empty_name": _one_variable_run(name=""),
+        "escape_name": _one_variable_run(name=ESCAPE_NAME),
+        "surrogate_name": _one_variable_run(name=SURROGATE_NAME),
+    }
+
+
+# Runs of hostile_runs() whose tag cannot give verdicts, and the words of the reason.
+HOSTILE_UNREADABLE = {
+    "scalar_variables": "variables record must be a scalar string",
+    "list_name": "a name is not a string",
+    "float32_only": "skipped 3 of 3 updates records",
+}
+
+
+def write_hostile_logdir(logdir):
+    """Every hostile run of `hostile_runs` under `logdir`."""
+    for run, records in hostile_runs().items():
+        write_records(os.path.join(logdir, run), records)
+    return logdir
+
+
+def restarted_steps_records(writer_ids=(7,), step_regressions=4):
+    """A tag whose steps restarted (header step_regressions), written by `writer_ids` in turn.
+
+    Each writer writes its own variables record (with its writer_id), as a
+    second tracker starting over in an existing tag does.
+    """
+    entries = [entry("x")]
+    out = []
+    logged = 0
+    for number, writer_id in enumerate(writer_ids):
+        names, digest = md.encode_variables(entries, writer_id=writer_id)
+        out.append((TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, number * 10, names))
+        for index in range(3):
+            logged = index + 1
+            rows = [{md.DELTA_L2: 1.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: logged, md.FIRST_UPDATE_STEP: 0,
+                     md.LAST_UPDATE_STEP: index, md.LOGS_AT_LAST_UPDATE: logged}]
+            out.append((TAG, md.KIND_UPDATES, number * 10 + index,
+                        updates(logged, digest, rows, writer_id=writer_id, step_regressions=step_regressions)))
+    return out

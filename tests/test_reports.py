@@ -95,3 +95,18 @@ def test_a_variable_named_empty_string_has_a_series():
     assert reports.series_report(records, history, [""])["series"][""]["step"] == [0, 1]
     with pytest.raises(errors.NotFoundError, match="no variable 'y'"):
         reports.series_report(records, history, ["y"])
+
+
+def test_a_history_written_by_two_trackers_says_so():
+    records = logdirs.restarted_steps_records(writer_ids=(7, 8), step_regressions=0)
+    data = [Datum(step, value) for tag, _, step, value in records if tag == logdirs.TAG]
+    history = history_lib.read_history("run", logdirs.TAG, data)
+    (warning,) = history.warnings
+    assert "2 trackers wrote to this tag" in warning and "use another tracker name or logdir" in warning
+
+
+def test_step_regressions_in_the_newest_header_are_a_tag_warning():
+    records = logdirs.restarted_steps_records(writer_ids=(7,), step_regressions=4)
+    newest = md.parse_updates(records[-1][3])
+    (warning,) = reading.header_warnings("run", logdirs.TAG, newest, {7})
+    assert "4 of 3 records had a step that was not greater" in warning and "step=optimizer.iterations" in warning
