@@ -78,3 +78,20 @@ def test_memo_computes_once_per_key_and_keeps_the_newest_keys(provider):
         cache.memo(entry, key, lambda key=key: calls.append(key) or key.upper())
     assert calls == ["a"] + ["k%d" % i for i in range(cache_lib.MEMO_SIZE)] + ["a"]
     assert cache.memo(entry, "a", lambda: "recomputed") == "A"
+
+
+def test_the_dashboards_documents_stay_however_many_bucket_counts_are_asked(provider):
+    # Issue #13 item 17: a client cycling through bucket counts must not make
+    # the default heatmap (and the variables route) recompute for everyone.
+    cache = cache_lib.RecordCache(provider)
+    calls = []
+
+    def heatmap(buckets):
+        return cache.heatmap(CTX, "", "hand", logdirs.HAND_TAG, buckets,
+                             encode=lambda document: calls.append(buckets) or document)
+
+    heatmap(100)
+    for buckets in range(1, 3 * cache_lib.MEMO_SIZE):
+        heatmap(buckets)
+    heatmap(100)
+    assert calls.count(100) == 1
