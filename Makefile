@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_LOGDIR ?= demo_logs
 PORT ?= 6006
+# Where `make demo` serves: localhost only. `make demo BIND=--bind_all` serves
+# every interface (anyone who can reach the machine sees the demo).
+BIND ?= --host localhost
 
 .PHONY: test demo bench venv clean
 
@@ -22,7 +25,7 @@ test: venv
 demo: venv
 	$(PY) -m demo --logdir $(DEMO_LOGDIR)
 	@echo "Open http://localhost:$(PORT)/#varupdate"
-	$(VENV)/bin/tensorboard --logdir $(DEMO_LOGDIR) --port $(PORT) --bind_all
+	$(VENV)/bin/tensorboard --logdir $(DEMO_LOGDIR) --port $(PORT) $(BIND)
 
 bench: venv
 	$(PY) benchmarks/run.py
