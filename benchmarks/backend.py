@@ -10,7 +10,7 @@ variables x 10,000 steps through the tracker itself would take far longer
 and measure the writer, not the backend.
 
 A TensorBoard runs in-process with its default flags (so the plugin's
-loader raises the kept records to `records.DEFAULT_SAMPLES`), under the
+loader raises the kept records to `history.DEFAULT_SAMPLES`), under the
 Python loader (`load_fast=false`) and the Rust one (`load_fast=true`), and
 is asked over HTTP, with `Accept-Encoding: gzip` as a browser sends it.
 "Cold" empties the plugin's parsed-record cache (`VarUpdatePlugin.clear_cache`)
@@ -43,7 +43,8 @@ import common  # noqa: E402
 
 from tb_varupdate import metadata as md  # noqa: E402
 from tb_varupdate import plugin  # noqa: E402
-from tb_varupdate import records  # noqa: E402
+from tb_varupdate import buckets as buckets_lib  # noqa: E402
+from tb_varupdate import history  # noqa: E402
 
 TAG = md.updates_tag("model")
 LOADERS = (("false", "Python"), ("true", "Rust"))
@@ -366,7 +367,7 @@ def _routes(run_names, variables_run):
     """(label, route) of what the dashboard asks: its variables, heatmap and compare."""
     return [
         ("variables", "variables?" + _query(variables_run)),
-        ("heatmap", "heatmap?" + _query(variables_run, buckets=records.DEFAULT_BUCKETS)),
+        ("heatmap", "heatmap?" + _query(variables_run, buckets=buckets_lib.DEFAULT_BUCKETS)),
         ("compare (%d run%s)" % (len(run_names), "" if len(run_names) == 1 else "s"),
          "compare?" + _query(runs=run_names)),
     ]
@@ -516,11 +517,11 @@ def _shape(measured, sizes):
         "%s at %d; %d variables x %d steps: %s), and no longer with steps past that limit (%d "
         "records at %d variables)."
         % (
-            records.DEFAULT_SAMPLES, records.MAX_HISTORY_BYTES >> 20,
+            history.DEFAULT_SAMPLES, history.MAX_HISTORY_BYTES >> 20,
             middle, cell("Rust", "heatmap", middle, short, 0), short,
             cell("Rust", "heatmap", middle, long_, 0), long_,
             many, mid_steps, cell("Rust", "heatmap", many, mid_steps, 0),
-            records.history_count(None, many), many),
+            history.history_count(None, many), many),
         "- Warm, both send an answer encoded and gzipped once, so they grow with variables only "
         "(the answer's size), not with steps (Rust, heatmap: %s at %d variables, %s at %d; %d steps)."
         % (cell("Rust", "heatmap", few, mid_steps, 1), few, cell("Rust", "heatmap", many, mid_steps, 1), many, mid_steps),

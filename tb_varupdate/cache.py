@@ -21,7 +21,7 @@ from tb_varupdate import reports
 # bounds the cache to a few hundred MB in practice, ~0.8 GB at worst.
 CACHE_SIZE = 32
 
-# Encoded documents kept per tag (see `RecordCache.memo`) besides the pinned
+# Encoded documents kept per tag (see `_Entry.memoized`) besides the pinned
 # ones: a few heatmap bucket counts.
 MEMO_SIZE = 4
 
@@ -48,6 +48,31 @@ class _Entry:
         self.values = None
         self.memo = collections.OrderedDict()
         self.pinned = {}
+
+
+    def memoized(self, key, compute):
+        """`compute()`, computed once per `key` for this entry.
+
+        An entry's records never change (newer records make a new entry), so
+        a document built from them, even encoded, can be sent again as is.
+        Keeps the PINNED keys and the MEMO_SIZE most recently used others.
+        """
+        with self.lock:
+            if key in self.pinned:
+                return self.pinned[key]
+            if key in self.memo:
+                self.memo.move_to_end(key)
+                return self.memo[key]
+        # Computed outside the lock: compute() may read the history.
+        value = compute()
+        with self.lock:
+            if key in PINNED:
+                self.pinned[key] = value
+                return value
+            self.memo[key] = value
+            while len(self.memo) > MEMO_SIZE:
+                self.memo.popitem(last=False)
+        return value
 
 
 class RecordCache:
@@ -155,31 +180,6 @@ class RecordCache:
         entry = self._entry(source, run, tag)
         return entry.records, self._history(source, entry)
 
-    @staticmethod
-    def memo(entry, key, compute):
-        """`compute()`, computed once per `key` for this entry.
-
-        An entry's records never change (newer records make a new entry), so
-        a document built from them, even encoded, can be sent again as is.
-        Keeps the PINNED keys and the MEMO_SIZE most recently used others.
-        """
-        with entry.lock:
-            if key in entry.pinned:
-                return entry.pinned[key]
-            if key in entry.memo:
-                entry.memo.move_to_end(key)
-                return entry.memo[key]
-        # Computed outside the lock: compute() may read the history.
-        value = compute()
-        with entry.lock:
-            if key in PINNED:
-                entry.pinned[key] = value
-                return value
-            entry.memo[key] = value
-            while len(entry.memo) > MEMO_SIZE:
-                entry.memo.popitem(last=False)
-        return value
-
     # The route documents.
 
     def verdicts(self, ctx, experiment_id, run, tag, encode=None):
@@ -187,7 +187,7 @@ class RecordCache:
         entry = self._entry(self.source(ctx, experiment_id), run, tag)
         if encode is None:
             return self._verdicts(entry)
-        return self.memo(entry, "variables", lambda: encode(self._verdicts(entry)))
+        return entry.memoized("variables", lambda: encode(self._verdicts(entry)))
 
     def check(self, ctx, experiment_id, run_filter=None):
         """Every readable tag's verdicts: what the `runs` route and `tb-varupdate check` show.
@@ -247,7 +247,7 @@ class RecordCache:
                 document = reports.heatmap_report(entry.records, verdicts, history, values, buckets)
                 return document if encode is None else encode(document)
 
-        return self.memo(entry, ("heatmap", buckets), compute)
+        return entry.memoized(("heatmap", buckets), compute)
 
     def compare(self, ctx, experiment_id, tag, runs):
         """The `compare` route's document.

@@ -75,9 +75,9 @@ def test_memo_computes_once_per_key_and_keeps_the_newest_keys(provider):
     entry = cache._entry(cache.source(CTX, ""), "hand", logdirs.HAND_TAG)
     calls = []
     for key in ["a", "a"] + ["k%d" % i for i in range(cache_lib.MEMO_SIZE)] + ["a"]:
-        cache.memo(entry, key, lambda key=key: calls.append(key) or key.upper())
+        entry.memoized(key, lambda key=key: calls.append(key) or key.upper())
     assert calls == ["a"] + ["k%d" % i for i in range(cache_lib.MEMO_SIZE)] + ["a"]
-    assert cache.memo(entry, "a", lambda: "recomputed") == "A"
+    assert entry.memoized("a", lambda: "recomputed") == "A"
 
 
 def test_the_dashboards_documents_stay_however_many_bucket_counts_are_asked(provider):
