@@ -91,7 +91,6 @@ def _event_dirs(logdir, skipped):
 
 def _load(logdir):
     """(provider, warnings) over `logdir`; see `load_provider`."""
-    _use_tensorboard_stub()
     # Imported here so `--help` answers without loading TensorBoard's readers.
     from tensorboard.backend.event_processing import data_provider
     from tensorboard.backend.event_processing import plugin_event_multiplexer
@@ -270,7 +269,13 @@ def _parser():
 
 
 def main(argv=None):
-    """Runs the CLI; returns the exit code."""
+    """Runs the CLI; returns the exit code.
+
+    Reads with TensorBoard's TensorFlow stub unless TensorFlow is already
+    imported (set here, not in `check`: a program that calls `check` keeps
+    whatever TensorBoard already chose).
+    """
+    _use_tensorboard_stub()
     for stream in (sys.stdout, sys.stderr):
         # A terminal or CI log that is not UTF-8 still gets every line.
         if hasattr(stream, "reconfigure"):
