@@ -1,0 +1,192 @@
+"""The PyTorch writer's measurements: how much each tensor changed since the last record.
+
+This is where logging costs, so it uses what the optimizers themselves use:
+`torch._foreach_*` multi-tensor ops over all tensors of one device and dtype
+at once, in place, against one snapshot copy per tensor:
+
+* `delta="exact"`: `snapshot -= value` (in place, no allocation), the L2 norms
+  of that difference, of the values and of the gradients (float32, one pass
+  each), then `snapshot.copy_(value)`. The norms of every group go to the host
+  in one small `.cpu()`.
+* Float32 norms can underflow (a change below ~1e-19 sums to 0) or overflow
+  (values above ~1e19 sum to Inf). Only those rare results are looked at
+  again, exactly, on the host's word: a zero norm by the largest magnitude
+  (`ord=inf`, exact for "any element non-zero"), a non-finite one in float64.
+  A frozen parameter (norm 0) pays that one extra pass.
+* `delta="checksum"` keeps no copy: a tensor changed when the sum of its bits
+  or its L2 norm changed; the size of the change is not measured (NaN).
+* Integer and bool tensors (counters such as BatchNorm's
+  `num_batches_tracked`) are compared element-wise with their snapshot; they
+  have no size.
+
+Returns NumPy arrays: `counters.fold` then runs over them as torch CPU tensors.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from tb_varupdate import metadata as md
+
+EXACT, CHECKSUM = "exact", "checksum"
+DELTA_CHOICES = (EXACT, CHECKSUM)
+
+_NAN = float("nan")
+_BITS_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _norms(tensors, ord=2):  # pylint: disable=redefined-builtin
+    """[n] float norms of same-device, same-dtype `tensors` (one multi-tensor kernel)."""
+    if not tensors:
+        return torch.zeros([0])
+    return torch.stack(torch._foreach_norm(tensors, ord)).to(torch.float64)  # pylint: disable=protected-access
+
+
+def _exact_norm(tensor):
+    """The L2 norm in float64: no underflow or overflow of float16/32 squares."""
+    return float(torch.linalg.vector_norm(tensor.detach(), dtype=torch.float64))
+
+
+def _any_non_zero(tensor):
+    return float(torch.linalg.vector_norm(tensor.detach(), ord=math.inf)) != 0.0
+
+
+def _bits_sum(tensor):
+    """A checksum of a float tensor's bits: the sum of its bit patterns as int64."""
+    flat = tensor.detach().reshape(-1)
+    return int(flat.view(_BITS_VIEW[flat.element_size()]).sum(dtype=torch.int64))
+
+
+class Row:
+    """One tracked tensor: the parameter or buffer, its snapshot and its rows mask."""
+
+    __slots__ = ("tensor", "snapshot", "is_float", "rows", "bits", "value_l2")
+
+    def __init__(self, tensor, delta):
+        self.is_float = tensor.is_floating_point()
+        self.rows = None  # bool [rows] of rows ever changed, once a sparse gradient arrives
+        self.bits = self.value_l2 = None
+        self.snapshot = None
+        self.tensor = tensor
+        self.reset(tensor, delta)
+
+    def reset(self, tensor, delta):
+        """Points the row at `tensor` (a layer was replaced): measured from its value now."""
+        self.tensor = tensor
+        data = tensor.detach()
+        if delta == EXACT or not self.is_float:
+            self.snapshot = data.clone()
+        else:
+            # The same float32 norm as `measure`'s, so an unchanged value compares equal.
+            self.bits, self.value_l2 = _bits_sum(data), float(_norms([data])[0])
+
+
+class Measurement:
+    """Measures a list of `Row`s; `measure` returns `counters.Measured` fields as NumPy arrays."""
+
+    def __init__(self, delta=EXACT):
+        if delta not in DELTA_CHOICES:
+            raise ValueError("delta must be one of %s. Received: delta=%r" % (DELTA_CHOICES, delta))
+        self.delta = delta
+
+    def measure(self, rows, grads, track_rows=True):
+        """One record's measurements.
+
+        Args:
+          rows: the tracked `Row`s, in record order.
+          grads: per row, the gradient tensor (dense or sparse), None (no
+            gradient), or `md.GRAD_NOT_GIVEN` for tensors that have none
+            (buffers).
+          track_rows: count the rows changed of tensors fed sparse gradients.
+
+        Returns:
+          dict of `counters.Measured` fields, each a NumPy array [len(rows)].
+        """
+        count = len(rows)
+        delta_l2 = np.full(count, _NAN)
+        value_l2 = np.full(count, _NAN)
+        grad_l2 = np.zeros(count)
+        changed = np.zeros(count, bool)
+        finite = np.ones(count, bool)
+        rows_changed = np.full(count, -1, np.int64)
+        with torch.no_grad():
+            groups = {}
+            for index, row in enumerate(rows):
+                if row.is_float:
+                    groups.setdefault((row.tensor.device, row.tensor.dtype), []).append(index)
+                else:
+                    now = row.tensor.detach()
+                    changed[index] = not torch.equal(now, row.snapshot)
+                    if changed[index]:
+                        row.snapshot.copy_(now)
+            grad_values = {}
+            for index, grad in enumerate(grads):
+                if isinstance(grad, float):
+                    grad_l2[index] = grad
+                else:
+                    grad_values[index] = grad.coalesce().values() if grad.is_sparse else grad.detach()
+            # Gradient groups per device and dtype, as the optimizers batch them.
+            grad_groups = {}
+            for index, values in grad_values.items():
+                grad_groups.setdefault((values.device, values.dtype), []).append(index)
+            pending = []  # (kind, indices, device tensor of norms), fetched in one go
+            for indices in grad_groups.values():
+                pending.append(("grad", indices, _norms([grad_values[i] for i in indices])))
+            for indices in groups.values():
+                values = [rows[i].tensor.detach() for i in indices]
+                pending.append(("value", indices, _norms(values)))
+                if self.delta == EXACT:
+                    snapshots = [rows[i].snapshot for i in indices]
+                    torch._foreach_sub_(snapshots, values)  # pylint: disable=protected-access
+                    pending.append(("delta", indices, _norms(snapshots)))
+            # The one transfer: every norm of every group (the device waits here).
+            fetched = [(kind, indices, norms.cpu().numpy()) for kind, indices, norms in pending]
+            for kind, indices, norms in fetched:
+                target = {"grad": grad_l2, "value": value_l2, "delta": delta_l2}[kind]
+                target[indices] = norms
+            # Rare exact second looks (see the module docstring).
+            for index in grad_values:
+                norm = grad_l2[index]
+                if norm == 0.0 and _any_non_zero(grad_values[index]):
+                    grad_l2[index] = _exact_norm(grad_values[index])
+                elif not math.isfinite(norm):
+                    exact = _exact_norm(grad_values[index])
+                    grad_l2[index] = exact if math.isfinite(exact) else math.inf
+            for indices in groups.values():
+                for i in indices:
+                    row = rows[i]
+                    if not math.isfinite(value_l2[i]):
+                        value_l2[i] = _exact_norm(row.tensor)
+                    finite[i] = math.isfinite(value_l2[i])
+                    if self.delta == EXACT:
+                        if delta_l2[i] == 0.0:
+                            # Differences below ~1e-19 square to 0 in float32.
+                            if _any_non_zero(row.snapshot):
+                                delta_l2[i] = _exact_norm(row.snapshot)
+                        elif not math.isfinite(delta_l2[i]) and finite[i]:
+                            delta_l2[i] = _exact_norm(row.snapshot)
+                        # A NaN difference is a change too (fold decides how to count it).
+                        changed[i] = delta_l2[i] != 0.0
+                        if track_rows and i in grad_values and grads[i].is_sparse and row.tensor.dim() >= 2:
+                            rows_changed[i] = self._count_rows(row)
+                    else:
+                        bits = _bits_sum(row.tensor)
+                        changed[i] = bits != row.bits or value_l2[i] != row.value_l2
+                        row.bits, row.value_l2 = bits, value_l2[i]
+                if self.delta == EXACT:
+                    torch._foreach_copy_(  # pylint: disable=protected-access
+                        [rows[i].snapshot for i in indices], [rows[i].tensor.detach() for i in indices]
+                    )
+        return {
+            "delta_l2": delta_l2, "value_l2": value_l2, "grad_l2": grad_l2,
+            "changed": changed, "finite": finite, "rows_changed": rows_changed,
+        }
+
+    @staticmethod
+    def _count_rows(row):
+        """Marks the rows whose difference (held in the snapshot) is non-zero; the count ever marked."""
+        difference = row.snapshot
+        now = difference.reshape(difference.shape[0], -1).ne(0).any(dim=1)
+        row.rows = now if row.rows is None else row.rows | now
+        return int(row.rows.sum())
