@@ -103,11 +103,13 @@ class ParameterUpdateTracker:
     change; a parameter with `requires_grad=False` that changes (weight decay
     on a zero gradient, a `.data` write) is a "parameter" row that should not.
 
-    Several optimizers (a GAN's generator and discriminator): attach them in
-    one call, `tracker.attach(opt_g, opt_d)`. One record is written per
-    training step, after the step of the optimizer given last (the others'
-    changes since the previous record are in it), so the record's step counts
-    the last optimizer's steps. With AMP's `GradScaler`, a skipped step calls
+    Several optimizers (a GAN's discriminator and generator): attach them in
+    one call, in the order the loop steps them, `tracker.attach(opt_d, opt_g)`.
+    One record is written per training step, after the step of the optimizer
+    given last, and it holds every change since the previous record (the
+    other optimizers' too); the record's step counts the last optimizer's
+    steps. (Given in another order, the first record comes before the later
+    optimizers' first step, so their parameters show one change fewer.) With AMP's `GradScaler`, a skipped step calls
     no `optimizer.step()` and so writes no record; to record skipped steps too
     (non-finite gradient, unchanged values), call `tracker.log()` after
     `scaler.update()` instead of attaching.
@@ -372,16 +374,18 @@ class ParameterUpdateTracker:
             for entry, row in zip(self._entries, self._rows)
         ])
         sized = torch.tensor([row.is_float and self.delta == EXACT for row in self._rows])
-        self._counters, self._floats, self._header, record = counters.fold(
+        state = counters.fold(
             _OPS, self._counters, self._floats, self._header, measured, torch.tensor(step, dtype=torch.int64),
             trainable, sized, self._names_hash, self.every_n_steps, self._writer_id,
         )
-        record = record.numpy()
+        record = state[3].numpy()
         writer = self._get_writer()
         if self._names_written != self._names_hash:
             write_variables(writer, self.name, self._document, step)
             self._names_written = self._names_hash
         write_updates(writer, self.name, record, step)
+        # Kept only once written: a record that failed to write is not counted.
+        self._counters, self._floats, self._header = state[:3]
         logged = int(self._header[counters.LOGGED])
         if self._check.is_due(logged):
             entries, _ = md.parse_variables(self._document)
@@ -434,10 +438,14 @@ class ParameterUpdateTracker:
             )
             warnings.warn("tb_varupdate: tracker %r wrote no records: %s." % (self.name, reason), stacklevel=2)
         if self._writer is not None:
-            if self._own_writer:
-                self._writer.close()
-            else:
-                self._writer.flush()
+            try:
+                if self._own_writer:
+                    self._writer.close()
+                else:
+                    self._writer.flush()
+            except Exception as err:  # pylint: disable=broad-except
+                warnings.warn("tb_varupdate: closing tracker %r's writer failed: %s: %s"
+                              % (self.name, type(err).__name__, err), stacklevel=2)
 
     def __enter__(self):
         return self
