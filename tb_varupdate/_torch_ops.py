@@ -69,4 +69,4 @@ class TorchOps(counters.Ops):
 
 def to_torch(array, device="cpu"):
     """A NumPy state array (`counters.initial_state`, ...) as a torch tensor on `device`."""
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    return torch.from_numpy(np.array(array)).to(device)  # np.array keeps a 0-d shape
