@@ -10,11 +10,11 @@ at once, in place, against one snapshot copy per tensor:
   `torch.dist(value, snapshot)` and the value's norm; the gradients' norms by
   multi-tensor kernels; then `snapshot.copy_(value)`. The norms of every
   group go to the host in one small `.cpu()`.
-* Float32 norms can underflow (a change below ~1e-19 sums to 0) or overflow
-  (values above ~1e19 sum to Inf). Only those rare results are looked at
-  again, exactly, on the host's word: a zero norm by the largest magnitude
-  (`ord=inf`, exact for "any element non-zero"), a non-finite one in float64.
-  A frozen parameter (norm 0) pays that one extra pass.
+* Float32 norms can underflow (a change below ~1e-19 sums to 0; deep tanh
+  networks have gradients that small) or overflow (values above ~1e19 sum to
+  Inf). Only those results are measured again, in float64 (batched by
+  multi-tensor kernels too), on the host's word. An unchanged (frozen) tensor
+  has a zero difference and pays that one extra pass.
 * `delta="checksum"` keeps no copy: a tensor changed when the sum of its bits
   or its L2 norm changed; the size of the change is not measured (NaN).
 * Integer and bool tensors (counters such as BatchNorm's
@@ -51,13 +51,17 @@ def _norms(tensors, ord=2):  # pylint: disable=redefined-builtin
     return torch.stack(torch._foreach_norm(tensors, ord)).to(torch.float64)  # pylint: disable=protected-access
 
 
-def _exact_norm(tensor):
-    """The L2 norm in float64: no underflow or overflow of float16/32 squares."""
-    return float(torch.linalg.vector_norm(tensor.detach(), dtype=torch.float64))
-
-
-def _any_non_zero(tensor):
-    return float(torch.linalg.vector_norm(tensor.detach(), ord=math.inf)) != 0.0
+def _exact_norms(tensors):
+    """float64 NumPy [n]: L2 norms accumulated in float64, so float16/32 squares neither underflow nor overflow."""
+    result = np.zeros(len(tensors))
+    groups = {}
+    for position, tensor in enumerate(tensors):
+        groups.setdefault((tensor.device, tensor.dtype), []).append(position)
+    for positions in groups.values():
+        norms = torch._foreach_norm(  # pylint: disable=protected-access
+            [tensors[p] for p in positions], 2, dtype=torch.float64)
+        result[positions] = torch.stack(norms).cpu().numpy()
+    return result
 
 
 def _bits_sum(tensor):
@@ -133,7 +137,7 @@ class Measurement:
                 if isinstance(grad, float):
                     grad_l2[index] = grad
                 else:
-                    grad_values[index] = grad.coalesce().values() if grad.is_sparse else grad.detach()
+                    grad_values[index] = grad.coalesce().values() if grad.is_sparse else grad
             # Gradient groups per device and dtype, as the optimizers batch them.
             grad_groups = {}
             for index, values in grad_values.items():
@@ -146,7 +150,7 @@ class Measurement:
                 small = [i for i in indices if rows[i].tensor.numel() < LARGE_ELEMENTS]
                 large = [i for i in indices if rows[i].tensor.numel() >= LARGE_ELEMENTS]
                 if small:
-                    values = [rows[i].tensor.detach() for i in small]
+                    values = [rows[i].tensor for i in small]  # no detach(): under no_grad, as optimizers do
                     pending.append(("value", small, _norms(values)))
                     if self.delta == EXACT:
                         snapshots = [rows[i].snapshot for i in small]
@@ -156,7 +160,7 @@ class Measurement:
                 for i in large:
                     # One tensor at a time, while it is in cache: the distance
                     # to its snapshot reads both without writing a difference.
-                    value = rows[i].tensor.detach()
+                    value = rows[i].tensor
                     norms = [torch.linalg.vector_norm(value)]
                     if self.delta == EXACT:
                         norms.append(torch.dist(value, rows[i].snapshot))
@@ -166,34 +170,30 @@ class Measurement:
 
             def difference(i):
                 row = rows[i]
-                return row.snapshot if i in in_place else row.tensor.detach() - row.snapshot
+                return row.snapshot if i in in_place else row.tensor - row.snapshot
 
             # The one transfer: every norm of every group (the device waits here).
             fetched = [(kind, indices, norms.cpu().numpy()) for kind, indices, norms in pending]
             for kind, indices, norms in fetched:
                 target = {"grad": grad_l2, "value": value_l2, "delta": delta_l2}[kind]
                 target[indices] = norms
-            # Rare exact second looks (see the module docstring).
-            for index in grad_values:
-                norm = grad_l2[index]
-                if norm == 0.0 and _any_non_zero(grad_values[index]):
-                    grad_l2[index] = _exact_norm(grad_values[index])
-                elif not math.isfinite(norm):
-                    exact = _exact_norm(grad_values[index])
-                    grad_l2[index] = exact if math.isfinite(exact) else math.inf
+            # Rare exact second looks (see the module docstring), batched.
+            flagged = [i for i in grad_values if grad_l2[i] == 0.0 or not math.isfinite(grad_l2[i])]
+            exact = _exact_norms([grad_values[i] for i in flagged])
+            grad_l2[flagged] = np.where(np.isfinite(exact), exact, math.inf)
+            floats = [i for indices in groups.values() for i in indices]
+            flagged = [i for i in floats if not math.isfinite(value_l2[i])]
+            value_l2[flagged] = _exact_norms([rows[i].tensor for i in flagged])
+            finite[floats] = np.isfinite(value_l2[floats])
+            if self.delta == EXACT:
+                # A zero may be differences below ~1e-19, whose squares underflow
+                # in float32; Inf beside finite values is an overflow.
+                flagged = [i for i in floats if delta_l2[i] == 0.0 or (not math.isfinite(delta_l2[i]) and finite[i])]
+                delta_l2[flagged] = _exact_norms([difference(i) for i in flagged])
             for indices in groups.values():
                 for i in indices:
                     row = rows[i]
-                    if not math.isfinite(value_l2[i]):
-                        value_l2[i] = _exact_norm(row.tensor)
-                    finite[i] = math.isfinite(value_l2[i])
                     if self.delta == EXACT:
-                        if delta_l2[i] == 0.0:
-                            # Differences below ~1e-19 square to 0 in float32.
-                            if _any_non_zero(difference(i)):
-                                delta_l2[i] = _exact_norm(difference(i))
-                        elif not math.isfinite(delta_l2[i]) and finite[i]:
-                            delta_l2[i] = _exact_norm(difference(i))
                         changed[i] = delta_l2[i] != 0.0
                         if track_rows and i in grad_values and grads[i].is_sparse and row.tensor.dim() >= 2:
                             rows_changed[i] = self._count_rows(row, difference(i))
@@ -203,7 +203,7 @@ class Measurement:
                         row.bits, row.value_l2 = bits, value_l2[i]
                 if self.delta == EXACT:
                     torch._foreach_copy_(  # pylint: disable=protected-access
-                        [rows[i].snapshot for i in indices], [rows[i].tensor.detach() for i in indices]
+                        [rows[i].snapshot for i in indices], [rows[i].tensor for i in indices]
                     )
         return {
             "delta_l2": delta_l2, "value_l2": value_l2, "grad_l2": grad_l2,

@@ -533,7 +533,8 @@ def test_tiny_changes_below_float32_square_underflow_are_seen(tmp_path, size):
     assert rows["w"]["changed_steps"] == 3 and rows["w"]["latest_delta_l2"] == pytest.approx(1e-31 * size**0.5, rel=1e-3)
 
 
-def test_layer_replaced_after_the_tracker_follows_the_new_layer(tmp_path):
+def test_layer_replaced_after_the_tracker_follows_the_new_layer(tmp_path, monkeypatch):
+    monkeypatch.setattr(tbt, "REFRESH_EVERY", 1)  # re-read the module at every record, not every 50th
     model = torch.nn.Sequential(torch.nn.Linear(3, 1))
     tracker = tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN, on_stuck="ignore")
     tracker.log(0)
