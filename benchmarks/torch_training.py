@@ -126,8 +126,9 @@ def step_times(model, rounds, steps_per_round):
             for _ in range(2):
                 bench.step(name, step)
                 step += 1
-        for _ in range(rounds):
-            for name in VARIANTS:
+        for round_index in range(rounds):
+            # Rotated each round, so no variant always follows the slow histograms.
+            for name in VARIANTS[round_index % len(VARIANTS):] + VARIANTS[:round_index % len(VARIANTS)]:
                 start = time.perf_counter()
                 for _ in range(steps_per_round):
                     bench.step(name, step)
@@ -145,6 +146,20 @@ def _rows(times):
     ]
 
 
+def _why_missed(times):
+    base = times["no logging"]
+    added, floor_added = times["tracker every step"] - base, times["bare floor"] - base
+    if floor_added >= added:
+        return (
+            "the bare floor measured +%.2f ms in the same rounds, more than the tracker's +%.2f ms: "
+            "what is left is this shared machine's load, beyond what interleaving evens out" % (floor_added * 1e3, added * 1e3)
+        )
+    return (
+        "bare floor: %.3fx (+%.2f ms); the tracker also reads each value and gradient once (norms "
+        "for relative updates and gradient states)" % (times["bare floor"] / base, floor_added * 1e3)
+    )
+
+
 def _targets(short, times, with_ratio):
     base = times["no logging"]
     added = times["tracker every step"] - base
@@ -155,8 +170,7 @@ def _targets(short, times, with_ratio):
         ratio = times["tracker every step"] / base
         targets.append(common.Target(
             "PyTorch tracker every step / no logging (%s)" % short, "%.3fx" % ratio, "<= 1.05x", ratio <= 1.05,
-            "" if ratio <= 1.05 else "bare floor: %.3fx (+%.2f ms); the tracker also reads each value and "
-            "gradient once (norms for relative updates and gradient states)" % (times["bare floor"] / base, floor_added * 1e3),
+            "" if ratio <= 1.05 else _why_missed(times),
         ))
     factor = hist_added / added if added > 0 else float("inf")
     targets.append(common.Target(
@@ -176,7 +190,7 @@ def run(quick):
         ("300 tensors", "150 Linear(32, 32) layers (300 parameter tensors, ~160k parameters), batch %d" % BATCH,
          many_small(20 if quick else 150), False),
     ]
-    rounds, steps = (2, 2) if quick else (9, 5)
+    rounds, steps = (2, 2) if quick else (25, 3)
     parts, targets = [], []
     for short, description, model, with_ratio in models:
         common.progress("torch training: %s" % short)
