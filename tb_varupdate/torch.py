@@ -107,6 +107,10 @@ class ParameterUpdateTracker:
     change; a parameter with `requires_grad=False` that changes (weight decay
     on a zero gradient, a `.data` write) is a "parameter" row that should not.
 
+    `attach` also watches the first step: parameters whose non-zero gradient
+    arrived in `backward()` but was gone at `optimizer.step()` (`zero_grad()`
+    between the two) are named in one warning.
+
     Several optimizers (a GAN's discriminator and generator): attach them in
     one call, in the order the loop steps them, `tracker.attach(opt_d, opt_g)`.
     One record is written per training step, after the step of the optimizer
@@ -189,6 +193,9 @@ class ParameterUpdateTracker:
         self._hooks = []
         self._warned = set()
         self._closed = False
+        # Indices of rows whose gradient arrived in a backward() before the
+        # first record, and the hooks that note it (removed at that record).
+        self._arrived, self._probes = set(), []
         self._refresh()
         if not self._rows:
             raise ValueError(
@@ -294,7 +301,49 @@ class ParameterUpdateTracker:
             self._attached.append(optimizer)
         self._hooks.extend(handles)
         self._warn_not_in_optimizers()
+        self._probe_gradients()
         return _Hooks(self, handles, list(optimizers))
+
+    def _probe_gradients(self):
+        """Notes which parameters get a gradient from backward() before the first record.
+
+        `zero_grad()` between `backward()` and `step()` leaves `.grad` None
+        (or zero) at the step, which a record alone cannot tell from a
+        parameter that is not on the path to the loss; a gradient that
+        arrived and was gone by the step can. The hooks live until the first
+        record only, so training pays nothing after it.
+        """
+        if self.records_written or self._probes or not hasattr(torch.Tensor, "register_post_accumulate_grad_hook"):
+            return
+        for index, (entry, row) in enumerate(zip(self._entries, self._rows)):
+            if entry["role"] == md.ROLE_PARAMETER and row.tensor.requires_grad and row.tensor.is_leaf:
+                self._probes.append(row.tensor.register_post_accumulate_grad_hook(
+                    lambda tensor, index=index: self._note_arrived(tensor, index)))
+
+    def _note_arrived(self, tensor, index):
+        # Only a non-zero gradient counts: a zero one may be a dead unit's.
+        grad = tensor.grad
+        if grad is not None:
+            values = grad.coalesce().values() if grad.is_sparse else grad
+            if bool(torch.any(values != 0)):
+                self._arrived.add(index)
+
+    def _warn_cleared(self, grad_l2):
+        probes, self._probes = self._probes, []
+        for handle in probes:
+            handle.remove()
+        cleared = [self._entries[i]["name"] for i in sorted(self._arrived)
+                   if grad_l2[i] == md.GRAD_NONE or grad_l2[i] == 0.0]
+        self._arrived = set()
+        if cleared:
+            shown = ", ".join(cleared[:20]) + (" and %d more" % (len(cleared) - 20) if len(cleared) > 20 else "")
+            self._warn_once(
+                "cleared",
+                "tb_varupdate: %d parameter(s) got a gradient from backward() that was gone (None or zero) "
+                "when optimizer.step() ran, so the step did not use it: %s. Is optimizer.zero_grad() "
+                "called between loss.backward() and optimizer.step()? Call it before backward()."
+                % (len(cleared), shown),
+            )
 
     def _detach(self, optimizers):
         self._attached = [o for o in self._attached if all(o is not gone for gone in optimizers)]
@@ -375,6 +424,8 @@ class ParameterUpdateTracker:
         if self.records_written % REFRESH_EVERY == 0:
             self._refresh()
         measured = self._measurement.measure(self._rows, self._grads())
+        if self._probes:
+            self._warn_cleared(measured["grad_l2"])
         measured = counters.Measured(**{key: torch.from_numpy(value) for key, value in measured.items()})
         trainable = torch.tensor([
             entry["role"] == md.ROLE_PARAMETER and bool(row.tensor.requires_grad)
@@ -433,7 +484,7 @@ class ParameterUpdateTracker:
         if self._closed:
             return
         self._closed = True
-        for handle in self._hooks:
+        for handle in self._hooks + self._probes:
             handle.remove()
         if self.records_written == 0 and (_rank() == 0 or self._all_ranks):
             reason = (

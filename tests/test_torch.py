@@ -155,7 +155,9 @@ def test_zero_grad_between_backward_and_step(tmp_path, set_to_none, gradient):
     with tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN, on_stuck="ignore") as tracker:
         tracker.attach(optimizer)
         # The bug: the gradients are cleared after backward(), before step().
-        _fit(model, optimizer, *_data(), before_step=lambda: optimizer.zero_grad(set_to_none=set_to_none))
+        with pytest.warns(UserWarning, match=r"6 parameter\(s\) got a gradient from backward\(\) that was gone.*"
+                          r"0\.weight, 0\.bias, 2\.weight, 2\.bias, 3\.weight, 3\.bias\. Is optimizer\.zero_grad\(\)"):
+            _fit(model, optimizer, *_data(), before_step=lambda: optimizer.zero_grad(set_to_none=set_to_none))
     rows = _verdicts(tmp_path)
     for name in ("0.weight", "0.bias", "2.weight", "2.bias", "3.weight", "3.bias"):
         assert _summary(rows)[name] == ("never_updated", gradient, True), name
