@@ -18,14 +18,8 @@ import sys
 import tempfile
 import time
 
-# As in a PyTorch-only environment: torch's SummaryWriter would otherwise
-# import TensorFlow (through tensorboard.compat) when it is installed, as it
-# is in this repository's test environment.
-sys.modules.setdefault("tensorflow", None)
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -88,6 +82,8 @@ class Bench:
         width = self.params[0].shape[1]
         self.x = torch.randn(BATCH, width)
         self.y = torch.randint(0, 10, (BATCH,))
+        from torch.utils.tensorboard import SummaryWriter  # pylint: disable=import-outside-toplevel
+
         self.writer = SummaryWriter(logdir)
         self.trackers = {
             "tracker every step": tbt.ParameterUpdateTracker(model, writer=self.writer, name="every_step", on_stuck="ignore"),
@@ -181,6 +177,11 @@ def _targets(short, times, with_ratio):
 
 
 def run(quick):
+    # As in a PyTorch-only environment: torch's SummaryWriter would otherwise
+    # import TensorFlow (through tensorboard.compat) when it is installed, as it
+    # is in this repository's test environment. run.py gives each section its
+    # own process, so this blocks nothing else.
+    sys.modules.setdefault("tensorflow", None)
     # One intra-op thread: on this shared 2-core machine two OpenMP threads
     # made the MLP's step about 2x slower and far noisier (threads spinning
     # while the other core runs another process).
