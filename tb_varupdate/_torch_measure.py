@@ -29,8 +29,6 @@ import math
 import numpy as np
 import torch
 
-from tb_varupdate import metadata as md
-
 EXACT, CHECKSUM = "exact", "checksum"
 DELTA_CHOICES = (EXACT, CHECKSUM)
 
@@ -108,7 +106,7 @@ class Measurement:
         Args:
           rows: the tracked `Row`s, in record order.
           grads: per row, the gradient tensor (dense or sparse), None (no
-            gradient), or `md.GRAD_NOT_GIVEN` for tensors that have none
+            gradient), or a float (`metadata.GRAD_NOT_GIVEN`) for tensors that have none
             (buffers).
           track_rows: count the rows changed of tensors fed sparse gradients.
 
