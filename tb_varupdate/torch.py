@@ -21,6 +21,7 @@ import random
 import re
 import warnings
 
+import numpy as np
 import torch
 
 from tb_varupdate import counters
@@ -427,10 +428,10 @@ class ParameterUpdateTracker:
         if self._probes:
             self._warn_cleared(measured["grad_l2"])
         measured = counters.Measured(**{key: torch.from_numpy(value) for key, value in measured.items()})
-        trainable = torch.tensor([
-            entry["role"] == md.ROLE_PARAMETER and bool(row.tensor.requires_grad)
-            for entry, row in zip(self._entries, self._rows)
-        ])
+        # Through NumPy: torch.tensor() of a 300-item list of bools took ~1 ms.
+        trainable = torch.from_numpy(np.fromiter(
+            (entry["role"] == md.ROLE_PARAMETER and row.tensor.requires_grad
+             for entry, row in zip(self._entries, self._rows)), bool, count=len(self._rows)))
         sized = self._sized
         state = counters.fold(
             _OPS, self._counters, self._floats, self._header, measured, torch.tensor(step, dtype=torch.int64),
