@@ -29,6 +29,10 @@ setuptools.setup(
     ],
     extras_require={
         "tf": ["tensorflow>=2.21,<2.22"],
+        # The PyTorch writer (tb_varupdate.torch). Tests and the demo install
+        # torch==2.13.0 exactly (Makefile): a range admitting a newer release
+        # pulls a CUDA build of several GB.
+        "torch": ["torch>=2.1"],
         "test": [
             "tensorflow-cpu>=2.21,<2.22",
             "keras>=3.10,<4",
