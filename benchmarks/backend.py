@@ -49,7 +49,8 @@ from tb_varupdate import history  # noqa: E402
 TAG = md.updates_tag("model")
 LOADERS = (("false", "Python"), ("true", "Rust"))
 # Bump when the synthetic data changes, so cached logdirs are rewritten.
-GENERATOR_VERSION = 1
+# 2: TRAINABLE (format version 3) set from each entry; version 1 logdirs had every variable not trainable.
+GENERATOR_VERSION = 2
 # Long enough for either loader to read a few GB on a busy 2-core machine.
 LOAD_TIMEOUT_S = 900
 
@@ -131,7 +132,9 @@ class RecordMaker:
         self.grad_present = np.zeros(count, np.int64)
         self.grad_none = np.zeros(count, np.int64)
         self.max_rel = np.zeros(count)
-        self.names_json, self.digest = md.encode_variables(entries(count))
+        self.entries = entries(count)
+        self.trainable = np.array([entry["trainable"] for entry in self.entries], dtype=np.int64)
+        self.names_json, self.digest = md.encode_variables(self.entries)
 
     def record(self, step):
         np = self.np
@@ -166,6 +169,8 @@ class RecordMaker:
         ints[:, md.GRAD_NONE_STEPS] = self.grad_none
         ints[:, md.FIRST_NON_FINITE_STEP] = -1
         ints[:, md.ROWS_CHANGED] = -1
+        if hasattr(md, "TRAINABLE"):  # format version 3
+            ints[:, md.TRAINABLE] = self.trainable
         floats[:, md.DELTA_L2] = delta
         if hasattr(md, "DELTA_MAX_ABS"):  # format version 1 only
             floats[:, md.DELTA_MAX_ABS] = 0.05 * delta
