@@ -1,7 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { bannerLines, formatFraction, formatNumber, formatShape, formatStep, shapeSize, statusLabel } from "../format.js";
+import { bannerLines, formatFraction, formatNumber, formatShape, formatStep, shapeSize, statusLabel } from "../static/format.js";
 
 test("formatNumber uses exponents only for very small or large values", () => {
   assert.equal(formatNumber(0.0123), "0.0123");

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 
 import {
   displayItems, filterCompareRows, filterRows, groupRows, layerOf, makeMatcher, sortRows, toggleSort, visibleRange,
-} from "../rows.js";
+} from "../static/rows.js";
 
 function row(variable, status, extra = {}) {
   const trainable = extra.trainable ?? true;
