@@ -110,6 +110,7 @@ def _write_wide(logdir, run="wide", count=WIDE_VARIABLES, steps=5):
             ints[:, md.GRAD_PRESENT_STEPS] = step + 1
             ints[:, md.FIRST_NON_FINITE_STEP] = -1
             ints[:, md.ROWS_CHANGED] = -1
+            ints[:, md.TRAINABLE] = 1
             floats[:, md.DELTA_L2] = np.where(stuck, 0.0, 1e-3 * (1 + np.arange(count) % 7))
             floats[:, md.VALUE_L2] = 1.0
             floats[:, md.GRAD_L2] = 0.5
@@ -210,6 +211,14 @@ def _open(page, server, state=""):
                 pass
         page.wait_for_timeout(100)
     raise AssertionError("the dashboard's iframe never rendered #varupdate-root")
+
+
+def _has_route(route):
+    from tensorboard.plugins import base_plugin
+
+    from tb_varupdate import plugin
+
+    return route in plugin.VarUpdatePlugin(base_plugin.TBContext()).get_plugin_apps()
 
 
 def _row(frame, variable):
@@ -481,7 +490,10 @@ def test_works_under_a_path_prefix(browser, tmp_path):
         failed = []
         # Only the plugin's own requests: TensorBoard itself fetches its fonts from
         # /font-roboto/ whatever the prefix, which fails here and is not ours.
-        page.on("response", lambda r: failed.append(r.url) if r.status >= 400 and "varupdate" in r.url else None)
+        # The vocabulary route may not exist yet: the dashboard then uses its own copy.
+        optional = () if _has_route("/vocabulary") else ("/data/plugin/varupdate/vocabulary",)
+        page.on("response", lambda r: failed.append(r.url) if r.status >= 400 and "varupdate" in r.url
+                and not (optional and r.url.endswith(optional)) else None)
         ours = []
         page.on("request", lambda r: ours.append(r.url) if "/data/plugin/varupdate/" in r.url else None)
         try:

@@ -286,8 +286,8 @@ def test_safe_static_path_rejects(relative):
 
 
 def test_safe_static_path_accepts_a_vendored_file():
-    assert plugin.safe_static_path("vendor/LICENSE") == os.path.join(
-        os.path.realpath(plugin.FRONTEND_DIR), "vendor", "LICENSE"
+    assert plugin.safe_static_path("static/vendor/LICENSE") == os.path.join(
+        os.path.realpath(plugin.FRONTEND_DIR), "static", "vendor", "LICENSE"
     )
 
 
