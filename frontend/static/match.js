@@ -89,3 +89,34 @@ export function createNameFilter(workerUrl, budgetMs = REGEX_BUDGET_MS) {
     },
   };
 }
+
+/**
+ * The name filter of one pane, following the store's `query` and `regex`.
+ *
+ * Returns:
+ *   {answer, setNames(names), refresh() -> Promise<bool>}: refresh matches
+ *   the current names against the current state and keeps the answer if
+ *   nothing changed meanwhile (true: draw it).
+ */
+export function createStateFilter(workerUrl, store) {
+  const filter = createNameFilter(workerUrl);
+  let names = [];
+  let answer = { matches: null, error: null, note: null };
+  return {
+    get answer() {
+      return answer;
+    },
+    setNames(next) {
+      names = next;
+    },
+    async refresh() {
+      const asked = store.get();
+      const forNames = names;
+      const next = await filter.match(forNames, asked.query, asked.regex);
+      const now = store.get();
+      if (next.superseded || forNames !== names || now.query !== asked.query || now.regex !== asked.regex) return false;
+      answer = next;
+      return true;
+    },
+  };
+}

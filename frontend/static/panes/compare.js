@@ -6,7 +6,7 @@ import { renderCompare } from "../compare.js";
 import { renderCompareDetail } from "../detail.js";
 import { el, replace } from "../dom.js";
 import { checkBox, filterBar } from "../filters.js";
-import { createNameFilter } from "../match.js";
+import { createStateFilter } from "../match.js";
 import { filterCompareRows } from "../rows.js";
 import { messageBox } from "../shell.js";
 
@@ -14,10 +14,8 @@ import { messageBox } from "../shell.js";
 export function createComparePane(pane, ctx) {
   const { store } = ctx;
   const state = store.get();
-  const nameFilter = createNameFilter(ctx.workerUrl);
+  const names = createStateFilter(ctx.workerUrl, store);
   let response = null;
-  let names = [];
-  let named = { matches: null, error: null, note: null };
   const disagree = checkBox("only rows where runs disagree", "", state.disagree, (value) => store.setState({ disagree: value }));
   const filters = filterBar(state, { label: "Filter compared variables", extras: [disagree.element], regexBox: false }, { filter: (c) => store.setState(c) });
   const slot = el("div");
@@ -32,9 +30,9 @@ export function createComparePane(pane, ctx) {
     const all = response.rows || [];
     filters.sync(current);
     disagree.box.checked = current.disagree;
-    filters.setError(named.error);
-    filters.setNote(named.note);
-    const { rows } = filterCompareRows(all, { disagreeOnly: current.disagree, matches: named.matches });
+    filters.setError(names.answer.error);
+    filters.setNote(names.answer.note);
+    const { rows } = filterCompareRows(all, { disagreeOnly: current.disagree, matches: names.answer.matches });
     disagree.caption.textContent = `only rows where runs disagree (${all.filter((r) => r.disagree).length})`;
     filters.setCount(rows.length, all.length);
     const scrollTop = slot.querySelector(".vu-compare-wrap")?.scrollTop ?? 0;
@@ -47,15 +45,6 @@ export function createComparePane(pane, ctx) {
     if (wrap) wrap.scrollTop = scrollTop;
   }
 
-  async function filterNames() {
-    const asked = store.get();
-    const forNames = names;
-    const answer = await nameFilter.match(forNames, asked.query, asked.regex);
-    const now = store.get();
-    if (answer.superseded || forNames !== names || now.query !== asked.query || now.regex !== asked.regex) return false;
-    named = answer;
-    return true;
-  }
 
   async function showDetail(scroll = false) {
     const name = store.get().compareVariable;
@@ -87,7 +76,7 @@ export function createComparePane(pane, ctx) {
   }
 
   store.subscribe(["query", "regex"], async () => {
-    if (visible() && (await filterNames())) draw();
+    if (visible() && (await names.refresh())) draw();
   });
   store.subscribe(["disagree"], () => visible() && draw());
   store.subscribe(["compareVariable"], () => {
@@ -113,8 +102,8 @@ export function createComparePane(pane, ctx) {
     }
     if (answer.stale) return;
     response = answer.value;
-    names = (response.rows || []).map((r) => r.variable);
-    await filterNames();
+    names.setNames((response.rows || []).map((r) => r.variable));
+    await names.refresh();
     draw();
     await showDetail(false);
   }

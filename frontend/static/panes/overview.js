@@ -5,7 +5,7 @@
 import { el, replace } from "../dom.js";
 import { bannerLines } from "../format.js";
 import { checkBox, filterBar, statusSelect } from "../filters.js";
-import { createNameFilter } from "../match.js";
+import { createStateFilter } from "../match.js";
 import { matchesSelection } from "../model.js";
 import { displayItems, filterRows, rankRows, sortRows, toggleSort } from "../rows.js";
 import { messageBox } from "../shell.js";
@@ -52,11 +52,9 @@ function renderBanner(node, response, onStatus) {
 export function createOverview(pane, ctx) {
   const { store } = ctx;
   const state = store.get();
-  const nameFilter = createNameFilter(ctx.workerUrl);
+  const names = createStateFilter(ctx.workerUrl, store);
   let response = null;
   let rows = [];
-  let names = [];
-  let named = { matches: null, error: null, note: null };
 
   const banner = el("div");
   const message = el("div");
@@ -86,9 +84,9 @@ export function createOverview(pane, ctx) {
     status.value = current.status;
     group.box.checked = current.group;
     filters.sync(current);
-    filters.setError(named.error);
-    filters.setNote(named.note);
-    const shown = filterRows(rows, { status: current.status, matches: named.matches });
+    filters.setError(names.answer.error);
+    filters.setNote(names.answer.note);
+    const shown = filterRows(rows, { status: current.status, matches: names.answer.matches });
     filters.setCount(shown.rows.length, rows.length);
     const sorted = sortRows(shown.rows, current.sort, current.dir);
     setHeader(head, { key: current.sort, dir: current.dir }, (key) => {
@@ -102,21 +100,11 @@ export function createOverview(pane, ctx) {
     empty.textContent = rows.length ? "No variable matches the filter." : "No variables tracked.";
   }
 
+  const visible = () => store.get().view === "overview" && response;
   // The name filter may run a regex in a worker: draw when its answer is
   // still the one the state asks for.
-  async function filterNames() {
-    const asked = store.get();
-    const forNames = names;
-    const answer = await nameFilter.match(forNames, asked.query, asked.regex);
-    const now = store.get();
-    if (answer.superseded || forNames !== names || now.query !== asked.query || now.regex !== asked.regex) return false;
-    named = answer;
-    return true;
-  }
-
-  const visible = () => store.get().view === "overview" && response;
   store.subscribe(["query", "regex"], async () => {
-    if (visible() && (await filterNames())) draw();
+    if (visible() && (await names.refresh())) draw();
   });
   store.subscribe(["status", "sort", "dir", "group", "collapsed", "variable"], () => visible() && draw());
 
@@ -136,8 +124,8 @@ export function createOverview(pane, ctx) {
     if (answer.stale || !matchesSelection(answer.value, { run: now.run, tag: now.tag })) return;
     response = answer.value;
     rows = rankRows(response.rows);
-    names = rows.map((r) => r.variable);
-    await filterNames();
+    names.setNames(rows.map((r) => r.variable));
+    await names.refresh();
     banner.hidden = table.hidden = false;
     replace(message, ctx.warnings.local(response.warnings));
     renderBanner(banner, response, (value) => store.setState({ status: value }));
