@@ -161,8 +161,13 @@ def _is_empty(shape):
     return any(d == 0 for d in shape or ())
 
 
-def _row(entry, col, fcol, updates, step, run):
-    """One verdict row (without severity and sort) of variable `entry`."""
+def _row(entry, col, fcol, updates, step, run, relative, latest_state):
+    """One verdict row (without severity and sort) of variable `entry`.
+
+    `col` and `fcol` are the variable's ints and floats as Python lists;
+    `relative` its `relative_update` and `latest_state` its newest
+    `metadata.GRAD_STATE_*` (both computed for all rows at once).
+    """
     logs_tracked = max(updates.logged - int(entry["joined"]), 0)
     changed = int(col[md.CHANGED_STEPS])
     logs_since = updates.logged - int(col[md.LOGS_AT_LAST_UPDATE]) if changed else logs_tracked
@@ -190,7 +195,6 @@ def _row(entry, col, fcol, updates, step, run):
     delta_l2 = _finite_or_none(fcol[md.DELTA_L2])
     role = entry.get("role") if entry.get("role") in md.ROLES else None
     empty = _is_empty(shape)
-    latest_state = md.grad_state(fcol[md.GRAD_L2]).item()
     status = EMPTY if empty else _status(
         logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel)
     gradient = _gradient_verdict(counts, non_finite_step >= 0)
@@ -201,7 +205,6 @@ def _row(entry, col, fcol, updates, step, run):
         gradient = GRAD_NON_FINITE
         if changed and int(col[md.LOGS_AT_LAST_UPDATE]) <= updates.logged - run:
             status = STALLED
-    relative = relative_update(fcol[md.DELTA_L2], fcol[md.VALUE_L2]).item()
     row = {
         "variable": entry["name"],
         "trainable": trainable,
@@ -265,9 +268,14 @@ def verdicts(entries, updates, step):
             "only %d" % (updates.num_variables, len(entries))
         )
     run = _non_finite_run(updates)
+    # Whole columns at once, then plain Python per row: NumPy scalars cost
+    # more than the rules (2,000 variables are one `variables` answer).
+    relative = relative_update(updates.floats[:, md.DELTA_L2], updates.floats[:, md.VALUE_L2]).tolist()
+    states = md.grad_state(updates.floats[:, md.GRAD_L2]).tolist()
+    ints, floats = updates.ints.tolist(), updates.floats.tolist()
     rows = []
     for index in range(updates.num_variables):
-        row = _row(entries[index], updates.ints[index], updates.floats[index], updates, step, run)
+        row = _row(entries[index], ints[index], floats[index], updates, step, run, relative[index], states[index])
         row["severity"] = severity(row)
         row["problem"] = row["severity"] == 2
         row["quiet"] = row["severity"] == 0 and (row["status"] == EMPTY or not row["trainable"])
