@@ -618,4 +618,127 @@ def compare_fixed(run_dir):
     _encoder_head(run_dir, detach_features=False)
 
 
+# -- custom train_step: a GAN with two optimizers, fine-tuning -----------------
+
+GAN_LATENT = 4
+
+
+class _Generator(keras.Model):
+    """Subclassed and built on its first call, inside the GAN's first traced train step."""
+
+    def __init__(self):
+        super().__init__(name="generator")
+        self.hidden = keras.layers.Dense(8, activation="relu", name="hidden")
+        self.refine = keras.layers.Dense(8, activation="relu", name="refine")
+        self.out = keras.layers.Dense(3, name="out")
+
+    def call(self, noise):
+        hidden = self.hidden(noise)
+        refined = self.refine(hidden)  # noqa: F841
+        # The bug: `hidden` where `refined` was meant; the refine layer's
+        # output never reaches the loss, so its gradient is None.
+        return self.out(hidden)
+
+
+class _GAN(keras.Model):
+    """A GAN in keras-io's style: `compile()` takes no optimizer; two of its own in train_step."""
+
+    def __init__(self):
+        super().__init__(name="gan")
+        self.generator = _Generator()
+        self.discriminator = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(8, activation="relu", name="hidden"),
+             keras.layers.Dense(1, name="out")], name="discriminator")
+        self.seed_generator = keras.random.SeedGenerator(SEED)
+
+    def compile(self, d_optimizer, g_optimizer):  # pylint: disable=arguments-differ
+        super().compile()
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        self.loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def train_step(self, real):
+        batch = tf.shape(real)[0]
+        noise = keras.random.normal((batch, GAN_LATENT), seed=self.seed_generator)
+        fake = self.generator(noise)
+        with tf.GradientTape() as tape:
+            predictions = self.discriminator(tf.concat([fake, real], axis=0))
+            labels = tf.concat([tf.ones((batch, 1)), tf.zeros((batch, 1))], axis=0)
+            d_loss = self.loss_fn(labels, predictions)
+        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+
+        noise = keras.random.normal((batch, GAN_LATENT), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            g_loss = self.loss_fn(tf.zeros((batch, 1)), self.discriminator(self.generator(noise)))
+        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+@_scenario(
+    "gan_custom_train_step",
+    "a GAN with its own train_step and two optimizers; the generator drops its refine layer's output",
+    {
+        "generator/hidden/kernel": (UPDATING, PRESENT),
+        "generator/hidden/bias": (UPDATING, PRESENT),
+        "generator/refine/kernel": (NEVER, MISSING),
+        "generator/refine/bias": (NEVER, MISSING),
+        "generator/out/kernel": (UPDATING, PRESENT),
+        "generator/out/bias": (UPDATING, PRESENT),
+        "discriminator/hidden/kernel": (UPDATING, PRESENT),
+        "discriminator/hidden/bias": (UPDATING, PRESENT),
+        "discriminator/out/kernel": (UPDATING, PRESENT),
+        "discriminator/out/bias": (UPDATING, PRESENT),
+        # keras.random's seed state, advanced by every noise draw.
+        "seed_generator/seed_generator_state": (UPDATING, NOT_LOGGED),
+    },
+    not_trainable=("seed_generator/seed_generator_state",),
+    keras_fit=True,
+)
+def gan_custom_train_step(run_dir):
+    model = _GAN()
+    model.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2))
+    real = _regression(rows=32)[0]
+    model.fit(real, batch_size=8, epochs=8, shuffle=False, verbose=0, callbacks=[VariableUpdateCallback(run_dir)])
+
+
+def _finetune(run_dir, recompile):
+    """keras-io's transfer-learning recipe: train a head on a frozen base, then unfreeze it."""
+    x, y = _regression(rows=32)
+    base = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh", name="dense")], name="base")
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(base(inputs, training=False)), name="finetune")
+    callback = VariableUpdateCallback(run_dir)  # one callback for both fits: one series
+    base.trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(LR), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0, callbacks=[callback])
+    base.trainable = True
+    if recompile:
+        model.compile(optimizer=keras.optimizers.SGD(LR / 10), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0, callbacks=[callback])
+
+
+@_scenario(
+    "finetune_forgot_recompile",
+    "fine-tuning: base.trainable = True without compile() again; Keras keeps training the head only (the callback warns)",
+    {"base/dense/kernel": (NEVER, NOT_LOGGED), "base/dense/bias": (NEVER, NOT_LOGGED),
+     "head/kernel": (UPDATING, PRESENT), "head/bias": (UPDATING, PRESENT)},
+    not_trainable=("base/dense/kernel", "base/dense/bias"),
+    keras_fit=True,
+)
+def finetune_forgot_recompile(run_dir):
+    _finetune(run_dir, recompile=False)
+
+
+@_scenario(
+    "finetune_recompiled",
+    "fine-tuning as the guide does it: unfreeze, compile() again, the base trains from step 16",
+    {"base/dense/kernel": (UPDATING, PRESENT), "base/dense/bias": (UPDATING, PRESENT),
+     "head/kernel": (UPDATING, PRESENT), "head/bias": (UPDATING, PRESENT)},
+    keras_fit=True,
+)
+def finetune_recompiled(run_dir):
+    _finetune(run_dir, recompile=True)
+
+
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
