@@ -15,14 +15,11 @@ Scenarios leave the tracker's warnings alone (the rebinding one is part of
 the story); `demo.run_all` collects them.
 """
 
-import dataclasses
-import os
-from typing import Callable, Dict, FrozenSet, Tuple
-
 import numpy as np
 import tensorflow as tf
 import keras
 
+from demo import catalogue
 from tb_varupdate.keras import VariableUpdateCallback
 from tb_varupdate.summary import VariableUpdateTracker
 
@@ -41,63 +38,8 @@ UPDATING, NEVER, STALLED, TINY, NON_FINITE = "updating", "never_updated", "stall
 PRESENT, MISSING, ZERO, NOT_LOGGED, GRAD_NON_FINITE = "present", "missing", "zero", "not_logged", "non_finite"
 
 
-@dataclasses.dataclass(frozen=True)
-class Scenario:
-    """A demo run and the verdicts it must produce.
-
-    Attributes:
-      name: the directory the scenario writes under the logdir.
-      write: `write(logdir)` trains the model and writes the run.
-      description: one line for the demo's progress and README.
-      expected: {variable: (status, gradient verdict)} for every variable.
-      not_trainable: the variables of `expected` that are not trainable.
-      keras_fit: True when written by `VariableUpdateCallback`, whose run is
-        `<name>/train`.
-    """
-
-    name: str
-    write: Callable[[str], None]
-    description: str
-    expected: Dict[str, Tuple[str, str]]
-    not_trainable: FrozenSet[str] = frozenset()
-    keras_fit: bool = False
-
-    @property
-    def run(self):
-        """The run name TensorBoard and `tb-varupdate check` show."""
-        return self.name + "/train" if self.keras_fit else self.name
-
-    @property
-    def healthy(self):
-        """True when no trainable variable should fail `tb-varupdate check`."""
-        failing = (NEVER, STALLED, NON_FINITE)
-        return not any(
-            status in failing for var, (status, _) in self.expected.items() if var not in self.not_trainable
-        )
-
-
 SCENARIOS = []
-
-
-def _scenario(name, description, expected, not_trainable=(), keras_fit=False):
-    """Registers `train(run_dir)` as the scenario `name(logdir)`."""
-
-    def register(train):
-        def write(logdir: str) -> None:
-            keras.utils.set_random_seed(SEED)
-            train(os.path.join(logdir, name))
-
-        # Named like the training function, but not functools.wraps: its
-        # __wrapped__ would make inspect show `train`'s (run_dir) signature.
-        write.__name__, write.__qualname__ = train.__name__, train.__qualname__
-        write.__doc__ = "Writes the run `<logdir>/%s`: %s." % (name, description)
-
-        SCENARIOS.append(
-            Scenario(name, write, description, dict(expected), frozenset(not_trainable), keras_fit)
-        )
-        return write
-
-    return register
+_scenario = catalogue.registry(SCENARIOS, lambda: keras.utils.set_random_seed(SEED))
 
 
 # -- shared pieces -------------------------------------------------------------

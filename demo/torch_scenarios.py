@@ -3,21 +3,19 @@
 Every scenario trains a real `torch.nn.Module` on the CPU for a few dozen
 steps and writes one TensorBoard run, `<logdir>/<name>`, with
 `tb_varupdate.torch.ParameterUpdateTracker`, so the PyTorch runs sit in the
-same "Variable Updates" tab beside the TensorFlow ones. `SCENARIOS` has the
-same shape as `demo.scenarios.SCENARIOS` (name, write(logdir), description,
-expected {parameter: (status, gradient verdict)}, not_trainable, keras_fit,
-run, healthy), so `demo.run_all` can run both lists. No TensorFlow import.
+same "Variable Updates" tab beside the TensorFlow ones. Its `SCENARIOS` are
+`demo.catalogue.Scenario`s like `demo.scenarios.SCENARIOS`, and
+`demo.run_all` runs both lists. No TensorFlow import.
 """
 
-import dataclasses
 import datetime
 import os
 import socket
 import time
-from typing import Callable, Dict, FrozenSet, Tuple
 
 import torch
 
+from demo import catalogue
 import tb_varupdate.torch as tbt
 
 STEPS = 30
@@ -30,44 +28,8 @@ UPDATING, NEVER = "updating", "never_updated"
 PRESENT, MISSING, ZERO, NOT_LOGGED = "present", "missing", "zero", "not_logged"
 
 
-@dataclasses.dataclass(frozen=True)
-class Scenario:
-    """A PyTorch demo run and the verdicts it must produce (fields as demo.scenarios.Scenario)."""
-
-    name: str
-    write: Callable[[str], None]
-    description: str
-    expected: Dict[str, Tuple[str, str]]
-    not_trainable: FrozenSet[str] = frozenset()
-    keras_fit: bool = False
-
-    @property
-    def run(self):
-        return self.name
-
-    @property
-    def healthy(self):
-        failing = (NEVER, "stalled", "non_finite")
-        return not any(
-            status in failing for var, (status, _) in self.expected.items() if var not in self.not_trainable
-        )
-
-
 SCENARIOS = []
-
-
-def _scenario(name, description, expected, not_trainable=()):
-    def register(train):
-        def write(logdir: str) -> None:
-            torch.manual_seed(SEED)
-            train(os.path.join(logdir, name))
-
-        write.__name__, write.__qualname__ = train.__name__, train.__qualname__
-        write.__doc__ = "Writes the run `<logdir>/%s`: %s." % (name, description)
-        SCENARIOS.append(Scenario(name, write, description, dict(expected), frozenset(not_trainable)))
-        return write
-
-    return register
+_scenario = catalogue.registry(SCENARIOS, lambda: torch.manual_seed(SEED))
 
 
 def _data(rows=32):

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 
+from tb_varupdate import analysis
 from tb_varupdate import metadata as md
 
 # How many samples per tag the plugin asks TensorBoard to keep when the user
@@ -198,22 +199,9 @@ def presence(history, entries):
 
 
 def relative_update(delta_l2, value_l2, dtype=np.float64):
-    """Per-record relative update DELTA_L2 / VALUE_L2 (vectorised).
+    """`analysis.relative_update`: the one formula of the table, heatmap and charts.
 
-    Args:
-      delta_l2, value_l2: arrays of the same shape (or broadcastable).
-      dtype: of the result; the heatmap asks for float32, which its four
-        significant digits do not notice, to halve the memory it sweeps.
-
-    Returns:
-      `dtype` array: 0 where the delta is 0 (the variable did not change, even
-      if its value is 0), NaN where the ratio is undefined (value 0 or
-      non-finite, or a non-finite delta).
+    The heatmap asks for float32, which its four significant digits do not
+    notice, to halve the memory it sweeps.
     """
-    delta = np.asarray(delta_l2, dtype=dtype)
-    value = np.asarray(value_l2, dtype=dtype)
-    usable = np.isfinite(delta) & np.isfinite(value) & (value > 0)
-    ratio = np.full(np.broadcast(delta, value).shape, np.nan, dtype=dtype)
-    np.divide(delta, value, out=ratio, where=usable)
-    ratio[delta == 0] = 0.0
-    return ratio
+    return analysis.relative_update(delta_l2, value_l2, dtype)

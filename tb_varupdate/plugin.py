@@ -19,12 +19,12 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
 import tb_varupdate.frontend
-from tb_varupdate import analysis
 from tb_varupdate import buckets as buckets_lib
 from tb_varupdate import cache as cache_lib
 from tb_varupdate import history
 from tb_varupdate import jsonutil
 from tb_varupdate import metadata as md
+from tb_varupdate import vocabulary as vocabulary_lib
 
 TAB_NAME = "Variable Updates"
 
@@ -158,7 +158,8 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
         marker = "/plugin/%s/static/" % md.PLUGIN_NAME
         path = request.path
         relative = path[path.index(marker) + len(marker):] if marker in path else ""
-        return _static_file(request, relative)
+        # Disk layout is URL layout: `static/x.js` is frontend/static/x.js.
+        return _static_file(request, "static/" + relative if relative else "")
 
     @wrappers.Request.application
     def _serve_unknown(self, request):
@@ -191,16 +192,9 @@ class VarUpdateLoader(base_plugin.TBLoader):
 
 
 def _vocabulary():
-    # analysis.vocabulary() (status and gradient words with their labels) is
-    # the dashboard's one source of truth; until it exists, the lists it names.
-    vocabulary = getattr(analysis, "vocabulary", None)
-    if vocabulary is not None:
-        return vocabulary()
-    return {
-        "statuses": list(analysis.STATUSES),
-        "problem_statuses": sorted(analysis.PROBLEM_STATUSES, key=analysis.STATUSES.index),
-        "gradients": list(analysis.GRADIENT_VERDICTS),
-    }
+    # The words, labels and order of statuses and gradients: the dashboard's
+    # one source of truth (`vocabulary.vocabulary`), so it restates no rule.
+    return vocabulary_lib.vocabulary()
 
 
 def _scope(request):

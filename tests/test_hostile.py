@@ -183,17 +183,12 @@ def test_methods_other_than_get_and_head_answer_405(client, method, route):
     assert code in (200, 404)
 
 
-def test_vocabulary_lists_statuses_and_gradients(client):
+def test_vocabulary_serves_the_one_source_of_truth(client):
+    from tb_varupdate import vocabulary
+
     code, body = get_json(client, "vocabulary")
     assert code == 200
-    from tb_varupdate import analysis
-
-    vocabulary = getattr(analysis, "vocabulary", None)
-    if vocabulary is not None:
-        assert body == json.loads(json.dumps(vocabulary()))
-    else:
-        assert body["statuses"] == list(analysis.STATUSES)
-        assert body["gradients"] == list(analysis.GRADIENT_VERDICTS)
+    assert body == json.loads(json.dumps(vocabulary.vocabulary()))
 
 
 def test_plugin_content_version_true_is_not_called_older():
