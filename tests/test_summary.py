@@ -103,7 +103,7 @@ def test_user_tf_function_is_traced_once(tmp_path):
 def test_eager_logging_reuses_one_trace(tmp_path):
     v = tf.Variable(tf.ones([4]))
     tracker = _train(tmp_path, [v], 12, lambda step: _then(v.assign_sub(tf.ones([4]) * 0.01), [tf.ones([4])]))
-    assert len(tracker._log_fns) == 1
+    assert len(tracker._traces) == 1
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
@@ -192,16 +192,44 @@ def test_unbuilt_keras_model_is_tracked_after_its_first_call(tmp_path):
     assert sorted(readback.verdicts(tmp_path)) == ["lazy/dense/bias", "lazy/dense/kernel"]
 
 
+def test_a_gradient_of_the_wrong_dtype_is_named_and_recorded_as_not_given(tmp_path):
+    v = tf.Variable(1.0, name="v")
+    with pytest.warns(UserWarning, match="the gradient given for 'v' has dtype string, expected a float gradient"):
+        _train(tmp_path, [v], 3, lambda step: _then(v.assign_add(1.0), [tf.constant("not a gradient")]))
+    row = readback.verdicts(tmp_path)["v"]
+    assert (row["status"], row["gradient"], row["gradient_steps"]["not_given"]) == ("updating", "not_logged", 3)
+
+
+def test_misordered_gradient_list_warns_naming_the_pair_and_is_not_given(tmp_path):
+    kernel, bias = tf.Variable(tf.ones([3, 2]), name="kernel"), tf.Variable(tf.zeros([2]), name="bias")
+
+    def update(step):
+        kernel.assign_sub(tf.fill([3, 2], 0.1))
+        bias.assign_sub(tf.fill([2], 0.1))
+        return [tf.ones([2]), tf.ones([3, 2])]  # bias gradient first: swapped
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(tmp_path, [kernel, bias], 4, update, on_stuck="ignore")
+    messages = [str(c.message) for c in caught if "tb_varupdate" in str(c.message)]
+    assert any("'kernel' has shape (2,), expected (3, 2)" in m and "(gradient, variable) pairs" in m for m in messages)
+    rows = readback.verdicts(tmp_path)
+    assert {n: (r["status"], r["gradient"]) for n, r in rows.items()} == {
+        "kernel": ("updating", "not_logged"), "bias": ("updating", "not_logged")}
+
+
 def test_a_failure_inside_logging_is_a_warning_and_training_goes_on(tmp_path):
     v = tf.Variable(1.0, name="v")
-    with pytest.warns(UserWarning, match="logging failed and was skipped; training goes on"):
-        _train(tmp_path, [v], 3, lambda step: [tf.constant("not a gradient")])
+    # A sparse gradient whose values are not the variable's rows fails inside the measurement.
+    bad = tf.IndexedSlices(tf.ones([2, 5]), tf.constant([0, 1]), tf.constant([2, 5]))
+    with pytest.warns(UserWarning, match="tb_varupdate"):
+        _train(tmp_path, [v], 3, lambda step: [bad])
     assert float(v.numpy()) == 1.0
 
 
 def test_on_stuck_raise_stops_at_the_configured_step(tmp_path):
     v = tf.Variable(1.0, name="stuck_weight")
-    with pytest.raises(StuckVariableError, match=r"(?s)after 3 logged steps \(step 2\).*stuck_weight: never_updated"):
+    with pytest.raises(StuckVariableError, match=r"(?s)after 3 records \(step 2\).*stuck_weight: never_updated"):
         _train(tmp_path, [v], 10, lambda step: [tf.constant(1.0)], on_stuck="raise", stuck_after=3)
 
 
