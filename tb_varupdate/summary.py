@@ -163,7 +163,7 @@ class VariableUpdateTracker:
 
     # -- logging -----------------------------------------------------------
 
-    def log(self, step, gradients=None):
+    def log(self, step, gradients=None, when=None):
         """Records the change of every tracked variable since the previous record.
 
         Call it after the optimizer step, inside `writer.as_default()`; works in
@@ -180,6 +180,8 @@ class VariableUpdateTracker:
             the tracked (or the trainable tracked) variables, or an iterable of
             `(gradient, variable)` pairs as given to `apply_gradients`. A
             `None` gradient is recorded as disconnected from the loss.
+          when: optional boolean (a scalar tensor inside `tf.function`): no
+            record is made where it is false.
 
         Returns:
           None. Errors inside logging become warnings; only `on_stuck="raise"`
@@ -195,10 +197,10 @@ class VariableUpdateTracker:
                 gradients = None if gradients is None else list(gradients)
                 writer = current_writer()
                 tf.distribute.get_replica_context().merge_call(
-                    lambda _, merged: self._log_with(writer, step, merged), args=(gradients,)
+                    lambda _, merged: self._log_with(writer, step, merged, when), args=(gradients,)
                 )
             else:
-                self._log(step, gradients)
+                self._log(step, gradients, when)
         except StuckVariableError:
             raise
         except Exception as err:  # pylint: disable=broad-except
@@ -212,13 +214,13 @@ class VariableUpdateTracker:
         if message is not None:
             raise StuckVariableError(message)
 
-    def _log_with(self, writer, step, gradients):
+    def _log_with(self, writer, step, gradients, when):
         if writer is None or writer is UNKNOWN_WRITER or current_writer() is writer:
-            return self._log(step, gradients)
+            return self._log(step, gradients, when)
         with writer.as_default():
-            return self._log(step, gradients)
+            return self._log(step, gradients, when)
 
-    def _log(self, step, gradients):
+    def _log(self, step, gradients, when=None):
         if self._variables.has_modules:
             self._refresh()
         if not self._variables.tracked:
@@ -245,9 +247,16 @@ class VariableUpdateTracker:
             # Inside the user's tf.function: build the ops in place. A nested
             # function call would be a stateful op that waits for the whole
             # step and runs apart from it (measured: +0.7 ms a step on the MLP).
-            message = tf.autograph.experimental.do_not_convert(self._record_ops)(step, grads, kinds, (trainable, writer))
+            record_ops = tf.autograph.experimental.do_not_convert(self._record_ops)
+            if when is None:
+                message = record_ops(step, grads, kinds, (trainable, writer))
+            else:
+                message = tf.cond(tf.cast(when, tf.bool), lambda: record_ops(step, grads, kinds, (trainable, writer)),
+                                  lambda: tf.constant(""))
             if self._check.on_stuck == "raise":
                 tf.debugging.Assert(tf.equal(message, ""), [message], name="varupdate_stuck")
+            return
+        if when is not None and not bool(when):
             return
         self._in_eager_call = True
         try:
