@@ -31,6 +31,18 @@ def display_name(variable):
     return str(getattr(variable, "path", None) or getattr(variable, "name", None) or type(variable).__name__)
 
 
+def initialized(source):
+    """False for a variable created in this very trace of a `tf.function` (it reads as empty).
+
+    Called under `tf.init_scope`.
+    """
+    variable = source.value if is_keras_variable(source) else source
+    try:
+        return bool(variable.is_initialized())
+    except Exception:  # pylint: disable=broad-except
+        return True  # a variable type without the check: assume it can be read
+
+
 class Tracked:
     """One tracked variable.
 

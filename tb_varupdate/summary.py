@@ -33,7 +33,7 @@ from tb_varupdate import stuck
 from tb_varupdate._tf_gradients import Matcher, Warnings, first_replica
 from tb_varupdate._tf_ops import TFOps
 from tb_varupdate._tf_trace import UNKNOWN_WRITER, TraceCache, current_writer
-from tb_varupdate._tf_variables import Variables
+from tb_varupdate._tf_variables import Variables, initialized
 from tb_varupdate.errors import StuckVariableError
 
 __all__ = ["VariableUpdateTracker", "StuckVariableError"]
@@ -136,7 +136,8 @@ class VariableUpdateTracker:
             fresh, fresh_floats = counters.initial_state(len(added))
             self._counters.assign(tf.concat([self._counters, fresh], 0))
             self._floats.assign(tf.concat([self._floats, fresh_floats], 0))
-            self._layout.add([t.variable for t in added])
+            lift = [initialized(t.source) for t in added]
+        self._layout.add([t.variable for t in added], lift)
         self._entries_bytes, self._names_hash = md.encode_variables(self._variables.entries(), writer_id=self.writer_id)
         self._traces.clear()  # the variable list is baked into the traced functions
         return True

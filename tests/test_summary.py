@@ -218,6 +218,35 @@ def test_misordered_gradient_list_warns_naming_the_pair_and_is_not_given(tmp_pat
         "kernel": ("updating", "not_logged"), "bias": ("updating", "not_logged")}
 
 
+def test_layers_built_inside_a_tf_function_are_tracked_from_its_first_step(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(3, name="hidden"), keras.layers.Dense(1, name="out")], name="net")
+    optimizer = keras.optimizers.SGD(0.1)
+    tracker = tb_varupdate.VariableUpdateTracker(model, on_stuck="ignore")
+    x = tf.ones([4, 2])
+
+    @tf.function
+    def train_step(step):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - 1.0))  # builds the model in the first trace
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        tracker.log(step, gradients=zip(grads, model.trainable_variables))
+
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught, writer.as_default():
+        warnings.simplefilter("always")
+        for step in range(5):
+            train_step(tf.constant(step, tf.int64))
+    writer.close()
+    assert not [str(c.message) for c in caught if "tb_varupdate" in str(c.message)]
+    rows = readback.verdicts(tmp_path)
+    assert sorted(rows) == ["net/hidden/bias", "net/hidden/kernel", "net/out/bias", "net/out/kernel"]
+    # Gradients from the first step; the first change is not measured (its snapshot starts after it).
+    assert {(r["status"], r["changed_steps"], r["first_update_step"], r["gradient_steps"]["present"])
+            for r in rows.values()} == {("updating", 4, 1, 5)}
+
+
 def test_a_failure_inside_logging_is_a_warning_and_training_goes_on(tmp_path):
     v = tf.Variable(1.0, name="v")
     # A sparse gradient whose values are not the variable's rows fails inside the measurement.
