@@ -19,7 +19,8 @@ from tb_varupdate._tf_variables import display_name, is_variable
 
 def first_replica(value):
     """The first local replica's value of a `tf.distribute` per-replica value; other values as they are."""
-    if isinstance(value, tf.distribute.DistributedValues):
+    # A distributed variable is one tracked variable, matched as a whole.
+    if isinstance(value, tf.distribute.DistributedValues) and not isinstance(value, tf.Variable):
         return value.values[0]
     return value
 
