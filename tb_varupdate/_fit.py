@@ -97,6 +97,7 @@ class FitHooks:
     def end(self):
         """Undoes what `begin` did (idempotent); our function stays, with logging off."""
         self._active.assign(False)
+        self._writer.flush()
         for optimizer in self._wrapped:
             if "apply" in vars(optimizer):
                 del optimizer.apply
@@ -168,7 +169,8 @@ class FitHooks:
         except tf.errors.InvalidArgumentError as err:
             self.end()
             message = self._tracker._check.message  # pylint: disable=protected-access
-            if message and message in str(err):
+            # The tracker's assert op fails with the check's message (TF may shorten it).
+            if message and ("varupdate_stuck" in str(err) or message[:60] in str(err)):
                 raise StuckVariableError(message) from err
             raise
         except tf.errors.OpError:
