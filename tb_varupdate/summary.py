@@ -4,9 +4,10 @@ The public tracker is thin; its pieces, each one concept, are private modules:
 `_tf_variables` (which variables, their names), `_tf_gradients` (matching
 gradients to rows, and the advice when they do not fit), `_tf_trace` (the
 eager path's trace cache, with the package's only private TensorFlow calls),
-`measure` (the device-side measurements), `_tf_ops` (the TensorFlow `Ops` of
-`counters.fold`, the counter semantics shared by every writer) and
-`stuck.StuckCheck` (the training-time check and its message). Records are
+`_tf_record` (the device state and the ops of one record: `measure`'s
+measurements folded by `counters.fold`, the counter semantics shared by every
+writer, over `_tf_ops`' TensorFlow `Ops`) and `stuck.StuckCheck` (the
+training-time check and its message). Records are
 laid out by `metadata.py` (docs/FORMAT.md).
 
 Design notes:
@@ -27,11 +28,9 @@ import random
 import tensorflow as tf
 
 from tb_varupdate import counters
-from tb_varupdate import measure
-from tb_varupdate import metadata as md
 from tb_varupdate import stuck
 from tb_varupdate._tf_gradients import Matcher, Warnings, first_replica
-from tb_varupdate._tf_ops import TFOps
+from tb_varupdate._tf_record import Recorder
 from tb_varupdate._tf_trace import UNKNOWN_WRITER, TraceCache, current_writer
 from tb_varupdate._tf_variables import Variables, initialized
 from tb_varupdate.errors import StuckVariableError
@@ -39,7 +38,6 @@ from tb_varupdate.errors import StuckVariableError
 __all__ = ["VariableUpdateTracker", "StuckVariableError"]
 
 ON_STUCK_CHOICES = stuck.ON_STUCK_CHOICES
-_OPS = TFOps()
 
 
 class VariableUpdateTracker:
@@ -106,23 +104,12 @@ class VariableUpdateTracker:
         self.track_rows = track_rows
         # Two ids in one tag mean two writers started over in it (docs/FORMAT.md).
         self.writer_id = random.SystemRandom().randrange(1, 2**31)
-        self._layout = measure.Layout(delta)
         self._variables = Variables(variables_or_module)
         self._warn = Warnings()
         self._matcher = Matcher(self._variables, self._warn)
-        self._traces = TraceCache(self._record_ops)
-        self._in_eager_call = False
-        self._pending_stuck = None  # set by the check in eager calls, raised after the call returns
-        with tf.init_scope():
-            self._header = tf.Variable(counters.initial_header(), trainable=False, name="varupdate_header")
-            self._names_written = tf.Variable(-1, dtype=tf.int64, trainable=False, name="varupdate_names")
-            # log(None) uses this count of log() calls as the step.
-            self._calls = tf.Variable(0, dtype=tf.int64, trainable=False, name="varupdate_calls")
-            initial, initial_floats = counters.initial_state(0)
-            self._counters = tf.Variable(initial, shape=tf.TensorShape([None, initial.shape[1]]), trainable=False,
-                                         name="varupdate_counters")
-            self._floats = tf.Variable(initial_floats, shape=tf.TensorShape([None, 2]), trainable=False,
-                                       name="varupdate_floats")
+        self._recorder = Recorder(name, every_n_steps, self.writer_id, self._check, self._variables, self._matcher,
+                                  self._warn, delta, track_rows)
+        self._traces = TraceCache(self._recorder.ops)
         self._refresh()
 
     # -- which variables ---------------------------------------------------
@@ -130,17 +117,18 @@ class VariableUpdateTracker:
     def _refresh(self):
         """Tracks the variables that appeared since the last call; True if any did."""
         with tf.init_scope():
-            added = self._variables.refresh(joined=int(self._header[counters.LOGGED].numpy()))
-            if not added:
-                return False
-            fresh, fresh_floats = counters.initial_state(len(added))
-            self._counters.assign(tf.concat([self._counters, fresh], 0))
-            self._floats.assign(tf.concat([self._floats, fresh_floats], 0))
+            added = self._variables.refresh(joined=int(self._recorder.header[counters.LOGGED].numpy()))
             lift = [initialized(t.source) for t in added]
-        self._layout.add([t.variable for t in added], lift)
-        self._entries_bytes, self._names_hash = md.encode_variables(self._variables.entries(), writer_id=self.writer_id)
+        if not added:
+            return False
+        self._recorder.add(added, lift)
         self._traces.clear()  # the variable list is baked into the traced functions
         return True
+
+    @property
+    def _layout(self):
+        # benchmarks/training.py counts the measurement groups through this.
+        return self._recorder.layout
 
     @property
     def variable_names(self):
@@ -150,7 +138,7 @@ class VariableUpdateTracker:
     @property
     def records_written(self):
         """Records this tracker has built so far (reads a device value: call it rarely)."""
-        return int(self._header[counters.LOGGED].numpy())
+        return int(self._recorder.header[counters.LOGGED].numpy())
 
     @property
     def gradients_given(self):
@@ -160,7 +148,7 @@ class VariableUpdateTracker:
     def continue_steps_from(self, step):
         """Makes `log(None)` count on from `step` if it is ahead (a resumed or repeated fit)."""
         with tf.init_scope():
-            self._calls.assign(tf.maximum(self._calls, tf.cast(step, tf.int64)))
+            self._recorder.calls.assign(tf.maximum(self._recorder.calls, tf.cast(step, tf.int64)))
 
     # -- logging -----------------------------------------------------------
 
@@ -211,7 +199,7 @@ class VariableUpdateTracker:
                 "%s: %s" % (type(err).__name__, err),
                 stacklevel=3,
             )
-        message, self._pending_stuck = self._pending_stuck, None
+        message, self._recorder.pending_stuck = self._recorder.pending_stuck, None
         if message is not None:
             raise StuckVariableError(message)
 
@@ -248,7 +236,7 @@ class VariableUpdateTracker:
             # Inside the user's tf.function: build the ops in place. A nested
             # function call would be a stateful op that waits for the whole
             # step and runs apart from it (measured: +0.7 ms a step on the MLP).
-            record_ops = tf.autograph.experimental.do_not_convert(self._record_ops)
+            record_ops = tf.autograph.experimental.do_not_convert(self._recorder.ops)
             if when is None:
                 message = record_ops(step, grads, kinds, (trainable, writer))
             else:
@@ -259,110 +247,8 @@ class VariableUpdateTracker:
             return
         if when is not None and not bool(when):
             return
-        self._in_eager_call = True
+        self._recorder.in_eager_call = True
         try:
             self._traces.call(step, grads, kinds, (trainable, writer))
         finally:
-            self._in_eager_call = False
-
-    def _record_ops(self, step, grads, kinds, extra):
-        """The ops of one log() call; returns the stuck message ("" if none) as a 0-d string."""
-        trainable, _ = extra
-        with tf.name_scope("varupdate"):
-            calls = self._calls.assign_add(1) - 1
-            if step is None:
-                step = calls
-            if self.every_n_steps == 1:
-                return self._record(step, grads, kinds, trainable)
-            return tf.cond(
-                tf.equal(step % self.every_n_steps, 0),
-                lambda: self._record(step, grads, kinds, trainable),
-                lambda: tf.constant(""),
-            )
-
-    def _record(self, step, grads, kinds, trainable):
-        measured = self._layout.measure(grads, kinds, self.track_rows)
-        column = lambda index: measured[:, index]  # noqa: E731
-        header_before = self._header.read_value()
-        sized = tf.constant([t.is_float and self._layout.delta == measure.EXACT for t in self._variables.tracked])
-        new_counters, new_floats, header, record = counters.fold(
-            _OPS, self._counters.read_value(), self._floats.read_value(), header_before,
-            counters.Measured(
-                delta_l2=column(measure.DELTA_L2), value_l2=column(measure.VALUE_L2), grad_l2=column(measure.GRAD_L2),
-                changed=column(measure.CHANGED) > 0, finite=column(measure.FINITE) > 0,
-                rows_changed=tf.cast(column(measure.ROWS_CHANGED), tf.int64),
-            ),
-            step, tf.constant(trainable, tf.bool), sized, self._names_hash, self.every_n_steps, self.writer_id,
-        )
-        self._counters.assign(new_counters)
-        self._floats.assign(new_floats)
-        self._header.assign(header)
-        names_hash = tf.constant(self._names_hash, tf.int64)
-        tf.cond(
-            tf.not_equal(self._names_written, names_hash),
-            lambda: self._write_variables(step, names_hash),
-            lambda: tf.constant(False),
-        )
-        tf.summary.write(md.updates_tag(self.name), record, step=step, metadata=md.create_summary_metadata(md.KIND_UPDATES))
-        regressions = counters.STEP_REGRESSIONS
-        tf.cond(
-            tf.equal(header[regressions], 1) & tf.equal(header_before[regressions], 0),
-            lambda: tf.py_function(self._warn_step_regression, [step, header_before[counters.LAST_STEP]], tf.bool),
-            lambda: tf.constant(False),
-        )
-        if not self._check.enabled:
-            return tf.constant("")
-        entries_bytes = self._entries_bytes
-        return tf.reshape(tf.cond(
-            tf.equal(header[counters.LOGGED], self.stuck_after),
-            lambda: tf.py_function(lambda r, s: self._run_check(entries_bytes, r, s), [record, step], tf.string),
-            lambda: tf.constant(""),
-        ), [])
-
-    def _write_variables(self, step, names_hash):
-        written = tf.summary.write(
-            md.variables_tag(self.name), tf.constant(self._entries_bytes), step=step,
-            metadata=md.create_summary_metadata(md.KIND_VARIABLES),
-        )
-        with tf.control_dependencies([written]):
-            self._names_written.assign(names_hash)
-        return written
-
-    # -- checks at training time (run from py_function, once) ---------------------
-
-    def _warn_step_regression(self, step, previous):
-        self._warn.once(
-            "step-regression",
-            "tb_varupdate: tracker %r got step %d after step %d: its step did not grow. "
-            "Verdicts count records, so nothing is hidden, but the tab's steps repeat; "
-            "pass a step that grows, e.g. step=optimizer.iterations or a global counter."
-            % (self.name, int(step.numpy()), int(previous.numpy())),
-            stacklevel=2,
-        )
-        return True
-
-    def _run_check(self, entries_bytes, record, step):
-        """The `on_stuck` check of the `stuck_after`-th record; returns its message or ""."""
-        given, matched = self._matcher.given, self._matcher.matched
-        if given and not matched:
-            self._warn.once(
-                "none-matched",
-                "tb_varupdate: tracker %r was given %d gradients but none matched a tracked "
-                "variable, so every gradient is recorded as not given. Pass (gradient, variable) "
-                "pairs whose variables are the tracked ones (or pass their model to the tracker)."
-                % (self.name, given),
-                stacklevel=2,
-            )
-        entries, _ = md.parse_variables(entries_bytes)
-        record = record.numpy()
-        # A variable with no element can never change: it is not stuck.
-        keep = [i for i, entry in enumerate(entries) if not (entry["shape"] and 0 in entry["shape"])]
-        message = self._check.find([entries[i] for i in keep], record[[0] + [i + 1 for i in keep]], int(step.numpy()))
-        if message is None:
-            return ""
-        self._check.message = message
-        if self.on_stuck == "warn":
-            self._warn.once("stuck", message, stacklevel=2)
-        elif self._in_eager_call:
-            self._pending_stuck = message
-        return message
+            self._recorder.in_eager_call = False
