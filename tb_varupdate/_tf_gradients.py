@@ -56,6 +56,7 @@ class Matcher:
         self._warn = warn
         self.given = 0
         self.matched = 0
+        self._fits = {}  # (row, sparse, dtype) -> (shape, kind) of the gradient checked last
 
     def match(self, gradients):
         """Returns (gradients per row, kinds per row as a tuple of measure.* kinds)."""
@@ -63,7 +64,7 @@ class Matcher:
         count = len(tracked)
         grads, given = [None] * count, [False] * count
         if gradients is not None:
-            items = [first_replica(item) for item in gradients]
+            items = list(gradients)
             if items and all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
                 for position, (grad, variable) in enumerate(items):
                     grad, variable = first_replica(grad), first_replica(variable)
@@ -73,6 +74,7 @@ class Matcher:
                         continue
                     grads[index], given[index] = grad, True
             else:
+                items = [first_replica(item) for item in items]
                 trainable = [i for i, t in enumerate(tracked) if t.trainable]
                 if len(items) == count:
                     order = range(count)
@@ -95,7 +97,7 @@ class Matcher:
             kind = self._kind(index, grad) if was_given else measure.NOT_GIVEN
             if kind in (measure.DENSE, measure.SPARSE):
                 self.matched += 1
-            if kind == measure.DENSE:
+            if kind == measure.DENSE and not isinstance(grad, tf.Tensor):
                 grads[index] = tf.convert_to_tensor(grad)
             kinds.append(kind)
         return grads, tuple(kinds)
@@ -104,12 +106,24 @@ class Matcher:
         """The kind of a given gradient, or NOT_GIVEN (with a warning) when it does not fit its variable."""
         if grad is None:
             return measure.NONE
-        tracked = self._variables.tracked[index]
         sparse = isinstance(grad, tf.IndexedSlices)
-        try:
-            values = grad.values if sparse else tf.convert_to_tensor(grad)
-        except (TypeError, ValueError) as err:
-            return self._misfit(tracked, "is not a tensor (%s: %s)" % (type(grad).__name__, err))
+        values = grad.values if sparse else grad
+        if not isinstance(values, tf.Tensor):
+            try:
+                values = tf.convert_to_tensor(values)
+            except (TypeError, ValueError) as err:
+                return self._misfit(self._variables.tracked[index], "is not a tensor (%s: %s)" % (type(grad).__name__, err))
+        # The checks below cost ~10 µs a gradient: done once per row, dtype and shape.
+        key = (index, sparse, values.dtype, values.shape if not sparse else values.shape[1:])
+        known = self._fits.get(key[:3])
+        if known is not None and known[0] == key[3]:
+            return known[1]
+        kind = self._check(index, values, sparse)
+        self._fits[key[:3]] = (key[3], kind)
+        return kind
+
+    def _check(self, index, values, sparse):
+        tracked = self._variables.tracked[index]
         if not (values.dtype.is_floating or values.dtype.is_complex):
             return self._misfit(tracked, "has dtype %s, expected a float gradient for this %s variable" % (
                 values.dtype.name, tracked.dtype.name))

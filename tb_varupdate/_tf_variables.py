@@ -173,7 +173,8 @@ class Variables:
         return added
 
     def trainable_mask(self):
-        return tuple(t.trainable for t in self.tracked)
+        # A tf.Variable's flag is fixed at creation; a Keras variable's can change.
+        return tuple(t.trainable if t.source is not t.variable else t.first_trainable for t in self.tracked)
 
     def entries(self):
         return [t.entry() for t in self.tracked]

@@ -227,8 +227,6 @@ class VariableUpdateTracker:
                 "nothing is written. Call log() inside `with writer.as_default():` "
                 "(writer = tf.summary.create_file_writer(logdir))." % self.name,
             )
-        if gradients is not None:
-            gradients = [first_replica(item) for item in gradients]
         grads, kinds = self._matcher.match(gradients)
         step = None if step is None else tf.cast(first_replica(step), tf.int64)
         trainable = self._variables.trainable_mask()
