@@ -11,6 +11,8 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	# Exactly this CPU build: a range admitting a newer release pulls a CUDA build of several GB.
+	$(PY) -m pip install -q torch==2.13.0
 	touch $@
 
 venv: $(VENV)/.installed

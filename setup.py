@@ -17,7 +17,7 @@ setuptools.setup(
     # The dashboard's source lives in frontend/ at the top of the repository
     # and ships inside the package, so the plugin can serve it from the wheel.
     package_dir={"tb_varupdate.frontend": "frontend"},
-    package_data={"tb_varupdate.frontend": ["*.js", "*.css", "vendor/*"]},
+    package_data={"tb_varupdate.frontend": ["*.js", "static/*.js", "static/*.css", "static/vendor/*"]},
     # Supported: the TensorFlow / TensorBoard 2.21 line with Keras 3. TensorFlow
     # itself is not required here: the backend and the CLI run without it, and
     # training code already has its own build (tensorflow, tensorflow-cpu, ...).
@@ -29,6 +29,10 @@ setuptools.setup(
     ],
     extras_require={
         "tf": ["tensorflow>=2.21,<2.22"],
+        # The PyTorch writer (tb_varupdate.torch). Tests and the demo install
+        # torch==2.13.0 exactly (Makefile): a range admitting a newer release
+        # pulls a CUDA build of several GB.
+        "torch": ["torch>=2.1"],
         "test": [
             "tensorflow-cpu>=2.21,<2.22",
             "keras>=3.10,<4",

@@ -38,20 +38,20 @@ def _stderr_to_devnull():
         os.close(saved)
 
 
-def _load_scenarios(verbose):
-    """Imports TensorFlow (via demo.scenarios) quietly unless `verbose`."""
+def load_scenarios(verbose=False):
+    """Every demo scenario, TensorFlow's then PyTorch's, importing TensorFlow quietly unless `verbose`."""
     if verbose:
-        from demo import scenarios
-        return scenarios
+        from demo import scenarios, torch_scenarios
+        return scenarios.SCENARIOS + torch_scenarios.SCENARIOS
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _stderr_to_devnull():
-        from demo import scenarios
+        from demo import scenarios, torch_scenarios
     import tensorflow as tf
 
     # Python-side TF warnings, e.g. "the dtype of the source tensor must be
     # floating" from the int_trainable scenario, which is on purpose.
     tf.get_logger().setLevel("ERROR")
-    return scenarios
+    return scenarios.SCENARIOS + torch_scenarios.SCENARIOS
 
 
 def _parser():
@@ -119,14 +119,14 @@ def main(argv=None):
         print("python -m demo: error: --only is not a valid regex: %s. Received: %r" % (err, args.only),
               file=sys.stderr)
         return 2
-    scenarios = _load_scenarios(args.verbose)
-    selected = [s for s in scenarios.SCENARIOS if pattern.search(s.name)]
+    scenarios = load_scenarios(args.verbose)
+    selected = [s for s in scenarios if pattern.search(s.name)]
     if args.list:
         for scenario in selected:
             print("%-30s %s" % (scenario.run, scenario.description))
         return 0
     if not selected:
-        names = ", ".join(s.name for s in scenarios.SCENARIOS)
+        names = ", ".join(s.name for s in scenarios)
         print("python -m demo: error: no scenario matches --only %r. Scenarios: %s" % (args.only, names),
               file=sys.stderr)
         return 2

@@ -15,14 +15,11 @@ Scenarios leave the tracker's warnings alone (the rebinding one is part of
 the story); `demo.run_all` collects them.
 """
 
-import dataclasses
-import os
-from typing import Callable, Dict, FrozenSet, Tuple
-
 import numpy as np
 import tensorflow as tf
 import keras
 
+from demo import catalogue
 from tb_varupdate.keras import VariableUpdateCallback
 from tb_varupdate.summary import VariableUpdateTracker
 
@@ -41,63 +38,8 @@ UPDATING, NEVER, STALLED, TINY, NON_FINITE = "updating", "never_updated", "stall
 PRESENT, MISSING, ZERO, NOT_LOGGED, GRAD_NON_FINITE = "present", "missing", "zero", "not_logged", "non_finite"
 
 
-@dataclasses.dataclass(frozen=True)
-class Scenario:
-    """A demo run and the verdicts it must produce.
-
-    Attributes:
-      name: the directory the scenario writes under the logdir.
-      write: `write(logdir)` trains the model and writes the run.
-      description: one line for the demo's progress and README.
-      expected: {variable: (status, gradient verdict)} for every variable.
-      not_trainable: the variables of `expected` that are not trainable.
-      keras_fit: True when written by `VariableUpdateCallback`, whose run is
-        `<name>/train`.
-    """
-
-    name: str
-    write: Callable[[str], None]
-    description: str
-    expected: Dict[str, Tuple[str, str]]
-    not_trainable: FrozenSet[str] = frozenset()
-    keras_fit: bool = False
-
-    @property
-    def run(self):
-        """The run name TensorBoard and `tb-varupdate check` show."""
-        return self.name + "/train" if self.keras_fit else self.name
-
-    @property
-    def healthy(self):
-        """True when no trainable variable should fail `tb-varupdate check`."""
-        failing = (NEVER, STALLED, NON_FINITE)
-        return not any(
-            status in failing for var, (status, _) in self.expected.items() if var not in self.not_trainable
-        )
-
-
 SCENARIOS = []
-
-
-def _scenario(name, description, expected, not_trainable=(), keras_fit=False):
-    """Registers `train(run_dir)` as the scenario `name(logdir)`."""
-
-    def register(train):
-        def write(logdir: str) -> None:
-            keras.utils.set_random_seed(SEED)
-            train(os.path.join(logdir, name))
-
-        # Named like the training function, but not functools.wraps: its
-        # __wrapped__ would make inspect show `train`'s (run_dir) signature.
-        write.__name__, write.__qualname__ = train.__name__, train.__qualname__
-        write.__doc__ = "Writes the run `<logdir>/%s`: %s." % (name, description)
-
-        SCENARIOS.append(
-            Scenario(name, write, description, dict(expected), frozenset(not_trainable), keras_fit)
-        )
-        return write
-
-    return register
+_scenario = catalogue.registry(SCENARIOS, lambda: keras.utils.set_random_seed(SEED))
 
 
 # -- shared pieces -------------------------------------------------------------
@@ -616,6 +558,129 @@ def compare_buggy(run_dir):
 )
 def compare_fixed(run_dir):
     _encoder_head(run_dir, detach_features=False)
+
+
+# -- custom train_step: a GAN with two optimizers, fine-tuning -----------------
+
+GAN_LATENT = 4
+
+
+class _Generator(keras.Model):
+    """Subclassed and built on its first call, inside the GAN's first traced train step."""
+
+    def __init__(self):
+        super().__init__(name="generator")
+        self.hidden = keras.layers.Dense(8, activation="relu", name="hidden")
+        self.refine = keras.layers.Dense(8, activation="relu", name="refine")
+        self.out = keras.layers.Dense(3, name="out")
+
+    def call(self, noise):
+        hidden = self.hidden(noise)
+        refined = self.refine(hidden)  # noqa: F841
+        # The bug: `hidden` where `refined` was meant; the refine layer's
+        # output never reaches the loss, so its gradient is None.
+        return self.out(hidden)
+
+
+class _GAN(keras.Model):
+    """A GAN in keras-io's style: `compile()` takes no optimizer; two of its own in train_step."""
+
+    def __init__(self):
+        super().__init__(name="gan")
+        self.generator = _Generator()
+        self.discriminator = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(8, activation="relu", name="hidden"),
+             keras.layers.Dense(1, name="out")], name="discriminator")
+        self.seed_generator = keras.random.SeedGenerator(SEED)
+
+    def compile(self, d_optimizer, g_optimizer):  # pylint: disable=arguments-differ
+        super().compile()
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+        self.loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def train_step(self, real):
+        batch = tf.shape(real)[0]
+        noise = keras.random.normal((batch, GAN_LATENT), seed=self.seed_generator)
+        fake = self.generator(noise)
+        with tf.GradientTape() as tape:
+            predictions = self.discriminator(tf.concat([fake, real], axis=0))
+            labels = tf.concat([tf.ones((batch, 1)), tf.zeros((batch, 1))], axis=0)
+            d_loss = self.loss_fn(labels, predictions)
+        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+
+        noise = keras.random.normal((batch, GAN_LATENT), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            g_loss = self.loss_fn(tf.zeros((batch, 1)), self.discriminator(self.generator(noise)))
+        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+@_scenario(
+    "gan_custom_train_step",
+    "a GAN with its own train_step and two optimizers; the generator drops its refine layer's output",
+    {
+        "generator/hidden/kernel": (UPDATING, PRESENT),
+        "generator/hidden/bias": (UPDATING, PRESENT),
+        "generator/refine/kernel": (NEVER, MISSING),
+        "generator/refine/bias": (NEVER, MISSING),
+        "generator/out/kernel": (UPDATING, PRESENT),
+        "generator/out/bias": (UPDATING, PRESENT),
+        "discriminator/hidden/kernel": (UPDATING, PRESENT),
+        "discriminator/hidden/bias": (UPDATING, PRESENT),
+        "discriminator/out/kernel": (UPDATING, PRESENT),
+        "discriminator/out/bias": (UPDATING, PRESENT),
+        # keras.random's seed state, advanced by every noise draw.
+        "seed_generator/seed_generator_state": (UPDATING, NOT_LOGGED),
+    },
+    not_trainable=("seed_generator/seed_generator_state",),
+    keras_fit=True,
+)
+def gan_custom_train_step(run_dir):
+    model = _GAN()
+    model.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2))
+    real = _regression(rows=32)[0]
+    model.fit(real, batch_size=8, epochs=8, shuffle=False, verbose=0, callbacks=[VariableUpdateCallback(run_dir)])
+
+
+def _finetune(run_dir, recompile):
+    """keras-io's transfer-learning recipe: train a head on a frozen base, then unfreeze it."""
+    x, y = _regression(rows=32)
+    base = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh", name="dense")], name="base")
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(base(inputs, training=False)), name="finetune")
+    callback = VariableUpdateCallback(run_dir)  # one callback for both fits: one series
+    base.trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(LR), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0, callbacks=[callback])
+    base.trainable = True
+    if recompile:
+        model.compile(optimizer=keras.optimizers.SGD(LR / 10), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0, callbacks=[callback])
+
+
+@_scenario(
+    "finetune_forgot_recompile",
+    "fine-tuning: base.trainable = True without compile() again; Keras keeps training the head only (the callback warns)",
+    {"base/dense/kernel": (NEVER, NOT_LOGGED), "base/dense/bias": (NEVER, NOT_LOGGED),
+     "head/kernel": (UPDATING, PRESENT), "head/bias": (UPDATING, PRESENT)},
+    not_trainable=("base/dense/kernel", "base/dense/bias"),
+    keras_fit=True,
+)
+def finetune_forgot_recompile(run_dir):
+    _finetune(run_dir, recompile=False)
+
+
+@_scenario(
+    "finetune_recompiled",
+    "fine-tuning as the guide does it: unfreeze, compile() again, the base trains from step 16",
+    {"base/dense/kernel": (UPDATING, PRESENT), "base/dense/bias": (UPDATING, PRESENT),
+     "head/kernel": (UPDATING, PRESENT), "head/bias": (UPDATING, PRESENT)},
+    keras_fit=True,
+)
+def finetune_recompiled(run_dir):
+    _finetune(run_dir, recompile=True)
 
 
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}

@@ -1,6 +1,7 @@
 // Entry point: TensorBoard's iframe imports this module and calls render().
-// Only wiring lives here; see app.js (controller), model.js (data) and
-// views.js / table.js / heatmap.js / charts.js (DOM).
+// Only wiring lives here; see static/app.js (controller and store),
+// static/panes/ (one module per view), static/model.js (data) and the DOM
+// modules (shell.js, table.js, heatmap.js, compare.js, detail.js, charts.js).
 
 import { createApp } from "./static/app.js";
 import { PLUGIN_NAME } from "./static/constants.js";
@@ -8,6 +9,7 @@ import { el } from "./static/dom.js";
 import { connectHost, followTheme } from "./static/host.js";
 import { createClient } from "./static/model.js";
 import { decodeState } from "./static/state.js";
+import { setVocabulary } from "./static/vocabulary.js";
 
 // Routes sit beside this module, so derive their URL from it: this holds
 // under --path_prefix and whatever base the host document sets.
@@ -74,6 +76,9 @@ export async function render() {
     "experimental.DataReloaded": () => app?.reload(),
   };
   const host = connectHost(handlers);
-  const initial = await hostUrlState(host);
-  app = createApp(root, createClient({ base: BASE }), initial);
+  const client = createClient({ base: BASE });
+  // The verdict words come from the backend (analysis.vocabulary()); a
+  // backend without the route leaves vocabulary.js's own copy in use.
+  const [initial] = await Promise.all([hostUrlState(host), client.vocabulary().then(setVocabulary, () => false)]);
+  app = createApp(root, client, initial);
 }

@@ -12,26 +12,13 @@ import numpy as np
 
 from tb_varupdate import metadata as md
 
-# Statuses, in the order a user should look at them.
-NON_FINITE = "non_finite"
-NEVER_UPDATED = "never_updated"
-STALLED = "stalled"
-TINY_UPDATES = "tiny_updates"
-UPDATING = "updating"
-STATUSES = (NON_FINITE, NEVER_UPDATED, STALLED, TINY_UPDATES, UPDATING)
-
-# Statuses that fail `tb-varupdate check` when the variable is trainable.
-PROBLEM_STATUSES = frozenset((NON_FINITE, NEVER_UPDATED, STALLED))
-
-# Gradient verdicts.
-GRAD_PRESENT = "present"
-GRAD_MISSING = "missing"
-GRAD_ZERO = "zero"
-GRAD_INTERMITTENT = "intermittent"
-GRAD_NON_FINITE = "non_finite"
-GRAD_NOT_LOGGED = "not_logged"
-GRADIENT_VERDICTS = (
-    GRAD_PRESENT, GRAD_MISSING, GRAD_ZERO, GRAD_INTERMITTENT, GRAD_NON_FINITE, GRAD_NOT_LOGGED,
+# The status and gradient words live in `vocabulary`; re-exported here, where
+# the CLI, the backend and the writers' stuck check have always found them.
+from tb_varupdate.diagnosis import TF, TORCH, diagnose
+from tb_varupdate.vocabulary import (  # noqa: F401  (re-exported)
+    COUNTED_STATUSES, EMPTY, GRAD_INTERMITTENT, GRAD_MISSING, GRAD_NON_FINITE, GRAD_NOT_LOGGED,
+    GRAD_PRESENT, GRAD_ZERO, GRADIENT_VERDICTS, NEVER_UPDATED, NON_FINITE, PROBLEM_STATUSES, STALLED,
+    STATUSES, TINY_UPDATES, UPDATING, FROZEN_LABEL, ACCEPTED_LABEL, STATUS_LABELS, vocabulary,
 )
 
 # The largest single update was below this fraction of the variable's norm:
@@ -50,10 +37,43 @@ STALL_MIN_LOGS = 20
 STALL_FRACTION = 0.25
 STALL_RHYTHM_FACTOR = 3
 
+# A run whose newest NON_FINITE_RUN_MIN_LOGS or more records in a row all had a
+# non-finite gradient has stopped training, whatever loss scaling does: a
+# dynamic loss scale halves at each skipped step, so Keras' default initial
+# scale of 2**15 (and GradScaler's 2**16) reaches 1 within 16 skips in a row,
+# after which the gradients themselves are non-finite. No fraction of the run
+# is asked for: 20 dead records at the end of 10,000 are as dead.
+NON_FINITE_RUN_MIN_LOGS = 20
+
 
 def _finite_or_none(value):
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def relative_update(delta_l2, value_l2, dtype=np.float64):
+    """The relative update DELTA_L2 / VALUE_L2 (vectorised): the one formula.
+
+    The table's `latest_relative_update`, the heatmap's cells and the detail
+    charts all use it, so a zero bias that never trains reads 0 ("no change")
+    everywhere.
+
+    Args:
+      delta_l2, value_l2: arrays of the same shape (or broadcastable).
+      dtype: of the result.
+
+    Returns:
+      `dtype` array: 0 where the delta is 0 (the variable did not change, even
+      if its value is 0), NaN where the ratio is undefined (value 0 or
+      non-finite, or a non-finite delta).
+    """
+    delta = np.asarray(delta_l2, dtype=dtype)
+    value = np.asarray(value_l2, dtype=dtype)
+    usable = np.isfinite(delta) & np.isfinite(value) & (value > 0)
+    ratio = np.full(np.broadcast(delta, value).shape, np.nan, dtype=dtype)
+    np.divide(delta, value, out=ratio, where=usable)
+    ratio[delta == 0] = 0.0
+    return ratio
 
 
 def _gradient_verdict(counts, value_went_non_finite):
@@ -76,126 +96,6 @@ def _gradient_verdict(counts, value_went_non_finite):
         return GRAD_ZERO
     # Non-finite gradients beside present ones are skipped steps (loss scaling).
     return GRAD_PRESENT
-
-
-_NEVER_UPDATED_CAUSE = {
-    GRAD_PRESENT: (
-        "a non-zero gradient arrived at {present} of {logged} logged steps but was never "
-        "applied: the variable is likely not passed to the optimizer (left out of "
-        "apply_gradients or of trainable_variables), its Python name was rebound with "
-        "`v = v - lr * g` (which makes a new tensor; use `v.assign_sub(lr * g)` or "
-        "`optimizer.apply_gradients`), or the learning rate is 0 or too small to move "
-        "{dtype} weights"
-    ),
-    GRAD_MISSING: (
-        "its gradient is None at every step: it is not connected to the loss (unused in "
-        "the forward pass, or reached only through non-differentiable ops such as argmax, "
-        "round or cast); call it on the path to the loss"
-    ),
-    GRAD_ZERO: (
-        "its gradient is exactly zero: dead units (ReLUs that never fire), a saturated "
-        "activation or a masked or all-zero input; check activations and initialisation, "
-        "or try LeakyReLU and a lower learning rate"
-    ),
-    GRAD_INTERMITTENT: (
-        "its gradient is None at some steps and never applied at the others: it is only "
-        "connected to the loss in some steps (a conditional branch) and then not passed "
-        "to the optimizer"
-    ),
-    GRAD_NON_FINITE: (
-        "its gradient is NaN or Inf, so the optimizer skips it or poisons it: look for "
-        "log(0), division by zero or an exploding loss; clip gradients or lower the "
-        "learning rate"
-    ),
-    GRAD_NOT_LOGGED: (
-        "no gradient was logged for it, so the likely causes are: it is not passed to the "
-        "optimizer, its Python name was rebound with `v = v - lr * g` (use "
-        "`v.assign_sub(lr * g)` or `optimizer.apply_gradients`), or the learning rate is "
-        "0; pass `gradients=` to `log()` to tell a disconnected variable from an "
-        "unapplied one"
-    ),
-}
-
-_LATEST_GRADIENT_HINT = {
-    md.GRAD_STATE_NONE: "its gradient is now None (the variable was disconnected from the loss)",
-    md.GRAD_STATE_ZERO: "its gradient is now zero (units died or saturated)",
-    md.GRAD_STATE_NON_FINITE: "its gradient is now NaN or Inf",
-    md.GRAD_STATE_PRESENT: (
-        "its gradient is still present, so the update is no longer applied: a learning "
-        "rate schedule that reached 0, a layer frozen mid-run, or the variable dropped "
-        "from the optimizer's list"
-    ),
-    md.GRAD_STATE_NOT_GIVEN: (
-        "likely a learning rate schedule that reached 0, a layer frozen mid-run, or the "
-        "variable dropped from the optimizer's list"
-    ),
-}
-
-
-def _diagnosis(row, latest_grad_state):
-    status, gradient = row["status"], row["gradient"]
-    if not row["trainable"]:
-        if status == NEVER_UPDATED:
-            return (
-                "Not trainable and never changed: frozen on purpose (trainable=False). "
-                "Not a problem unless you meant to train it."
-            )
-        if status == NON_FINITE:
-            return (
-                "Not trainable, but its value became NaN or Inf at step %d: a statistic "
-                "(e.g. BatchNorm moving variance) was fed non-finite activations."
-                % row["first_non_finite_step"]
-            )
-        return (
-            "Not trainable, changed by assignments (BatchNorm moving statistics, counters, "
-            "EMA): expected."
-        )
-    if status == NON_FINITE:
-        text = (
-            "Its value became NaN or Inf at step %d; everything downstream is poisoned. "
-            "Look for an exploding loss, log(0) or division by zero; lower the learning "
-            "rate, clip gradients, or use loss scaling with mixed precision."
-            % row["first_non_finite_step"]
-        )
-        if row["gradient_steps"]["non_finite"]:
-            text += " Its gradient was non-finite at %d steps." % row["gradient_steps"]["non_finite"]
-        return text
-    if status == NEVER_UPDATED:
-        cause = _NEVER_UPDATED_CAUSE[gradient].format(
-            present=row["gradient_steps"]["present"], logged=row["logged_steps"], dtype=row["dtype"]
-        )
-        return "Never changed: " + cause + "."
-    if status == STALLED:
-        return "Changed until step %d, then stopped for %d logged steps: %s." % (
-            row["last_update_step"], row["logs_since_update"], _LATEST_GRADIENT_HINT[latest_grad_state],
-        )
-    if status == TINY_UPDATES:
-        return (
-            "Changes, but its largest relative update was %.1e (below %.0e): the learning "
-            "rate is likely too small or the gradients vanish; raise the learning rate or "
-            "check the gradient scale." % (row["max_relative_update"], TINY_RELATIVE_UPDATE)
-        )
-    text = "Updating."
-    if gradient == GRAD_ZERO:
-        text = "Updating although its gradient is zero: changed by something else (weight decay, assignments)."
-    elif gradient == GRAD_MISSING:
-        text = "Updating although its gradient is None: changed by assignments, not by gradients."
-    skipped = row["gradient_steps"]["non_finite"]
-    if skipped:
-        text += (
-            " %d steps had a non-finite gradient and were skipped, as loss scaling does "
-            "with mixed precision; not a problem while values stay finite." % skipped
-        )
-    return text
-
-
-def _rows_note(row):
-    never = row["rows_total"] - row["rows_changed"]
-    if row["rows_changed"] < 0 or not row["rows_total"] or never <= 0:
-        return ""
-    return " %d%% of rows (%d of %d) never updated: ids that never occur in the data." % (
-        round(100.0 * never / row["rows_total"]), never, row["rows_total"],
-    )
 
 
 def _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel):
@@ -223,13 +123,25 @@ def _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_s
 
 def severity(row):
     """2 for a problem, 1 for a warning, 0 for healthy; problems sort first."""
+    if row["status"] == EMPTY:
+        return 0
     if not row["trainable"]:
-        return 2 if row["status"] == NON_FINITE else 0
-    if row["status"] in PROBLEM_STATUSES:
+        if row["status"] == NON_FINITE:
+            return 2
+        # A PyTorch parameter with requires_grad=False should not move.
+        return 1 if row.get("role") == md.ROLE_PARAMETER and row["changed_steps"] else 0
+    if row["status"] in PROBLEM_STATUSES or row.get("non_finite_gradient_run"):
         return 2
     if row["status"] == TINY_UPDATES or row["gradient"] in (GRAD_ZERO, GRAD_NON_FINITE):
         return 1
     return 0
+
+
+def _label(row):
+    """The badge word: frozen for a quiet row that does not change, else the status."""
+    if row["quiet"] and row["status"] in (NEVER_UPDATED, STALLED):
+        return FROZEN_LABEL
+    return STATUS_LABELS[row["status"]]
 
 
 def sort_key(row):
@@ -237,8 +149,107 @@ def sort_key(row):
     return (-row["severity"], STATUSES.index(row["status"]), row["variable"])
 
 
+def _non_finite_run(updates):
+    """Records in a row with a non-finite gradient at the end of the run, when a problem; else 0."""
+    if updates.logs_at_last_finite_grads is None:
+        return 0  # version 2 records do not say
+    run = updates.logged - updates.logs_at_last_finite_grads
+    return run if run >= NON_FINITE_RUN_MIN_LOGS else 0
+
+
+def _is_empty(shape):
+    return any(d == 0 for d in shape or ())
+
+
+def _row(entry, col, fcol, updates, step, run, relative, latest_state):
+    """One verdict row (without severity and sort) of variable `entry`.
+
+    `col` and `fcol` are the variable's ints and floats as Python lists;
+    `relative` its `relative_update` and `latest_state` its newest
+    `metadata.GRAD_STATE_*` (both computed for all rows at once).
+    """
+    logs_tracked = max(updates.logged - int(entry["joined"]), 0)
+    changed = int(col[md.CHANGED_STEPS])
+    logs_since = updates.logged - int(col[md.LOGS_AT_LAST_UPDATE]) if changed else logs_tracked
+    logs_to_last_update = int(col[md.LOGS_AT_LAST_UPDATE]) - int(entry["joined"]) if changed else 0
+    # Version 3 records carry the trainable flag of this record; version 2
+    # ones only the flag when the variable was first tracked.
+    first_trainable = bool(entry["trainable"])
+    trainable = bool(col[md.TRAINABLE] > 0) if updates.trainable is not None else first_trainable
+    counts = {
+        "present": int(col[md.GRAD_PRESENT_STEPS]),
+        "none": int(col[md.GRAD_NONE_STEPS]),
+        "zero": int(col[md.GRAD_ZERO_STEPS]),
+        "non_finite": int(col[md.GRAD_NON_FINITE_STEPS]),
+    }
+    non_finite_step = int(col[md.FIRST_NON_FINITE_STEP])
+    # NaN (and a negative value of an older writer): no change was measured
+    # against a non-zero norm (a zero-initialised bias), so the size is unknown.
+    max_rel = _finite_or_none(fcol[md.MAX_RELATIVE_UPDATE])
+    if max_rel is not None and max_rel < 0:
+        max_rel = None
+    first_step = int(col[md.FIRST_UPDATE_STEP])
+    last_step = int(col[md.LAST_UPDATE_STEP])
+    shape = entry["shape"]
+    value_l2 = _finite_or_none(fcol[md.VALUE_L2])
+    delta_l2 = _finite_or_none(fcol[md.DELTA_L2])
+    role = entry.get("role") if entry.get("role") in md.ROLES else None
+    empty = _is_empty(shape)
+    status = EMPTY if empty else _status(
+        logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel)
+    gradient = _gradient_verdict(counts, non_finite_step >= 0)
+    # A run of non-finite gradients at the end concerns the variables whose
+    # newest gradient is non-finite; their value stayed finite (skipped steps).
+    run = run if trainable and not empty and latest_state == md.GRAD_STATE_NON_FINITE and status != NON_FINITE else 0
+    if run:
+        gradient = GRAD_NON_FINITE
+        if changed and int(col[md.LOGS_AT_LAST_UPDATE]) <= updates.logged - run:
+            status = STALLED
+    row = {
+        "variable": entry["name"],
+        "trainable": trainable,
+        "shape": shape,
+        "dtype": entry["dtype"],
+        "role": role,
+        "status": status,
+        "gradient": gradient,
+        "first_update_step": first_step if changed else None,
+        "last_update_step": last_step if changed else None,
+        "stalled_since_step": last_step if status == STALLED else None,
+        "logs_since_update": logs_since,
+        "logged_steps": logs_tracked,
+        "changed_steps": changed,
+        "changed_fraction": (changed / logs_tracked) if logs_tracked else 0.0,
+        "latest_step": int(step),
+        "latest_delta_l2": delta_l2,
+        "latest_relative_update": relative if math.isfinite(relative) else None,
+        "max_relative_update": max_rel,
+        "value_l2": value_l2,
+        "gradient_l2": _finite_or_none(fcol[md.GRAD_L2]) if fcol[md.GRAD_L2] >= 0 else None,
+        "gradient_steps": dict(counts, not_given=logs_tracked - sum(counts.values())),
+        "first_non_finite_step": non_finite_step if non_finite_step >= 0 else None,
+        "non_finite_gradient_run": run or None,
+        "rows_changed": int(col[md.ROWS_CHANGED]),
+        "rows_total": shape[0] if shape and shape[0] is not None else 0,
+    }
+    facts = {
+        "framework": TORCH if role else TF, "role": role, "first_trainable": first_trainable,
+        "non_finite_run": run, "empty": empty, "tiny": TINY_RELATIVE_UPDATE,
+    }
+    row["diagnosis"] = diagnose(row, latest_state, facts)
+    if row["rows_changed"] < 0:
+        row["rows_changed"] = None
+    return row
+
+
 def verdicts(entries, updates, step):
     """One verdict row per variable, problems first.
+
+    Besides the counters, each row carries what the dashboard draws without
+    deciding anything: `severity` (2 problem, 1 warning, 0 healthy),
+    `problem` (fails `check`), `quiet` (not a concern: frozen on purpose, a
+    buffer, no elements), `label` (the badge word), `allowed` (accepted by
+    `apply_allow`) and `latest_relative_update` (`relative_update`).
 
     Args:
       entries: the variables record's entries (`metadata.parse_variables`).
@@ -256,66 +267,20 @@ def verdicts(entries, updates, step):
             "the updates record has %d variable rows but its variables record names "
             "only %d" % (updates.num_variables, len(entries))
         )
-    ints, floats = updates.ints, updates.floats
+    run = _non_finite_run(updates)
+    # Whole columns at once, then plain Python per row: NumPy scalars cost
+    # more than the rules (2,000 variables are one `variables` answer).
+    relative = relative_update(updates.floats[:, md.DELTA_L2], updates.floats[:, md.VALUE_L2]).tolist()
+    states = md.grad_state(updates.floats[:, md.GRAD_L2]).tolist()
+    ints, floats = updates.ints.tolist(), updates.floats.tolist()
     rows = []
     for index in range(updates.num_variables):
-        entry, col, fcol = entries[index], ints[index], floats[index]
-        logs_tracked = max(updates.logged - int(entry["joined"]), 0)
-        changed = int(col[md.CHANGED_STEPS])
-        logs_since = updates.logged - int(col[md.LOGS_AT_LAST_UPDATE]) if changed else logs_tracked
-        logs_to_last_update = int(col[md.LOGS_AT_LAST_UPDATE]) - int(entry["joined"]) if changed else 0
-        # Version 3 records carry the trainable flag of this record; version 2
-        # ones only the flag when the variable was first tracked.
-        trainable = bool(updates.trainable[index]) if updates.trainable is not None else bool(entry["trainable"])
-        counts = {
-            "present": int(col[md.GRAD_PRESENT_STEPS]),
-            "none": int(col[md.GRAD_NONE_STEPS]),
-            "zero": int(col[md.GRAD_ZERO_STEPS]),
-            "non_finite": int(col[md.GRAD_NON_FINITE_STEPS]),
-        }
-        non_finite_step = int(col[md.FIRST_NON_FINITE_STEP])
-        max_rel = _finite_or_none(fcol[md.MAX_RELATIVE_UPDATE])
-        first_step = int(col[md.FIRST_UPDATE_STEP])
-        last_step = int(col[md.LAST_UPDATE_STEP])
-        shape = entry["shape"]
-        value_l2 = _finite_or_none(fcol[md.VALUE_L2])
-        delta_l2 = _finite_or_none(fcol[md.DELTA_L2])
-        row = {
-            "variable": entry["name"],
-            "trainable": trainable,
-            "shape": shape,
-            "dtype": entry["dtype"],
-            "status": _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel),
-            "gradient": _gradient_verdict(counts, non_finite_step >= 0),
-            "first_update_step": first_step if changed else None,
-            "last_update_step": last_step if changed else None,
-            "logs_since_update": logs_since,
-            "logged_steps": logs_tracked,
-            "changed_steps": changed,
-            "changed_fraction": (changed / logs_tracked) if logs_tracked else 0.0,
-            "latest_step": int(step),
-            "latest_delta_l2": delta_l2,
-            "latest_relative_update": (
-                delta_l2 / value_l2 if delta_l2 is not None and value_l2 else None
-            ),
-            "max_relative_update": max_rel,
-            "value_l2": value_l2,
-            "gradient_l2": _finite_or_none(fcol[md.GRAD_L2]) if fcol[md.GRAD_L2] >= 0 else None,
-            "gradient_steps": dict(counts, not_given=logs_tracked - sum(counts.values())),
-            "first_non_finite_step": non_finite_step if non_finite_step >= 0 else None,
-            "rows_changed": int(col[md.ROWS_CHANGED]),
-            "rows_total": shape[0] if shape and shape[0] is not None else 0,
-        }
-        if row["status"] == STALLED:
-            row["stalled_since_step"] = last_step
-        else:
-            row["stalled_since_step"] = None
-        latest_state = md.grad_state(fcol[md.GRAD_L2]).item()
-        row["diagnosis"] = _diagnosis(row, latest_state) + _rows_note(row)
-        if row["rows_changed"] < 0:
-            row["rows_changed"] = None
+        row = _row(entries[index], ints[index], floats[index], updates, step, run, relative[index], states[index])
         row["severity"] = severity(row)
         row["problem"] = row["severity"] == 2
+        row["quiet"] = row["severity"] == 0 and (row["status"] == EMPTY or not row["trainable"])
+        row["allowed"] = False
+        row["label"] = _label(row)
         rows.append(row)
     rows.sort(key=sort_key)
     return rows
@@ -325,17 +290,19 @@ def summarize(rows):
     """Counts per status of trainable variables, and the number of problems.
 
     Returns:
-      dict with "variables", "trainable", "problems", "warnings" and
-      "by_status" ({status: count of trainable variables}).
+      dict with "variables", "trainable", "problems" (rows that fail `check`:
+      accepted ones do not), "warnings" and "by_status" ({status: count of
+      trainable variables} over COUNTED_STATUSES; a variable with no
+      elements is in none).
     """
-    by_status = {status: 0 for status in STATUSES}
+    by_status = {status: 0 for status in COUNTED_STATUSES}
     for row in rows:
-        if row["trainable"]:
+        if row["trainable"] and row["status"] in by_status:
             by_status[row["status"]] += 1
     return {
         "variables": len(rows),
         "trainable": sum(1 for row in rows if row["trainable"]),
-        "problems": sum(1 for row in rows if row["severity"] == 2),
+        "problems": sum(1 for row in rows if row["problem"]),
         "warnings": sum(1 for row in rows if row["severity"] == 1),
         "by_status": by_status,
     }
@@ -369,8 +336,9 @@ def compile_allow(patterns):
 def apply_allow(rows, allow):
     """Marks the problem rows whose variable matches an allow pattern as accepted.
 
-    An accepted row keeps its status and diagnosis, gets `"allowed": True`, and
-    is no longer a problem: it fails neither `check` nor the `on_stuck` check.
+    An accepted row keeps its status, severity and diagnosis, gets
+    `"allowed": True` (the dashboard's badge reads ACCEPTED_LABEL), and is no
+    longer a problem: it fails neither `check` nor the `on_stuck` check.
 
     Args:
       rows: verdict rows from `verdicts`.

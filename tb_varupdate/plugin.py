@@ -139,7 +139,8 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
         marker = "/plugin/%s/static/" % md.PLUGIN_NAME
         path = request.path
         relative = path[path.index(marker) + len(marker):] if marker in path else ""
-        return _static_file(request, relative)
+        # Disk layout is URL layout: `static/x.js` is frontend/static/x.js.
+        return _static_file(request, "static/" + relative if relative else "")
 
     # Implementations: plain data in, plain data out.
 

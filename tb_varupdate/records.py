@@ -145,25 +145,12 @@ def round_significant(values, digits):
 
 
 def relative_update(delta_l2, value_l2, dtype=np.float64):
-    """Per-step relative update DELTA_L2 / VALUE_L2 (vectorised).
+    """`analysis.relative_update`: the one formula of the table, heatmap and charts.
 
-    Args:
-      delta_l2, value_l2: arrays of the same shape (or broadcastable).
-      dtype: of the result; the heatmap asks for float32, which its four
-        significant digits do not notice, to halve the memory it sweeps.
-
-    Returns:
-      `dtype` array: 0 where the delta is 0 (the variable did not change, even
-      if its value is 0), NaN where the ratio is undefined (value 0 or
-      non-finite, or a non-finite delta).
+    The heatmap asks for float32, which its four significant digits do not
+    notice, to halve the memory it sweeps.
     """
-    delta = np.asarray(delta_l2, dtype=dtype)
-    value = np.asarray(value_l2, dtype=dtype)
-    usable = np.isfinite(delta) & np.isfinite(value) & (value > 0)
-    ratio = np.full(np.broadcast(delta, value).shape, np.nan, dtype=dtype)
-    np.divide(delta, value, out=ratio, where=usable)
-    ratio[delta == 0] = 0.0
-    return ratio
+    return analysis.relative_update(delta_l2, value_l2, dtype)
 
 
 def bucket_edges(first_step, last_step, buckets):

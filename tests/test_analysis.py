@@ -7,8 +7,14 @@ from tb_varupdate import analysis
 from tb_varupdate import metadata as md
 
 
-def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(4, 3), **columns):
-    """The verdict of one variable whose newest record has the given columns."""
+def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(4, 3), header=None,
+         first_trainable=None, role=None, version=3, **columns):
+    """The verdict of one variable whose newest record has the given columns.
+
+    `trainable` is the record's flag, `first_trainable` the variables record's
+    (the same unless given); `header` adds header fields; `version=2` drops
+    the TRAINABLE column as version 2 writers did.
+    """
     ints = np.zeros((1, md.NUM_COLUMNS), np.int64)
     floats = np.zeros((1, md.NUM_COLUMNS), np.float64)
     ints[0, [md.FIRST_UPDATE_STEP, md.LAST_UPDATE_STEP, md.FIRST_NON_FINITE_STEP, md.ROWS_CHANGED]] = -1
@@ -18,8 +24,16 @@ def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(
     for name, value in columns.items():
         column = getattr(md, name.upper())
         (floats if column in md.FLOAT_COLUMNS else ints)[0, column] = value
-    record = md.parse_updates(md.encode_updates({"logged": logged, "names_hash": 0, "every_n": 1}, ints, floats))
-    entry = {"name": "v", "shape": list(shape), "dtype": dtype, "trainable": trainable, "joined": joined}
+    fields = {"logged": logged, "names_hash": 0, "every_n": 1, "logs_at_last_finite_grads": logged}
+    fields.update(header or {})
+    array = md.encode_updates(fields, ints, floats)
+    if version == 2:
+        array = array[:, : md.NUM_COLUMNS_V2]
+    record = md.parse_updates(array)
+    entry = {"name": "v", "shape": list(shape), "dtype": dtype, "joined": joined,
+             "trainable": trainable if first_trainable is None else first_trainable}
+    if role:
+        entry["role"] = role
     (row,) = analysis.verdicts([entry], record, step)
     return row
 
@@ -152,3 +166,170 @@ def test_more_rows_than_names_is_a_format_error():
                                                 np.zeros((2, md.NUM_COLUMNS)), np.zeros((2, md.NUM_COLUMNS))))
     with pytest.raises(md.FormatError, match="2 variable rows but its variables record names only 1"):
         analysis.verdicts([{"name": "v", "shape": [], "dtype": "float32", "trainable": True, "joined": 0}], record, 0)
+
+
+# Honest verdicts (#10 items 6-7, #11, #13 item 14).
+
+def _dying(run, version=3, logged=1000):
+    """A variable that trained for `logged - run` records, then got only non-finite gradients (skipped)."""
+    healthy = logged - run
+    return _row(logged=logged, step=logged - 1, version=version, header={"logs_at_last_finite_grads": healthy},
+                changed_steps=healthy, first_update_step=0, last_update_step=healthy - 1,
+                logs_at_last_update=healthy, grad_present_steps=healthy, grad_non_finite_steps=run, grad_l2=np.inf)
+
+
+def test_non_finite_gradients_to_the_end_are_a_problem_whatever_loss_scaling_does():
+    row = _dying(analysis.NON_FINITE_RUN_MIN_LOGS + 30)
+    assert (row["status"], row["gradient"], row["problem"]) == ("stalled", "non_finite", True)
+    assert row["non_finite_gradient_run"] == 50
+    assert "NaN or Inf at each of the last 50 logged steps" in row["diagnosis"]
+    assert "last changed at step 949" in row["diagnosis"]
+
+
+@pytest.mark.parametrize(
+    "run, version",
+    [
+        (analysis.NON_FINITE_RUN_MIN_LOGS - 1, 3),  # a few skips in a row: loss scaling at work
+        (50, 2),  # version 2 records do not say how long the run is: as before
+    ],
+)
+def test_short_or_unknown_non_finite_runs_stay_loss_scale_skips(run, version):
+    row = _dying(run, version=version)
+    assert (row["status"], row["gradient"], row["problem"]) == ("updating", "present", False)
+    assert "skipped, as loss scaling does" in row["diagnosis"]
+    assert row["non_finite_gradient_run"] is None
+
+
+def test_non_finite_run_spares_variables_whose_gradient_is_finite_now():
+    row = _healthy(grad_l2=0.5, header={"logs_at_last_finite_grads": 10})
+    assert (row["status"], row["problem"], row["non_finite_gradient_run"]) == ("updating", False, None)
+
+
+def test_zero_gradient_says_the_loss_does_not_depend_on_it_not_only_dead_relus():
+    row = _row(grad_zero_steps=100, shape=(1,))
+    assert (row["status"], row["gradient"], row["problem"]) == ("never_updated", "zero", True)
+    assert "the loss does not depend on it" in row["diagnosis"]
+    assert "WGAN critic's output bias" in row["diagnosis"] and "--allow" in row["diagnosis"]
+
+
+def test_embedding_with_gradients_but_no_row_changed_was_not_applied():
+    row = _row(shape=(20000, 8), rows_changed=0, grad_present_steps=100)
+    assert (row["status"], row["gradient"]) == ("never_updated", "present")
+    assert "ids that never occur" not in row["diagnosis"]
+    assert "No row ever changed although gradients arrived: the update was not applied" in row["diagnosis"]
+    assert "learning rate is 0" in row["diagnosis"]
+
+
+@pytest.mark.parametrize("max_relative", [np.nan, -1.0])
+def test_unmeasured_relative_update_is_unknown_never_tiny(max_relative):
+    row = _healthy(max_relative_update=max_relative)
+    assert (row["status"], row["max_relative_update"], row["severity"]) == ("updating", None, 0)
+    assert "relative update is unknown" in row["diagnosis"]
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (5, 0)])
+def test_a_variable_without_elements_is_not_a_problem(shape):
+    row = _row(shape=shape, grad_zero_steps=100)
+    assert (row["status"], row["severity"], row["problem"], row["quiet"]) == ("empty", 0, False, True)
+    assert row["label"] == "no elements"
+    assert "no elements" in row["diagnosis"] and "dead" not in row["diagnosis"]
+    assert analysis.summarize([row])["by_status"] == dict.fromkeys(analysis.COUNTED_STATUSES, 0)
+
+
+def test_frozen_mid_run_after_changing_is_frozen_not_a_problem():
+    row = _row(trainable=False, first_trainable=True, changed_steps=50, first_update_step=0,
+               last_update_step=49, logs_at_last_update=50, grad_present_steps=50)
+    assert (row["trainable"], row["severity"], row["quiet"], row["label"]) == (False, 0, True, "frozen")
+    assert "Frozen (trainable=False now, trainable when first tracked); it last changed at step 49" in row["diagnosis"]
+
+
+@pytest.mark.parametrize(
+    "role, fix",
+    [(None, "call `compile()` again"), ("parameter", "optimizer.add_param_group")],
+)
+def test_unfrozen_without_effect_is_a_problem_that_names_the_recompile(role, fix):
+    row = _row(trainable=True, first_trainable=False, role=role, grad_present_steps=100)
+    assert (row["status"], row["problem"]) == ("never_updated", True)
+    assert "Made trainable after it was first tracked (unfrozen), but never changed" in row["diagnosis"]
+    assert fix in row["diagnosis"]
+
+
+def test_torch_frozen_parameter_that_changes_is_suspicious():
+    row = _row(trainable=False, role="parameter", changed_steps=100, first_update_step=0, last_update_step=99,
+               logs_at_last_update=100, grad_zero_steps=100)
+    assert (row["severity"], row["problem"], row["quiet"], row["role"]) == (1, False, False, "parameter")
+    assert "weight decay applied to a zero-filled gradient" in row["diagnosis"] and "`.data`" in row["diagnosis"]
+
+
+@pytest.mark.parametrize("changed", [0, 100])
+def test_torch_buffers_are_expected_to_change_or_not(changed):
+    row = _row(trainable=False, role="buffer", changed_steps=changed, first_update_step=0 if changed else -1,
+               last_update_step=99 if changed else -1, logs_at_last_update=changed)
+    assert (row["severity"], row["quiet"]) == (0, True)
+    assert "buffer" in row["diagnosis"].lower()
+
+
+@pytest.mark.parametrize(
+    "gradient_columns, cause",
+    [
+        (dict(grad_present_steps=100), "in none of the optimizer's `param_groups` (a layer replaced after the optimizer was created"),
+        (dict(grad_present_steps=100), "`p = p - lr * p.grad`"),
+        (dict(grad_none_steps=100), "`detach()` or `torch.no_grad()`"),
+        (dict(grad_none_steps=100), "`zero_grad()` runs between `backward()` and `step()`"),
+        (dict(grad_none_steps=100), "`find_unused_parameters=True`"),
+        (dict(grad_zero_steps=100), "`zero_grad(set_to_none=False)`"),
+        (dict(grad_zero_steps=100), "dead units"),
+        (dict(grad_non_finite_steps=100), "NaN or Inf"),
+    ],
+)
+def test_torch_rows_name_pytorch_causes(gradient_columns, cause):
+    row = _row(role="parameter", **gradient_columns)
+    assert (row["status"], row["problem"]) == ("never_updated", True)
+    assert cause in row["diagnosis"]
+    assert "assign_sub" not in row["diagnosis"]
+
+
+def test_torch_grad_scaler_skips_are_healthy():
+    row = _healthy(role="parameter", changed_steps=95, grad_present_steps=95, grad_non_finite_steps=5)
+    assert (row["status"], row["problem"]) == ("updating", False)
+    assert "skipped, as `GradScaler` does with AMP" in row["diagnosis"]
+
+
+def test_accepted_rows_are_marked_and_not_counted_as_problems():
+    row = _row(grad_zero_steps=100)
+    assert row["allowed"] is False
+    (accepted,) = analysis.apply_allow([row], analysis.compile_allow(["^v$"]))
+    assert (accepted["allowed"], accepted["problem"], accepted["severity"]) == (True, False, 2)
+    assert analysis.summarize([accepted])["problems"] == 0
+
+
+def test_rows_carry_what_the_dashboard_draws():
+    frozen = _row(trainable=False)
+    problem = _row(grad_present_steps=100)
+    assert (frozen["quiet"], frozen["label"], frozen["severity"]) == (True, "frozen", 0)
+    assert (problem["quiet"], problem["label"], problem["severity"]) == (False, "never updated", 2)
+
+
+def test_zero_bias_that_never_trains_has_relative_update_zero_like_the_heatmap():
+    row = _row(value_l2=0.0, delta_l2=0.0, grad_none_steps=100)
+    assert row["latest_relative_update"] == 0.0
+
+
+def test_relative_update_is_the_backends_formula():
+    from tb_varupdate import records
+
+    delta = np.array([0.0, 0.0, 1.0, 1.0, np.nan, 1.0, np.inf])
+    value = np.array([0.0, 2.0, 2.0, 0.0, 1.0, np.nan, 1.0])
+    expected = np.array([0.0, 0.0, 0.5, np.nan, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(analysis.relative_update(delta, value), expected)
+    np.testing.assert_array_equal(records.relative_update(delta, value), expected)
+
+
+def test_vocabulary_lists_every_status_and_gradient_in_order():
+    vocabulary = analysis.vocabulary()
+    assert [s["name"] for s in vocabulary["statuses"]] == list(analysis.STATUSES)
+    assert {s["name"] for s in vocabulary["statuses"] if s["problem"]} == analysis.PROBLEM_STATUSES
+    assert [g["name"] for g in vocabulary["gradients"]] == list(analysis.GRADIENT_VERDICTS)
+    assert vocabulary["counted_statuses"] == list(analysis.COUNTED_STATUSES)
+    assert [s["value"] for s in vocabulary["severities"]] == [2, 1, 0]
+    assert vocabulary["labels"] == {"frozen": "frozen", "accepted": "accepted"}

@@ -1,7 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { bannerLines, formatFraction, formatNumber, formatShape, formatStep, shapeSize, statusLabel } from "../format.js";
+import { bannerLines, formatFraction, formatNumber, formatShape, formatStep, shapeSize, statusLabel } from "../static/format.js";
 
 test("formatNumber uses exponents only for very small or large values", () => {
   assert.equal(formatNumber(0.0123), "0.0123");
@@ -33,10 +33,11 @@ test("formatShape and shapeSize handle scalars and unknown dimensions", () => {
   assert.equal(formatStep(0), "0");
 });
 
-test("statusLabel calls a never-changing non-trainable variable frozen", () => {
-  assert.equal(statusLabel({ trainable: false, status: "never_updated" }), "frozen");
-  assert.equal(statusLabel({ trainable: true, status: "never_updated" }), "never updated");
-  assert.equal(statusLabel({ trainable: false, status: "updating" }), "updating");
+test("statusLabel shows the backend's label (frozen is decided there) and marks accepted rows", () => {
+  assert.equal(statusLabel({ trainable: false, status: "never_updated", label: "frozen" }), "frozen");
+  assert.equal(statusLabel({ trainable: true, status: "never_updated", label: "never updated" }), "never updated");
+  assert.equal(statusLabel({ status: "tiny_updates" }), "tiny updates");
+  assert.equal(statusLabel({ status: "never_updated", label: "never updated", allowed: true }), "accepted: never updated");
 });
 
 test("bannerLines counts problems per status out of the trainable variables", () => {

@@ -1,7 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { ApiError, createClient, createLatest, matchesSelection, routeUrl } from "../model.js";
+import { ApiError, createClient, createLatest, matchesSelection, routeUrl } from "../static/model.js";
 
 function fakeFetch(routes) {
   const calls = [];

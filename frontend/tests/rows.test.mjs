@@ -2,8 +2,8 @@ import test from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  displayItems, filterCompareRows, filterRows, groupRows, layerOf, makeMatcher, sortRows, toggleSort, visibleRange,
-} from "../rows.js";
+  displayItems, filterCompareRows, filterRows, groupRows, layerOf, makeMatcher, rankRows, sortRows, toggleSort, visibleRange,
+} from "../static/rows.js";
 
 function row(variable, status, extra = {}) {
   const trainable = extra.trainable ?? true;
@@ -15,13 +15,17 @@ function row(variable, status, extra = {}) {
   };
 }
 
-const ROWS = [
-  row("model/dense/kernel", "updating", { latest_relative_update: 1e-3, changed_fraction: 1, shape: [8, 4] }),
+// In the server's order (analysis.sort_key), as the variables route sends them.
+const SERVER_ORDER = [
   row("model/dense/bias", "never_updated", { changed_fraction: 0 }),
-  row("model/bn/moving_mean", "never_updated", { trainable: false }),
   row("w", "stalled", { latest_relative_update: 0, changed_fraction: 0.5 }),
   row("model/dense_1/kernel", "tiny_updates", { severity: 1, latest_relative_update: 1e-8, changed_fraction: 1 }),
+  row("model/bn/moving_mean", "never_updated", { trainable: false }),
+  row("model/dense/kernel", "updating", { latest_relative_update: 1e-3, changed_fraction: 1, shape: [8, 4] }),
 ];
+const RANKED = rankRows(SERVER_ORDER);
+// Shuffled, as a client-side sort would leave them.
+const ROWS = [RANKED[4], RANKED[0], RANKED[3], RANKED[1], RANKED[2]];
 
 test("makeMatcher: substring is case-insensitive", () => {
   const m = makeMatcher("Dense");
@@ -46,7 +50,7 @@ test("filterRows combines the name filter and the status filter", () => {
   assert.equal(filterRows(ROWS, { query: "(", regex: true }).rows.length, ROWS.length);
 });
 
-test("sortRows default puts trainable never_updated first and frozen variables last", () => {
+test("sortRows default is the server's order: trainable never_updated first, frozen variables last", () => {
   const order = sortRows(ROWS).map((r) => r.variable);
   assert.deepEqual(order, ["model/dense/bias", "w", "model/dense_1/kernel", "model/bn/moving_mean", "model/dense/kernel"]);
 });

@@ -1,8 +1,8 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { NO_CHANGE_COLOR, RAMP } from "../constants.js";
-import { cellAt, cellColor, cellPixels, finiteOrNull, forLogScale, heatmapLayout, legendTicks, logDomain, rampColor, rowAt } from "../scale.js";
+import { NO_CHANGE_COLOR, RAMP } from "../static/constants.js";
+import { cellAt, cellColor, cellPixels, finiteOrNull, forLogScale, heatmapLayout, legendTicks, logDomain, rampColor, rowAt } from "../static/scale.js";
 
 test("rampColor hits the stops at the ends and the middle, and clamps", () => {
   assert.equal(rampColor(0), RAMP[0]);
@@ -66,7 +66,7 @@ test("forLogScale and finiteOrNull turn unplottable values into gaps", () => {
 });
 
 test("alignSeries joins runs logged at different steps onto one x axis", async () => {
-  const { alignSeries } = await import("../scale.js");
+  const { alignSeries } = await import("../static/scale.js");
   const aligned = alignSeries([
     { step: [0, 10, 20], values: [1, 2, NaN] },
     { step: [5, 10], values: [7, null] },

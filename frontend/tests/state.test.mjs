@@ -1,7 +1,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { DEFAULT_STATE, decodeState, encodeState, reconcile } from "../state.js";
+import { DEFAULT_STATE, decodeState, encodeState, reconcile } from "../static/state.js";
 
 test("encodeState leaves defaults out and round-trips through decodeState", () => {
   assert.equal(encodeState(DEFAULT_STATE), "");

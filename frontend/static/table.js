@@ -1,9 +1,10 @@
 // The overview table: a virtual list (only rows in view exist in the DOM,
 // so 2,000 variables render as fast as 20) and its row and header cells.
 
-import { GRADIENT_LABELS, OVERSCAN, ROW_HEIGHT } from "./constants.js";
+import { OVERSCAN, ROW_HEIGHT } from "./constants.js";
 import { el, replace } from "./dom.js";
-import { formatFraction, formatNumber, formatShape, formatStep, statusLabel } from "./format.js";
+import { formatFraction, formatNumber, formatShape, formatStep } from "./format.js";
+import { gradientBadge, nameText, problemBadge, statusBadge } from "./badges.js";
 import { layerOf, visibleRange } from "./rows.js";
 
 /**
@@ -89,19 +90,6 @@ export function headerRow(sort, onSort) {
   );
 }
 
-/** A status badge; frozen (non-trainable, never changed) is drawn quietly. */
-export function statusBadge(row) {
-  const quiet = !row.trainable && row.status !== "non_finite";
-  return el("span", {
-    className: `vu-badge vu-status--${row.status}${quiet ? " vu-badge--quiet" : ""}`,
-    text: statusLabel(row),
-  });
-}
-
-export function gradientBadge(gradient) {
-  return el("span", { className: `vu-badge vu-badge--small vu-grad--${gradient}`, text: GRADIENT_LABELS[gradient] || String(gradient) });
-}
-
 /** One table row (a variable) or a group header. */
 export function renderTableItem(item, { selected, grouped, onSelect, onToggleGroup }) {
   if (item.kind === "group") {
@@ -114,19 +102,22 @@ export function renderTableItem(item, { selected, grouped, onSelect, onToggleGro
         on: { click: () => onToggleGroup(item.key), keydown: (e) => e.key === "Enter" && onToggleGroup(item.key) },
       },
       el("span", { className: "vu-caret", text: item.collapsed ? "\u25b8" : "\u25be" }),
-      el("span", { className: "vu-group-name", title: item.key || "(top level)", text: item.key || "(top level)" }),
+      el("span", { className: "vu-group-name", title: item.key || "(top level)" }, nameText(item.key || "(top level)")),
       el("span", { className: "vu-group-count", text: `${item.count} variable${item.count === 1 ? "" : "s"}` }),
-      item.problems ? el("span", { className: "vu-badge vu-status--never_updated", text: `${item.problems} problem${item.problems === 1 ? "" : "s"}` }) : null,
+      problemBadge(item.problems, { words: true }),
     );
   }
   const row = item.row;
   const layer = layerOf(row.variable);
   const shown = grouped && layer ? row.variable.slice(layer.length + 1) : row.variable;
+  // How loud a row is comes from the verdict: `problem` (accepted problems
+  // are not), `severity` and `quiet`.
   const classes = ["vu-row"];
-  if (row.severity === 2) classes.push("vu-row--problem");
-  if (row.severity === 2 && row.status === "never_updated") classes.push("vu-row--never");
+  if (row.problem) classes.push("vu-row--problem");
+  if (row.problem && row.status === "never_updated") classes.push("vu-row--never");
   if (row.severity === 1) classes.push("vu-row--warning");
-  if (!row.trainable && row.severity === 0) classes.push("vu-row--quiet");
+  if (row.allowed) classes.push("vu-row--accepted");
+  if (row.quiet) classes.push("vu-row--quiet");
   if (row.variable === selected) classes.push("vu-row--selected");
   const num = (text) => el("span", { className: "vu-cell vu-num", text });
   return el(
@@ -137,7 +128,7 @@ export function renderTableItem(item, { selected, grouped, onSelect, onToggleGro
       attrs: { role: "row", tabindex: "0" },
       on: { click: () => onSelect(row.variable), keydown: (e) => e.key === "Enter" && onSelect(row.variable) },
     },
-    el("span", { className: "vu-cell vu-name", title: row.variable, text: shown }),
+    el("span", { className: "vu-cell vu-name", title: row.variable }, nameText(shown)),
     el("span", { className: "vu-cell" }, statusBadge(row)),
     el("span", { className: "vu-cell" }, gradientBadge(row.gradient)),
     el("span", { className: "vu-cell vu-dim", text: formatShape(row.shape) }),

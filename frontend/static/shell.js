@@ -1,9 +1,10 @@
-// DOM for the shell, run picker, banner, filters and messages. No fetching:
-// app.js hands in data and callbacks. See detail.js and compare.js for the rest.
+// DOM of the page skeleton, the run picker and messages. No fetching: app.js
+// hands in data and callbacks; each pane (panes/) draws its own view.
 
-import { RUN_COLORS, STATUSES, STATUS_LABELS, VIEW_LABELS, VIEWS } from "./constants.js";
+import { VIEW_LABELS, VIEWS } from "./constants.js";
 import { el, replace } from "./dom.js";
-import { bannerLines, runProblemText } from "./format.js";
+import { runProblemText } from "./format.js";
+import { nameText, problemBadge } from "./badges.js";
 
 /** The page skeleton; returns references to the parts app.js fills. */
 export function buildShell(root, on) {
@@ -83,11 +84,16 @@ export function emptyLogdirMessage() {
   );
 }
 
-/** The run picker: a radio to inspect a run, a checkbox to compare it. */
-export function renderRunPicker(refs, runs, state, on) {
-  const items = runs.map((run, i) => {
+/**
+ * The run picker: a radio to inspect a run, a checkbox to compare it.
+ *
+ * Args:
+ *   runColors: Map run -> colour (a Map: a run may be called `__proto__`).
+ */
+export function renderRunPicker(refs, runs, state, runColors, on) {
+  const items = runs.map((run) => {
     const problems = runProblemText(run);
-    const color = RUN_COLORS[i % RUN_COLORS.length];
+    const color = runColors.get(run.run);
     return el(
       "div",
       { className: `vu-run${run.run === state.run ? " vu-run--selected" : ""}`, dataset: { run: run.run } },
@@ -100,8 +106,8 @@ export function renderRunPicker(refs, runs, state, on) {
         className: "vu-compare-box", style: { accentColor: color },
         attrs: { "aria-label": `Compare ${run.run}` }, on: { change: (e) => on.compare(run.run, e.target.checked) },
       }),
-      el("span", { className: "vu-run-name", title: run.run, text: run.run, on: { click: () => on.run(run.run) } }),
-      problems ? el("span", { className: "vu-badge vu-status--never_updated vu-badge--small", title: "problem variables", text: problems }) : null,
+      el("span", { className: "vu-run-name", title: run.run, on: { click: () => on.run(run.run) } }, nameText(run.run)),
+      problemBadge(problems ? Number(problems) : 0, { small: true }),
     );
   });
   replace(refs.runList, items.length ? items : el("div", { className: "vu-dim", text: "No runs" }));
@@ -111,80 +117,35 @@ export function renderRunPicker(refs, runs, state, on) {
   refs.tagSelect.disabled = tags.length < 2;
 }
 
-/** The overview banner: "3 of 42 trainable variables never updated", chips filter. */
-export function renderBanner(node, response, onStatus) {
-  const { tone, lines } = bannerLines(response.summary);
-  const step = response.step ?? null;
-  const logged = response.logged ?? null;
-  const facts = [];
-  if (step !== null) facts.push(`latest step ${step}`);
-  if (logged !== null) facts.push(`${logged} logged record${logged === 1 ? "" : "s"}`);
-  const nonTrainable = (response.summary?.variables ?? 0) - (response.summary?.trainable ?? 0);
-  if (nonTrainable > 0) facts.push(`${nonTrainable} non-trainable`);
-  replace(
-    node,
-    el(
-      "div",
-      { className: `vu-banner vu-banner--${tone}`, attrs: { role: "status" } },
-      el(
-        "div",
-        { className: "vu-banner-lines" },
-        lines.map((line) =>
-          line.status && line.status !== "updating"
-            ? el("button", {
-                type: "button", className: `vu-banner-line vu-banner-line--${line.status}`, title: "Show only these",
-                text: line.text, dataset: { status: line.status }, on: { click: () => onStatus(line.status) },
-              })
-            : el("div", { className: "vu-banner-line", text: line.text }),
-        ),
-      ),
-      el("div", { className: "vu-banner-facts", text: facts.join(" \u00b7 ") }),
-    ),
-  );
-}
-
-/** The filter bar of the overview. */
-export function filterBar(state, on) {
-  const regexBox = el("input", { type: "checkbox", checked: state.regex, on: { change: (e) => on.filter({ regex: e.target.checked }) } });
-  const statusSelect = el(
-    "select",
-    { className: "vu-select", attrs: { "aria-label": "Status filter" }, on: { change: (e) => on.filter({ status: e.target.value }) } },
-    [["", "All statuses"], ["problems", "Problems"], ["warnings", "Problems and warnings"], ...STATUSES.map((s) => [s, STATUS_LABELS[s]])].map(
-      ([value, label]) => el("option", { value, selected: state.status === value, text: label }),
-    ),
-  );
-  const input = el("input", {
-    className: "vu-input", type: "search", placeholder: "Filter variables (substring or regex)", value: state.query,
-    attrs: { "aria-label": "Filter variables by name" }, on: { input: (e) => on.filter({ query: e.target.value }) },
-  });
-  const groupBox = el("input", { type: "checkbox", checked: state.group, on: { change: (e) => on.filter({ group: e.target.checked }) } });
-  const error = el("div", { className: "vu-filter-error", attrs: { role: "alert" }, hidden: true });
-  const count = el("span", { className: "vu-dim vu-count" });
-  const bar = el(
-    "div",
-    { className: "vu-filters" },
-    input,
-    el("label", { className: "vu-check", title: "Treat the filter as a regular expression" }, regexBox, "regex"),
-    statusSelect,
-    el("label", { className: "vu-check", title: "Group variables by layer path" }, groupBox, "group by layer"),
-    count,
-  );
+/**
+ * Folded warnings of a route. Warnings of the runs route are shown above
+ * every view; a view repeats only the ones that are new to it.
+ *
+ * Returns:
+ *   {global(warnings) -> node|null, local(warnings) -> node|null}.
+ */
+export function createWarnings() {
+  let seen = new Set();
+  function box(warnings) {
+    if (!warnings.length) return null;
+    const title = `${warnings.length} record${warnings.length === 1 ? " was" : "s were"} skipped`;
+    // Folded: the reasons matter when a run looks wrong, not on every visit.
+    return el(
+      "details",
+      { className: "vu-message vu-message--info vu-warnings" },
+      el("summary", { className: "vu-message-title", text: title }),
+      warnings.map((w) => el("p", { text: String(w) })),
+    );
+  }
   return {
-    element: el("div", {}, bar, error),
-    setError(message) {
-      error.hidden = !message;
-      error.textContent = message || "";
+    global(warnings) {
+      if (!Array.isArray(warnings)) return null;
+      seen = new Set(warnings.map(String));
+      return box(warnings);
     },
-    setCount(shown, total) {
-      count.textContent = shown === total ? `${total} variables` : `${shown} of ${total} variables`;
-    },
-    setStatus(value) {
-      statusSelect.value = value;
-    },
-    // The compare view edits the same name filter; show its current text.
-    sync(current) {
-      if (input.value !== current.query) input.value = current.query;
-      regexBox.checked = current.regex;
+    local(warnings) {
+      if (!Array.isArray(warnings)) return null;
+      return box(warnings.filter((w) => !seen.has(String(w))));
     },
   };
 }

@@ -1,7 +1,7 @@
 // Pure table logic: filter, sort, group by layer and virtual windows. No DOM.
 
-import { GRADIENT_LABELS, STATUSES } from "./constants.js";
 import { shapeSize } from "./format.js";
+import { gradientOrder, statusOrder } from "./vocabulary.js";
 
 /**
  * A name matcher from the filter box.
@@ -36,21 +36,31 @@ export function matchesStatus(row, status) {
   return row.status === status;
 }
 
-/** Rows passing the name and status filters, and the filter's error if any. */
-export function filterRows(rows, { query = "", regex = false, status = "" } = {}) {
-  const matcher = makeMatcher(query, regex);
+/**
+ * Rows passing the name and status filters, and the filter's error if any.
+ * `matches` (a Set of names, from match.js) replaces the name filter when given.
+ */
+export function filterRows(rows, { query = "", regex = false, status = "", matches = null } = {}) {
+  const matcher = matches ? { test: (name) => matches.has(name), error: null } : makeMatcher(query, regex);
   return { rows: rows.filter((r) => matcher.test(r.variable) && matchesStatus(r, status)), error: matcher.error };
 }
 
-const GRADIENT_ORDER = Object.keys(GRADIENT_LABELS);
+/**
+ * The rows of a `variables` answer, each with its `rank` in the server's
+ * order (analysis.sort_key: severity, status, name), which every sort keeps
+ * as its tie-breaker: the order is decided once, in the backend.
+ */
+export function rankRows(rows) {
+  return (rows || []).map((row, rank) => ({ ...row, rank }));
+}
 
 // Each sortable column maps a row to a comparable value; null sorts last
 // whichever the direction, so "never changed" never hides the data.
 const SORT_VALUES = {
   problems: null, // the server's order: severity, status, name
   variable: (r) => r.variable,
-  status: (r) => [-r.severity, STATUSES.indexOf(r.status)],
-  gradient: (r) => GRADIENT_ORDER.indexOf(r.gradient),
+  status: (r) => [-r.severity, statusOrder(r.status)],
+  gradient: (r) => gradientOrder(r.gradient),
   shape: (r) => shapeSize(r.shape),
   trainable: (r) => (r.trainable ? 1 : 0),
   first_update_step: (r) => r.first_update_step,
@@ -73,9 +83,9 @@ function compareValues(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** The server's problems-first order, kept as the tie-breaker of every sort. */
+/** The server's problems-first order (`rankRows`), kept as the tie-breaker of every sort. */
 function problemsOrder(a, b) {
-  return b.severity - a.severity || STATUSES.indexOf(a.status) - STATUSES.indexOf(b.status) || a.variable.localeCompare(b.variable);
+  return (a.rank ?? 0) - (b.rank ?? 0);
 }
 
 /** A sorted copy of rows; `dir` is "asc" or "desc". Unknown keys sort as "problems". */
@@ -154,8 +164,8 @@ export function visibleRange(scrollTop, viewportHeight, itemHeight, count, overs
   return { start: Math.max(0, Math.min(count, first - overscan)), end: Math.min(count, last + overscan) };
 }
 
-/** Compare rows filtered to those where runs disagree, when asked. */
-export function filterCompareRows(rows, { disagreeOnly = false, query = "", regex = false } = {}) {
-  const matcher = makeMatcher(query, regex);
+/** Compare rows filtered to those where runs disagree, when asked (`matches` as in filterRows). */
+export function filterCompareRows(rows, { disagreeOnly = false, query = "", regex = false, matches = null } = {}) {
+  const matcher = matches ? { test: (name) => matches.has(name), error: null } : makeMatcher(query, regex);
   return { rows: rows.filter((r) => (!disagreeOnly || r.disagree) && matcher.test(r.variable)), error: matcher.error };
 }

@@ -2,49 +2,7 @@
 
 export const PLUGIN_NAME = "varupdate";
 
-// Statuses in the order a user should look at them (as analysis.STATUSES).
-export const STATUSES = ["non_finite", "never_updated", "stalled", "tiny_updates", "updating"];
-export const PROBLEM_STATUSES = new Set(["non_finite", "never_updated", "stalled"]);
-
-export const STATUS_LABELS = {
-  non_finite: "NaN / Inf",
-  never_updated: "never updated",
-  stalled: "stalled",
-  tiny_updates: "tiny updates",
-  updating: "updating",
-};
-
-// A non-trainable variable that never changes is frozen on purpose: it gets
-// its own quiet label so it never reads as an error.
-export const FROZEN_LABEL = "frozen";
-
-// How the banner phrases each status after "N of M trainable variables ...".
-export const STATUS_PHRASES = {
-  non_finite: "became NaN or Inf",
-  never_updated: "never updated",
-  stalled: "stalled",
-  tiny_updates: "have tiny updates",
-  updating: "are updating",
-};
-
-export const GRADIENT_LABELS = {
-  present: "present",
-  missing: "no gradient",
-  zero: "zero gradient",
-  intermittent: "intermittent",
-  non_finite: "NaN gradient",
-  not_logged: "not logged",
-};
-
-// Per-step gradient states of the `series` route, for the state strip.
-export const GRADIENT_STATES = ["present", "zero", "none", "non_finite", "not_given"];
-export const GRADIENT_STATE_LABELS = {
-  present: "present",
-  zero: "zero",
-  none: "None (disconnected)",
-  non_finite: "NaN / Inf",
-  not_given: "not logged",
-};
+// Colours of the per-record gradient states (vocabulary.js names them).
 export const GRADIENT_STATE_COLORS = {
   present: "#43a047",
   zero: "#fbc02d",

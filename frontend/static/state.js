@@ -2,6 +2,7 @@
 
 import { VIEWS } from "./constants.js";
 import { SORT_KEYS } from "./rows.js";
+import { statusNames } from "./vocabulary.js";
 
 export const DEFAULT_STATE = Object.freeze({
   run: null,
@@ -17,10 +18,11 @@ export const DEFAULT_STATE = Object.freeze({
   group: false,
   collapsed: [], // layer paths folded in the grouped table
   disagree: false, // compare view: only rows where runs disagree
+  compareVariable: null, // compare view: variable whose overlaid charts are open
   log: true, // detail charts on a log y axis
 });
 
-const STATUS_FILTERS = new Set(["", "problems", "warnings", "non_finite", "never_updated", "stalled", "tiny_updates", "updating"]);
+const isStatusFilter = (value) => ["", "problems", "warnings"].includes(value) || statusNames().includes(value);
 
 /** The state as a string like "run=a&view=heatmap", leaving defaults out. */
 export function encodeState(state) {
@@ -56,7 +58,7 @@ export function decodeState(text) {
   if (!VIEWS.includes(state.view)) state.view = DEFAULT_STATE.view;
   if (!SORT_KEYS.includes(state.sort)) state.sort = DEFAULT_STATE.sort;
   if (state.dir !== "asc" && state.dir !== "desc") state.dir = DEFAULT_STATE.dir;
-  if (!STATUS_FILTERS.has(state.status)) state.status = DEFAULT_STATE.status;
+  if (!isStatusFilter(state.status)) state.status = DEFAULT_STATE.status;
   return state;
 }
 

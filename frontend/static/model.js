@@ -72,6 +72,7 @@ export function createClient({ base = "", fetchImpl = (...args) => globalThis.fe
     series: (run, tag, variables) => get("series", { run, tag, variable: variables }),
     heatmap: (run, tag, buckets) => get("heatmap", { run, tag, buckets }),
     compare: (tag, runs) => get("compare", { tag, run: runs }),
+    vocabulary: () => get("vocabulary"),
     clear: () => cache.clear(),
   };
 }

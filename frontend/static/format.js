@@ -1,6 +1,6 @@
 // Pure text formatting for numbers, shapes and the banner. No DOM.
 
-import { FROZEN_LABEL, PROBLEM_STATUSES, STATUSES, STATUS_LABELS, STATUS_PHRASES } from "./constants.js";
+import { countedStatuses, isProblemStatus, label, statusLabel as vocabularyLabel, statusPhrase } from "./vocabulary.js";
 
 const DASH = "\u2013";
 
@@ -41,10 +41,10 @@ export function shapeSize(shape) {
   return shape.reduce((n, d) => n * (Number.isFinite(d) ? d : 0), 1);
 }
 
-/** The status word shown in a row's badge. */
+/** The word shown in a row's badge: the backend's `label`, "accepted" for an allowed problem. */
 export function statusLabel(row) {
-  if (!row.trainable && row.status === "never_updated") return FROZEN_LABEL;
-  return STATUS_LABELS[row.status] || String(row.status);
+  if (row.allowed) return `${label("accepted")}: ${row.label ?? vocabularyLabel(row.status)}`;
+  return row.label ?? vocabularyLabel(row.status);
 }
 
 /**
@@ -67,12 +67,12 @@ export function bannerLines(summary) {
     };
   }
   const lines = [];
-  for (const status of STATUSES) {
+  for (const status of countedStatuses()) {
     const count = byStatus[status] ?? 0;
     if (!count || status === "updating") continue;
-    lines.push({ status, count, text: `${count} of ${trainable} trainable variables ${STATUS_PHRASES[status]}` });
+    lines.push({ status, count, text: `${count} of ${trainable} trainable variables ${statusPhrase(status)}` });
   }
-  const problems = lines.some((l) => PROBLEM_STATUSES.has(l.status));
+  const problems = lines.some((l) => isProblemStatus(l.status));
   if (!lines.length) {
     const text = trainable === 1 ? "The trainable variable is updating" : `All ${trainable} trainable variables are updating`;
     return { tone: "ok", lines: [{ status: "updating", count: trainable, text }] };

@@ -1,10 +1,11 @@
 // Line charts (vendored uPlot) and the gradient-state strip of the detail view.
 
 import uPlot from "./vendor/uPlot.esm.js";
-import { GRADIENT_STATE_COLORS, GRADIENT_STATE_LABELS } from "./constants.js";
+import { GRADIENT_STATE_COLORS } from "./constants.js";
 import { cssVar, el, replace } from "./dom.js";
 import { formatNumber } from "./format.js";
 import { forLogScale } from "./scale.js";
+import { gradientStateLabel } from "./vocabulary.js";
 
 /** A uPlot plugin that shows the step and each series' value under the cursor. */
 function tooltipPlugin() {
@@ -129,7 +130,7 @@ export function gradientStrip(container, steps, states) {
   });
   canvas.addEventListener("mousemove", (event) => {
     const i = Math.floor((event.clientX - canvas.getBoundingClientRect().left) / cell);
-    if (i >= 0 && i < n) readout.textContent = `step ${steps[i]}: ${GRADIENT_STATE_LABELS[states[i]] || states[i]}`;
+    if (i >= 0 && i < n) readout.textContent = `step ${steps[i]}: ${gradientStateLabel(states[i])}`;
   });
   const present = [...new Set(states)];
   const legend = el(
@@ -137,7 +138,7 @@ export function gradientStrip(container, steps, states) {
     { className: "vu-legend" },
     present.map((state) => [
       el("span", { className: "vu-swatch", style: { background: GRADIENT_STATE_COLORS[state] || "#9e9e9e" } }),
-      el("span", { text: GRADIENT_STATE_LABELS[state] || String(state) }),
+      el("span", { text: gradientStateLabel(state) }),
     ]),
     readout,
   );

@@ -6,8 +6,8 @@ import { el, replace } from "./dom.js";
 import { formatFraction, formatNumber, formatShape, formatStep } from "./format.js";
 import { alignSeries, finiteOrNull } from "./scale.js";
 import { gradientStrip, lineChart } from "./charts.js";
-import { gradientBadge, statusBadge } from "./table.js";
-import { messageBox, withCode } from "./views.js";
+import { gradientBadge, nameText, statusBadge } from "./badges.js";
+import { messageBox, withCode } from "./shell.js";
 
 function fact(label, value) {
   return el("div", { className: "vu-fact" }, el("span", { className: "vu-fact-label", text: label }), el("span", { className: "vu-fact-value", text: value }));
@@ -37,7 +37,7 @@ function titleBar(name, middle, close) {
   return el(
     "div",
     { className: "vu-detail-title" },
-    el("h3", { className: "vu-detail-name", title: name, text: name }),
+    el("h3", { className: "vu-detail-name", title: name }, nameText(name)),
     ...middle,
     el("button", { className: "vu-button vu-button--flat", type: "button", text: "Close", on: { click: close } }),
   );
@@ -49,7 +49,7 @@ function detailHeader(row, name, on) {
     "div",
     { className: "vu-detail-head" },
     titleBar(name, [row ? statusBadge(row) : null, row ? gradientBadge(row.gradient) : null], on.close),
-    row ? el("p", { className: `vu-diagnosis-full${row.severity === 2 ? " vu-diagnosis--problem" : ""}` }, withCode(row.diagnosis || "")) : null,
+    row ? el("p", { className: `vu-diagnosis-full${row.problem ? " vu-diagnosis--problem" : ""}` }, withCode(row.diagnosis || "")) : null,
     row
       ? el(
           "div",
@@ -130,7 +130,7 @@ export function renderCompareDetail(node, { name, responses, state, runColors },
     const data = alignSeries(present.map(({ response }) => ({ step: response.series[name].step, values: response.series[name][metric.key] })));
     lineChart(charts, {
       title: metric.title, data, log: state.log,
-      series: present.map(({ run }) => ({ label: run, color: runColors[run] })),
+      series: present.map(({ run }) => ({ label: run, color: runColors.get(run) })),
     });
   }
 }

@@ -1,0 +1,217 @@
+"""PyTorch training overhead: step time with each way of logging, as a ratio to none.
+
+Every variant trains the same model with the same optimizer in one process,
+their timed blocks interleaved round by round so drift in machine load hits
+them alike; the median over rounds is reported. A "step" is zero_grad,
+forward, backward and `optimizer.step()`, then the variant's logging:
+
+* tracker every step / every 10 steps: `ParameterUpdateTracker.log(step)`
+  (what `attach(optimizer)` calls from the step hook);
+* histograms every step: `SummaryWriter.add_histogram` of every parameter and
+  of its gradient, what users do today;
+* bare floor: the least work that can tell a change and its size, one
+  snapshot per parameter, the distance to it, copy back, one `.cpu()`.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import tb_varupdate.torch as tbt  # noqa: E402
+from tb_varupdate._torch_measure import LARGE_ELEMENTS  # noqa: E402
+
+BATCH = 256
+THREADS = 1
+VARIANTS = ("no logging", "tracker every step", "tracker every 10 steps", "histograms every step", "bare floor")
+
+
+def mlp(width=1024):
+    """~2.6M parameters: 1024 -> 1024 -> 1024 -> 512 -> 10, as benchmarks/training.py's Keras MLP."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, width), torch.nn.ReLU(),
+        torch.nn.Linear(width, width // 2), torch.nn.ReLU(), torch.nn.Linear(width // 2, 10),
+    )
+
+
+def many_small(layers=150, width=32):
+    """150 small Linear layers: 300 parameter tensors, ~160k parameters."""
+    modules = []
+    for _ in range(layers - 1):
+        modules += [torch.nn.Linear(width, width), torch.nn.Tanh()]
+    return torch.nn.Sequential(*modules, torch.nn.Linear(width, 10))
+
+
+class _Floor:
+    """Snapshot and diff, the cheapest way found: large tensors one at a time
+    (`torch.dist`, then the copy, while in cache), small ones by foreach kernels."""
+
+    def __init__(self, params):
+        self.large = [p for p in params if p.numel() >= LARGE_ELEMENTS]
+        self.small = [p for p in params if p.numel() < LARGE_ELEMENTS]
+        self.large_snapshots = [p.detach().clone() for p in self.large]
+        self.small_snapshots = [p.detach().clone() for p in self.small]
+
+    def __call__(self):
+        with torch.no_grad():
+            norms = []
+            for param, snapshot in zip(self.large, self.large_snapshots):
+                norms.append(torch.dist(param, snapshot))
+                snapshot.copy_(param)
+            if self.small:
+                torch._foreach_sub_(self.small_snapshots, self.small)  # pylint: disable=protected-access
+                norms += torch._foreach_norm(self.small_snapshots)  # pylint: disable=protected-access
+                torch._foreach_copy_(self.small_snapshots, self.small)  # pylint: disable=protected-access
+            return torch.stack(norms).cpu()
+
+
+class Bench:
+    """One model, its optimizer and data, and the logging of each variant."""
+
+    def __init__(self, model, logdir):
+        torch.manual_seed(0)
+        self.model = model
+        self.params = list(model.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=1e-4)
+        width = self.params[0].shape[1]
+        self.x = torch.randn(BATCH, width)
+        self.y = torch.randint(0, 10, (BATCH,))
+        from torch.utils.tensorboard import SummaryWriter  # pylint: disable=import-outside-toplevel
+
+        self.writer = SummaryWriter(logdir)
+        self.trackers = {
+            "tracker every step": tbt.ParameterUpdateTracker(model, writer=self.writer, name="every_step", on_stuck="ignore"),
+            "tracker every 10 steps": tbt.ParameterUpdateTracker(
+                model, writer=self.writer, name="every_10", every_n_steps=10, on_stuck="ignore"),
+        }
+        self.floor = _Floor(self.params)
+        self.names = [name for name, _ in model.named_parameters()]
+
+    def step(self, variant, step):
+        self.optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+        self.optimizer.step()
+        if variant in self.trackers:
+            self.trackers[variant].log(step)
+        elif variant == "histograms every step":
+            for name, param in zip(self.names, self.params):
+                self.writer.add_histogram(name, param, step)
+                self.writer.add_histogram(name + "/gradient", param.grad, step)
+        elif variant == "bare floor":
+            self.floor()
+
+    def close(self):
+        for tracker in self.trackers.values():
+            tracker.close()
+        self.writer.close()
+
+
+def step_times(model, rounds, steps_per_round):
+    """Median seconds per step for each variant (interleaved rounds)."""
+    times = {name: [] for name in VARIANTS}
+    with tempfile.TemporaryDirectory() as logdir:
+        bench = Bench(model, logdir)
+        step = 0
+        for name in VARIANTS:  # warm up every path
+            for _ in range(2):
+                bench.step(name, step)
+                step += 1
+        for round_index in range(rounds):
+            # Rotated each round, so no variant always follows the slow histograms.
+            for name in VARIANTS[round_index % len(VARIANTS):] + VARIANTS[:round_index % len(VARIANTS)]:
+                start = time.perf_counter()
+                for _ in range(steps_per_round):
+                    bench.step(name, step)
+                    step += 1
+                times[name].append((time.perf_counter() - start) / steps_per_round)
+        bench.close()
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def _rows(times):
+    base = times["no logging"]
+    return [
+        (name, common.ms(seconds), "%.3fx" % (seconds / base), "%+.2f ms" % ((seconds - base) * 1e3))
+        for name, seconds in times.items()
+    ]
+
+
+def _why_missed(times):
+    base = times["no logging"]
+    added, floor_added = times["tracker every step"] - base, times["bare floor"] - base
+    if floor_added >= added:
+        return (
+            "the bare floor measured +%.2f ms in the same rounds, more than the tracker's +%.2f ms: "
+            "what is left is this shared machine's load, beyond what interleaving evens out" % (floor_added * 1e3, added * 1e3)
+        )
+    return (
+        "bare floor: %.3fx (+%.2f ms); the tracker also reads each value and gradient once (norms "
+        "for relative updates and gradient states)" % (times["bare floor"] / base, floor_added * 1e3)
+    )
+
+
+def _targets(short, times, with_ratio):
+    base = times["no logging"]
+    added = times["tracker every step"] - base
+    hist_added = times["histograms every step"] - base
+    floor_added = times["bare floor"] - base
+    targets = []
+    if with_ratio:
+        ratio = times["tracker every step"] / base
+        targets.append(common.Target(
+            "PyTorch tracker every step / no logging (%s)" % short, "%.3fx" % ratio, "<= 1.05x", ratio <= 1.05,
+            "" if ratio <= 1.05 else _why_missed(times),
+        ))
+    factor = hist_added / added if added > 0 else float("inf")
+    targets.append(common.Target(
+        "PyTorch histograms added / tracker added (%s)" % short,
+        "%.0fx" % factor if np.isfinite(factor) else "tracker added <= 0", ">= 20x", factor >= 20,
+    ))
+    return targets
+
+
+def run(quick):
+    # As in a PyTorch-only environment: torch's SummaryWriter would otherwise
+    # import TensorFlow (through tensorboard.compat) when it is installed, as it
+    # is in this repository's test environment. run.py gives each section its
+    # own process, so this blocks nothing else.
+    sys.modules.setdefault("tensorflow", None)
+    # One intra-op thread: on this shared 2-core machine two OpenMP threads
+    # made the MLP's step about 2x slower and far noisier (threads spinning
+    # while the other core runs another process).
+    torch.set_num_threads(THREADS)
+    models = [
+        ("MLP", "2.6M-parameter MLP, batch %d" % BATCH, mlp(256 if quick else 1024), True),
+        ("300 tensors", "150 Linear(32, 32) layers (300 parameter tensors, ~160k parameters), batch %d" % BATCH,
+         many_small(20 if quick else 150), False),
+    ]
+    rounds, steps = (2, 2) if quick else (25, 3)
+    parts, targets = [], []
+    for short, description, model, with_ratio in models:
+        common.progress("torch training: %s" % short)
+        times = step_times(model, rounds, steps)
+        parts.append("**%s** (Adam; median of %d interleaved rounds of %d steps; torch %s, %d threads):\n\n%s" % (
+            description, rounds, steps, torch.__version__, torch.get_num_threads(),
+            common.table(("variant", "step", "ratio", "added"), _rows(times))))
+        targets += _targets(short, times, with_ratio)
+    body = "\n\n".join(parts + [
+        "The tracker's per-record work: for tensors of at least %d elements, one at a time, the "
+        "distance to the snapshot (`torch.dist`) and the value's norm; for smaller ones, `snapshot -= "
+        "value` and both norms by `torch._foreach_*` kernels; the gradients' norms by foreach kernels; "
+        "the snapshot copy; one `.cpu()` of all norms; float64 second looks where a float32 norm was 0 "
+        "or not finite (the 300-tensor tanh stack's early gradients underflow); then the counters "
+        "folded on the host (`counters.fold` over torch CPU tensors) and one summary written. The bare "
+        "floor does the distance and the copy only. TensorFlow is blocked in this process, as in a "
+        "PyTorch-only environment (torch's SummaryWriter imports it when installed)." % LARGE_ELEMENTS,
+    ])
+    return common.Section("Training overhead, PyTorch", body, targets)
+
+
+if __name__ == "__main__":
+    sys.exit(common.main_for(run))

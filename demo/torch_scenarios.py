@@ -1,0 +1,179 @@
+"""PyTorch demo runs: one tiny, deterministic training per way a parameter fails to update.
+
+Every scenario trains a real `torch.nn.Module` on the CPU for a few dozen
+steps and writes one TensorBoard run, `<logdir>/<name>`, with
+`tb_varupdate.torch.ParameterUpdateTracker`, so the PyTorch runs sit in the
+same "Variable Updates" tab beside the TensorFlow ones. Its `SCENARIOS` are
+`demo.catalogue.Scenario`s like `demo.scenarios.SCENARIOS`, and
+`demo.run_all` runs both lists. No TensorFlow import.
+"""
+
+import datetime
+import os
+import socket
+import time
+
+import torch
+
+from demo import catalogue
+import tb_varupdate.torch as tbt
+
+STEPS = 30
+LR = 0.1
+SEED = 7
+DDP_WORLD = 2
+DDP_DEADLINE_S = 150
+
+UPDATING, NEVER = "updating", "never_updated"
+PRESENT, MISSING, ZERO, NOT_LOGGED = "present", "missing", "zero", "not_logged"
+
+
+SCENARIOS = []
+_scenario = catalogue.registry(SCENARIOS, lambda: torch.manual_seed(SEED))
+
+
+def _data(rows=32):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(rows, 3, generator=generator) * 2 - 1
+    return x, x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+
+
+class _Net(torch.nn.Module):
+    """Linear(3, 8) -> ReLU -> BatchNorm -> Linear(8, 1), named hidden / norm / head."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = torch.nn.Linear(3, 8)
+        self.norm = torch.nn.BatchNorm1d(8)
+        self.head = torch.nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.head(self.norm(torch.relu(self.hidden(x))))
+
+
+_BUFFERS = {
+    "norm.running_mean": (UPDATING, NOT_LOGGED), "norm.running_var": (UPDATING, NOT_LOGGED),
+    "norm.num_batches_tracked": (UPDATING, NOT_LOGGED),
+}
+_BUFFER_NAMES = tuple(_BUFFERS)
+
+
+def _train(run_dir, model, optimizer, before_step=None, set_to_none=True):
+    x, y = _data()
+    with tbt.ParameterUpdateTracker(model, log_dir=run_dir) as tracker:
+        tracker.attach(optimizer)
+        for _ in range(STEPS):
+            optimizer.zero_grad(set_to_none=set_to_none)
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            if before_step is not None:
+                before_step()
+            optimizer.step()
+
+
+@_scenario("torch_healthy", "a PyTorch MLP with BatchNorm that trains: every parameter and buffer updates",
+           dict({name: (UPDATING, PRESENT) for name in (
+               "hidden.weight", "hidden.bias", "norm.weight", "norm.bias", "head.weight", "head.bias")}, **_BUFFERS),
+           not_trainable=_BUFFER_NAMES)
+def torch_healthy(run_dir):
+    model = _Net()
+    _train(run_dir, model, torch.optim.Adam(model.parameters(), lr=0.01))
+
+
+@_scenario("torch_layer_replaced", "the head is replaced after the optimizer was created: it never trains",
+           dict({name: (UPDATING, PRESENT) for name in ("hidden.weight", "hidden.bias", "norm.weight", "norm.bias")},
+                **{"head.weight": (NEVER, PRESENT), "head.bias": (NEVER, PRESENT)}, **_BUFFERS),
+           not_trainable=_BUFFER_NAMES)
+def torch_layer_replaced(run_dir):
+    model = _Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    model.head = torch.nn.Linear(8, 1)  # the bug: the optimizer still holds the old head
+    _train(run_dir, model, optimizer)
+
+
+@_scenario("torch_zero_grad_before_step", "optimizer.zero_grad() between backward() and step(): nothing trains",
+           dict({name: (NEVER, MISSING) for name in (
+               "hidden.weight", "hidden.bias", "norm.weight", "norm.bias", "head.weight", "head.bias")}, **_BUFFERS),
+           not_trainable=_BUFFER_NAMES)
+def torch_zero_grad_before_step(run_dir):
+    model = _Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    _train(run_dir, model, optimizer, before_step=optimizer.zero_grad)
+
+
+@_scenario("torch_frozen_weight_decay",
+           "the head is frozen (requires_grad=False) but weight decay on its zero gradients still shrinks it",
+           dict({name: (UPDATING, PRESENT) for name in ("hidden.weight", "hidden.bias", "norm.weight", "norm.bias")},
+                **{"head.weight": (UPDATING, ZERO), "head.bias": (UPDATING, ZERO)}, **_BUFFERS),
+           not_trainable=_BUFFER_NAMES + ("head.weight", "head.bias"))
+def torch_frozen_weight_decay(run_dir):
+    model = _Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, weight_decay=0.1)
+    x, y = _data()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    optimizer.step()  # one step with gradients, so the head's .grad tensors exist
+    model.head.requires_grad_(False)  # frozen, but zero_grad(set_to_none=False) keeps zero-filled grads
+    _train(run_dir, model, optimizer, set_to_none=False)
+
+
+class _DDPNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = torch.nn.Linear(3, 8)
+        self.head = torch.nn.Linear(8, 1)
+        self.aux_head = torch.nn.Linear(8, 1)  # built for a loss that was dropped: unused on every rank
+
+    def forward(self, x):
+        return self.head(torch.relu(self.hidden(x)))
+
+
+def _ddp_worker(rank, port, run_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=DDP_WORLD,
+                                         timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(SEED)
+        ddp = torch.nn.parallel.DistributedDataParallel(_DDPNet(), find_unused_parameters=True)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=LR)
+        x, y = _data()
+        shard = slice(rank * 16, rank * 16 + 16)
+        with tbt.ParameterUpdateTracker(ddp, log_dir=run_dir, on_stuck="ignore") as tracker:
+            tracker.attach(optimizer)  # rank 0 writes; rank 1 logs nothing
+            for _ in range(STEPS):
+                optimizer.zero_grad()
+                torch.nn.functional.mse_loss(ddp(x[shard]), y[shard]).backward()
+                optimizer.step()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spawn_ddp(run_dir):
+    context = torch.multiprocessing.spawn(_ddp_worker, args=(_free_port(), run_dir), nprocs=DDP_WORLD, join=False)
+    deadline = time.monotonic() + DDP_DEADLINE_S
+    try:
+        while not context.join(timeout=1):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the DDP workers did not finish in %d s" % DDP_DEADLINE_S)
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+
+
+@_scenario("torch_ddp_unused_parameter",
+           "DDP over gloo, 2 processes (find_unused_parameters=True): aux_head is unused on every rank",
+           {"hidden.weight": (UPDATING, PRESENT), "hidden.bias": (UPDATING, PRESENT),
+            "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
+            "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
+def torch_ddp_unused_parameter(run_dir):
+    try:
+        _spawn_ddp(run_dir)
+    except (torch.multiprocessing.ProcessExitedException, torch.multiprocessing.ProcessRaisedException):
+        # A start-up abort was seen once on a loaded 2-core machine: one retry, on a fresh port.
+        _spawn_ddp(run_dir)

@@ -1,0 +1,50 @@
+// DOM of the compare view's variables x runs matrix. No fetching.
+
+import { el, replace } from "./dom.js";
+import { nameText, statusBadge, swatch } from "./badges.js";
+import { messageBox } from "./shell.js";
+import { gradientLabel, statusLabel } from "./vocabulary.js";
+
+/** The compare matrix: variables x runs of status badges; disagreeing rows marked. */
+export function renderCompare(node, { response, rows, state, selected, runColors }, on) {
+  const runs = response.runs || [];
+  const head = el(
+    "tr",
+    {},
+    el("th", { text: "Variable" }),
+    runs.map((run) => el("th", { title: run }, swatch(runColors.get(run)), el("span", { className: "vu-th-run" }, nameText(run)))),
+  );
+  // The matrix is paged: a filter narrows long lists instead of a huge DOM.
+  const LIMIT = 400;
+  const body = rows.slice(0, LIMIT).map((row) =>
+    el(
+      "tr",
+      { className: `${row.disagree ? "vu-disagree" : ""}${row.variable === selected ? " vu-row--selected" : ""}`, dataset: { variable: row.variable } },
+      el("td", { className: "vu-name", title: row.variable }, nameText(row.variable)),
+      runs.map((run) => {
+        const status = row.statuses?.[run] ?? null;
+        const gradient = row.gradients?.[run];
+        // Compare rows carry each run's status, not its row: the badge is
+        // the status word, quiet where no run trains the variable.
+        const badge = status
+          ? statusBadge({ status, label: statusLabel(status), quiet: !row.trainable })
+          : el("span", { className: "vu-dim", text: "absent" });
+        return el(
+          "td",
+          {
+            className: "vu-compare-cell", dataset: { run }, title: `${run}: ${status ? statusLabel(status) : "absent"}${gradient ? `, ${gradientLabel(gradient)}` : ""}`,
+            on: { click: () => on.cell(row.variable, run) },
+          },
+          badge,
+        );
+      }),
+    ),
+  );
+  replace(
+    node,
+    rows.length > LIMIT ? el("div", { className: "vu-note", text: `Showing the first ${LIMIT} of ${rows.length} variables; filter to narrow.` }) : null,
+    rows.length
+      ? el("div", { className: "vu-compare-wrap" }, el("table", { className: "vu-compare" }, el("thead", {}, head), el("tbody", {}, body)))
+      : messageBox("info", "No variables match", state.disagree ? "All runs agree on every variable shown." : "Change the filter."),
+  );
+}

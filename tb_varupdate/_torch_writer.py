@@ -1,0 +1,53 @@
+"""Writes `varupdate` records through `torch.utils.tensorboard.SummaryWriter`.
+
+Torch's own summary helpers do not set `SummaryMetadata.data_class`, and
+TensorBoard serves a third-party plugin's tensors only when it is set, so the
+records are built as `Summary` protos here (with `metadata.py`'s metadata)
+and handed to the writer's file writer. That hand-over is private API of
+`SummaryWriter`: it is isolated in `_file_writer` with an error that says
+so. No TensorFlow import: the protos come from `tensorboard.compat.proto`.
+"""
+
+import numpy as np
+
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.util import tensor_util
+
+from tb_varupdate import metadata as md
+
+
+class WriterError(RuntimeError):
+    """The given `SummaryWriter` does not expose what this module writes through."""
+
+
+def _file_writer(writer):
+    """The `SummaryWriter`'s file writer (private API, checked here once)."""
+    get = getattr(writer, "_get_file_writer", None)
+    file_writer = get() if callable(get) else None
+    if file_writer is None or not callable(getattr(file_writer, "add_summary", None)):
+        raise WriterError(
+            "tb_varupdate writes through SummaryWriter._get_file_writer().add_summary(summary, "
+            "step), which this torch version's SummaryWriter does not have (received %s). "
+            "Use torch.utils.tensorboard from torch>=2.1, or open an issue naming your "
+            "torch version." % type(writer).__name__
+        )
+    return file_writer
+
+
+def _summary(tag, array, kind):
+    value = summary_pb2.Summary.Value(
+        tag=tag, metadata=md.create_summary_metadata(kind), tensor=tensor_util.make_tensor_proto(array)
+    )
+    return summary_pb2.Summary(value=[value])
+
+
+def write_updates(writer, name, record, step):
+    """Writes one updates record (int32 NumPy [1 + V, NUM_COLUMNS]) at `step`."""
+    summary = _summary(md.updates_tag(name), np.asarray(record, np.int32), md.KIND_UPDATES)
+    _file_writer(writer).add_summary(summary, int(step))
+
+
+def write_variables(writer, name, document, step):
+    """Writes the variables record (the JSON bytes of `metadata.encode_variables`) at `step`."""
+    summary = _summary(md.variables_tag(name), np.asarray(document, dtype=object), md.KIND_VARIABLES)
+    _file_writer(writer).add_summary(summary, int(step))

@@ -1,0 +1,260 @@
+"""The diagnosis sentence of a verdict row: what happened and what to do. Pure.
+
+Each sentence says only what the record supports. Rows of a PyTorch writer
+(entries with a `role`) name PyTorch causes, the others TensorFlow/Keras ones.
+`analysis.verdicts` decides the status; this module only words it.
+"""
+
+from tb_varupdate import metadata as md
+from tb_varupdate import vocabulary as vc
+
+TF, TORCH = "tensorflow", "torch"
+
+_NEVER_UPDATED_CAUSE = {
+    TF: {
+        vc.GRAD_PRESENT: (
+            "a non-zero gradient arrived at {present} of {logged} logged steps but was never "
+            "applied: the variable is likely not passed to the optimizer (left out of "
+            "apply_gradients or of trainable_variables), its Python name was rebound with "
+            "`v = v - lr * g` (which makes a new tensor; use `v.assign_sub(lr * g)` or "
+            "`optimizer.apply_gradients`), or the learning rate is 0 or too small to move "
+            "{dtype} weights"
+        ),
+        vc.GRAD_MISSING: (
+            "its gradient is None at every step: it is not connected to the loss (unused in "
+            "the forward pass, or reached only through non-differentiable ops such as argmax, "
+            "round or cast); call it on the path to the loss"
+        ),
+        vc.GRAD_INTERMITTENT: (
+            "its gradient is None at some steps and never applied at the others: it is only "
+            "connected to the loss in some steps (a conditional branch) and then not passed "
+            "to the optimizer"
+        ),
+        vc.GRAD_NOT_LOGGED: (
+            "no gradient was logged for it, so the likely causes are: it is not passed to the "
+            "optimizer, its Python name was rebound with `v = v - lr * g` (use "
+            "`v.assign_sub(lr * g)` or `optimizer.apply_gradients`), or the learning rate is "
+            "0; pass `gradients=` to `log()` to tell a disconnected variable from an "
+            "unapplied one"
+        ),
+    },
+    TORCH: {
+        vc.GRAD_PRESENT: (
+            "a non-zero `p.grad` was there at {present} of {logged} logged steps but was never "
+            "applied: the parameter is likely in none of the optimizer's `param_groups` (a "
+            "layer replaced after the optimizer was created; `attach()` names them), its name "
+            "was rebound with `p = p - lr * p.grad` (a new tensor; update in place under "
+            "`torch.no_grad()` or use the optimizer), or the learning rate is 0"
+        ),
+        vc.GRAD_MISSING: (
+            "`p.grad` is None at every step: it is not on the path to the loss (unused in "
+            "forward, or behind `detach()` or `torch.no_grad()`), `zero_grad()` runs between "
+            "`backward()` and `step()`, or under DDP with `find_unused_parameters=True` it is "
+            "unused on every rank"
+        ),
+        vc.GRAD_INTERMITTENT: (
+            "`p.grad` is None at some steps and never applied at the others: it is used only "
+            "in some steps (a conditional branch) and is in none of the optimizer's "
+            "`param_groups`"
+        ),
+        vc.GRAD_NOT_LOGGED: (
+            "no gradient was read for it: it is likely in none of the optimizer's "
+            "`param_groups`, rebound with `p = p - lr * p.grad`, or the learning rate is 0"
+        ),
+    },
+}
+# An exactly-zero gradient at every record says the loss does not move with
+# the variable; dead units are one reason, never the only one (a WGAN critic's
+# output bias has a zero gradient by construction).
+_ZERO_GRADIENT = {
+    TF: (
+        "its gradient is exactly zero at every logged step: the loss does not depend on it "
+        "(a bias before a normalisation, or a loss that ignores a constant shift, such as a "
+        "WGAN critic's output bias; then it is harmless: accept it with `--allow`), or "
+        "there are dead units upstream (ReLUs that never fire), a saturated activation, or "
+        "a masked or all-zero input"
+    ),
+    TORCH: (
+        "`p.grad` is exactly zero at every logged step: `zero_grad(set_to_none=False)` runs "
+        "between `backward()` and `step()`, the loss does not depend on it (a bias before a "
+        "normalisation, or a loss that ignores a constant shift; then accept it with "
+        "`--allow`), or there are dead units upstream (ReLUs that never fire) or a "
+        "saturated activation"
+    ),
+}
+_NON_FINITE_GRADIENT = (
+    "its gradient is NaN or Inf, so the optimizer skips it or poisons it: look for "
+    "log(0), division by zero or an exploding loss; clip gradients or lower the "
+    "learning rate"
+)
+
+_STALLED_HINT = {
+    md.GRAD_STATE_NONE: "its gradient is now None (the variable was disconnected from the loss)",
+    md.GRAD_STATE_ZERO: "its gradient is now zero (units died or saturated, or the loss stopped depending on it)",
+    md.GRAD_STATE_NON_FINITE: "its gradient is now NaN or Inf",
+    md.GRAD_STATE_PRESENT: (
+        "its gradient is still present, so the update is no longer applied: a learning "
+        "rate schedule that reached 0, a layer frozen mid-run, or the variable dropped "
+        "from the optimizer's list"
+    ),
+    md.GRAD_STATE_NOT_GIVEN: (
+        "likely a learning rate schedule that reached 0, a layer frozen mid-run, or the "
+        "variable dropped from the optimizer's list"
+    ),
+}
+
+_SKIPPED = {
+    TF: "as loss scaling does with mixed precision",
+    TORCH: "as `GradScaler` does with AMP",
+}
+
+
+def _not_trainable(row, facts):
+    status = row["status"]
+    if status == vc.NON_FINITE:
+        return (
+            "Not trainable, but its value became NaN or Inf at step %d: a statistic "
+            "(e.g. BatchNorm moving variance) was fed non-finite activations."
+            % row["first_non_finite_step"]
+        )
+    if facts["role"] == md.ROLE_PARAMETER and row["changed_steps"]:
+        return (
+            "A parameter with `requires_grad=False`, but its value changed at %d of %d logged "
+            "steps: weight decay applied to a zero-filled gradient (the optimizer still holds "
+            "it), or a manual `.data` / in-place write. Remove it from the optimizer, or set "
+            "its gradient to None." % (row["changed_steps"], row["logged_steps"])
+        )
+    if facts["first_trainable"] and row["changed_steps"]:
+        return (
+            "Frozen (trainable=False now, trainable when first tracked); it last changed at "
+            "step %d. Not a problem." % row["last_update_step"]
+        )
+    if status == vc.NEVER_UPDATED:
+        if facts["role"] == md.ROLE_BUFFER:
+            return "A buffer that never changed: not a problem."
+        return (
+            "Not trainable and never changed: frozen on purpose (trainable=False). "
+            "Not a problem unless you meant to train it."
+        )
+    if facts["role"] == md.ROLE_BUFFER:
+        return "A buffer (running statistics, counters), changed by assignments: expected."
+    return (
+        "Not trainable, changed by assignments (BatchNorm moving statistics, counters, "
+        "EMA): expected."
+    )
+
+
+def _never_updated(row, facts):
+    gradient, framework = row["gradient"], facts["framework"]
+    if not facts["first_trainable"]:
+        if framework == TORCH:
+            fix = "add it to the optimizer (`optimizer.add_param_group`) when you set `requires_grad=True`"
+        else:
+            fix = (
+                "with Keras, call `compile()` again after setting `trainable = True` (fit keeps "
+                "the train step it compiled); in a custom loop, pass it to the optimizer"
+            )
+        return (
+            "Made trainable after it was first tracked (unfrozen), but never changed: the "
+            "optimizer still updates the old set of variables; %s." % fix
+        )
+    if gradient == vc.GRAD_ZERO:
+        cause = _ZERO_GRADIENT[framework]
+    elif gradient == vc.GRAD_NON_FINITE:
+        cause = _NON_FINITE_GRADIENT
+    else:
+        cause = _NEVER_UPDATED_CAUSE[framework][gradient]
+    return "Never changed: " + cause.format(
+        present=row["gradient_steps"]["present"], logged=row["logged_steps"], dtype=row["dtype"]
+    ) + "."
+
+
+def _non_finite_run(row, facts):
+    text = (
+        "Its gradient has been NaN or Inf at each of the last %d logged steps: skipped "
+        "steps %s recover within a few steps, not this many, so it no longer trains. Look "
+        "for an exploding loss, log(0) or division by zero; lower the learning rate or clip "
+        "gradients." % (facts["non_finite_run"], _SKIPPED[facts["framework"]])
+    )
+    if row["changed_steps"]:
+        text += " It last changed at step %d." % row["last_update_step"]
+    return text
+
+
+def _updating(row, facts):
+    text = "Updating."
+    if row["gradient"] == vc.GRAD_ZERO:
+        text = "Updating although its gradient is zero: changed by something else (weight decay, assignments)."
+    elif row["gradient"] == vc.GRAD_MISSING:
+        text = "Updating although its gradient is None: changed by assignments, not by gradients."
+    skipped = row["gradient_steps"]["non_finite"]
+    if skipped:
+        text += (
+            " %d steps had a non-finite gradient and were skipped, %s; not a problem while "
+            "values stay finite." % (skipped, _SKIPPED[facts["framework"]])
+        )
+    if row["max_relative_update"] is None and row["changed_steps"]:
+        text += " Its relative update is unknown (no change was measured against a non-zero norm)."
+    return text
+
+
+def _rows_note(row):
+    total, changed = row["rows_total"], row["rows_changed"]
+    if changed is None or changed < 0 or not total or changed >= total:
+        return ""
+    if changed == 0:
+        if row["gradient_steps"]["present"]:
+            # Gradients arrived and no row moved: the update was not applied,
+            # which says nothing about which ids occur in the data.
+            return " No row ever changed although gradients arrived: the update was not applied."
+        return ""
+    never = total - changed
+    return " %d%% of rows (%d of %d) never updated: ids that never occur in the data." % (
+        round(100.0 * never / total), never, total,
+    )
+
+
+def diagnose(row, latest_grad_state, facts):
+    """The diagnosis of a verdict row.
+
+    Args:
+      row: the row so far (status, gradient, counters, steps).
+      latest_grad_state: the newest record's `metadata.GRAD_STATE_*`.
+      facts: dict with "framework" (TF or TORCH), "role" (the entry's role
+        or None), "first_trainable" (trainable when first tracked),
+        "non_finite_run" (records in a row with a non-finite gradient at the
+        end of the run when that is a problem, else 0) and "empty" (no elements).
+
+    Returns:
+      One or a few sentences.
+    """
+    status = row["status"]
+    if facts["empty"]:
+        return "Has no elements (shape %s): there is nothing to update. Not a problem." % (row["shape"],)
+    if not row["trainable"]:
+        return _not_trainable(row, facts)
+    if status == vc.NON_FINITE:
+        text = (
+            "Its value became NaN or Inf at step %d; everything downstream is poisoned. "
+            "Look for an exploding loss, log(0) or division by zero; lower the learning "
+            "rate, clip gradients, or use loss scaling with mixed precision."
+            % row["first_non_finite_step"]
+        )
+        if row["gradient_steps"]["non_finite"]:
+            text += " Its gradient was non-finite at %d steps." % row["gradient_steps"]["non_finite"]
+        return text
+    if facts["non_finite_run"]:
+        return _non_finite_run(row, facts)
+    if status == vc.NEVER_UPDATED:
+        return _never_updated(row, facts) + _rows_note(row)
+    if status == vc.STALLED:
+        return "Changed until step %d, then stopped for %d logged steps: %s." % (
+            row["last_update_step"], row["logs_since_update"], _STALLED_HINT[latest_grad_state],
+        )
+    if status == vc.TINY_UPDATES:
+        return (
+            "Changes, but its largest relative update was %.1e (below %.0e): the learning "
+            "rate is likely too small or the gradients vanish; raise the learning rate or "
+            "check the gradient scale." % (row["max_relative_update"], facts["tiny"])
+        ) + _rows_note(row)
+    return _updating(row, facts) + _rows_note(row)
