@@ -1,29 +1,24 @@
 """`VariableUpdateCallback`: the tracker for Keras 3 `model.fit`, no model changes.
 
-Gradients only exist inside Keras' train step, so when training begins the
-callback wraps the model optimizer's `apply` (which `apply_gradients` and the
-LossScaleOptimizer both go through) and logs right after each update, inside
-the compiled train function. No `on_train_batch_end` override: that would turn
-off Keras' asynchronous dispatch.
+Gradients only exist inside the train step, so for each fit the callback
+(`_fit.FitHooks`) wraps the `apply` of every optimizer the model holds
+(`model.optimizer` and optimizers kept as attributes, as custom-`train_step`
+GANs do; a LossScaleOptimizer's outer one) and the model's `train_step`,
+collecting what every `apply` of one step saw and logging once at the step's
+end. No `on_train_batch_end` override: that would turn off Keras'
+asynchronous dispatch.
 """
 
 import os
-import warnings
 
 import keras
 import tensorflow as tf
 
+from tb_varupdate import _fit
+from tb_varupdate._tf_gradients import Warnings
 from tb_varupdate.summary import VariableUpdateTracker
 
 UPDATE_FREQ_CHOICES = ("batch", "epoch")
-
-
-def _unscale(gradient, scale):
-    if gradient is None:
-        return None
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(gradient.values / tf.cast(scale, gradient.values.dtype), gradient.indices, gradient.dense_shape)
-    return gradient / tf.cast(scale, gradient.dtype)
 
 
 class VariableUpdateCallback(keras.callbacks.Callback):
@@ -37,7 +32,10 @@ class VariableUpdateCallback(keras.callbacks.Callback):
     ```
 
     Records go to `<log_dir>/train`, the run `keras.callbacks.TensorBoard(log_dir)`
-    uses, under the tag `varupdate/<name>`.
+    uses, under the tag `varupdate/<name>`, one record per train step with the
+    gradients every optimizer applied in it. Reusing the callback in a later
+    fit continues its steps. Whatever ends a fit, the model's optimizers,
+    `train_step`, `jit_compile` and train function are as they were.
 
     Args:
       log_dir: the run's log directory.
@@ -46,7 +44,7 @@ class VariableUpdateCallback(keras.callbacks.Callback):
         gradient information).
       name: the tracker's name (tag `varupdate/<name>`).
       **tracker_kwargs: passed to `VariableUpdateTracker` (`on_stuck`,
-        `stuck_after`, `track_rows`).
+        `stuck_after`, `track_rows`, `delta`, `allow`).
 
     Raises:
       ValueError: `update_freq` is not "batch", "epoch" or an int >= 1.
@@ -66,7 +64,8 @@ class VariableUpdateCallback(keras.callbacks.Callback):
         self._tracker_kwargs = tracker_kwargs
         self._tracker = None
         self._writer = None
-        self._wrapped_optimizer = None
+        self._hooks = None
+        self._warn = Warnings()
 
     @property
     def tracker(self):
@@ -78,61 +77,33 @@ class VariableUpdateCallback(keras.callbacks.Callback):
         if self._tracker is None:
             every_n = 1 if self.update_freq in UPDATE_FREQ_CHOICES else self.update_freq
             self._tracker = VariableUpdateTracker(model, name=self.name, every_n_steps=every_n, **self._tracker_kwargs)
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
+            run_dir = os.path.join(self.log_dir, "train")
+            _fit.warn_other_writers(self._warn, run_dir, self._tracker)
+            self._writer = tf.summary.create_file_writer(run_dir)
         optimizer = getattr(model, "optimizer", None)
-        # Continue the step count of a resumed or repeated fit.
-        iterations = int(optimizer.iterations.numpy()) if optimizer is not None else 0
-        self._tracker._calls.assign(iterations)  # pylint: disable=protected-access
-        if self.update_freq == "epoch" or optimizer is None:
+        if optimizer is not None:
+            # Continue the step count of a resumed fit, or of fits without this callback.
+            self._tracker.continue_steps_from(int(optimizer.iterations.numpy()))
+        self._records_at_begin = self._tracker.records_written
+        if self.update_freq == "epoch":
             return
-        if getattr(model, "jit_compile", False):
-            warnings.warn(
-                "tb_varupdate: turning off jit_compile for this fit: summaries cannot be "
-                "written from an XLA-compiled train step. Use update_freq='epoch' to keep XLA."
-            )
-            model.jit_compile = False
-        self._wrap(optimizer)
-        # fit() built its train function before this callback ran; rebuild it
-        # so the wrapped optimizer is traced into it.
-        model.make_train_function(force=True)
-
-    def _wrap(self, optimizer):
-        original_apply = optimizer.apply
-        tracker, writer = self._tracker, self._writer
-
-        def apply(grads, trainable_variables=None):
-            # A LossScaleOptimizer receives scaled gradients: log the true norms,
-            # with the scale read before apply() halves or doubles it.
-            scale = getattr(optimizer, "dynamic_scale", None)
-            logged_grads = grads if scale is None else [_unscale(g, tf.identity(scale)) for g in grads]
-            result = original_apply(grads, trainable_variables)
-            if trainable_variables is None:
-                gradients = list(logged_grads)
-            else:
-                gradients = list(zip(logged_grads, trainable_variables))
-            with writer.as_default():
-                tracker.log(None, gradients=gradients)
-            return result
-
-        optimizer.apply = apply
-        self._wrapped_optimizer = optimizer
-
-    def _unwrap(self):
-        optimizer, self._wrapped_optimizer = self._wrapped_optimizer, None
-        if optimizer is not None and "apply" in vars(optimizer):
-            del optimizer.apply
-            # The cached train function still calls the wrapper; drop it so a
-            # later fit() without this callback traces a clean one.
-            self.model.train_function = None
+        if self._hooks is None or self._hooks.model is not model:
+            self._hooks = _fit.FitHooks(model, self._tracker, self._writer, self._warn)
+        self._hooks.begin()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.update_freq == "epoch":
+            optimizer = getattr(self.model, "optimizer", None)
+            iterations = optimizer.iterations if optimizer is not None else None
             with self._writer.as_default():
-                self._tracker.log(self.model.optimizer.iterations)
+                # The optimizer's step when it counts (a custom train_step may not use it).
+                self._tracker.log(iterations if iterations is not None and int(iterations.numpy()) else None)
         self._writer.flush()
 
     def on_train_end(self, logs=None):
-        self._unwrap()
+        if self._hooks is not None:
+            self._hooks.end()
         if self._writer is not None:
             self._writer.flush()
+        if self._tracker is not None:
+            _fit.warn_if_silent(self._warn, self._tracker, self._hooks, self._records_at_begin)

@@ -24,6 +24,8 @@ bookkeeping (`summary.py`) and shaped by what was measured (BENCHMARKS.md):
 `MEASURED` as a float64 [V, 6] tensor.
 """
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -141,6 +143,18 @@ def _count_rows(rows, now, before):
     return tf.cast(tf.math.count_nonzero(marked), tf.float64)
 
 
+def _creation_scope(lift):
+    """Where the state of a variable is created: eagerly (`tf.init_scope`), or in the trace.
+
+    A variable created in the very trace that builds the record (a model built
+    by its first call inside a `tf.function`) has no value yet: its snapshot is
+    then created in the trace, where tf.function initialises it when the
+    record's ops first run, after the step's update: that first change is not
+    measured (the variable's changes count from its second record).
+    """
+    return tf.init_scope() if lift else contextlib.nullcontext()
+
+
 def _packable(variable):
     return (
         variable.dtype.base_dtype in (tf.float16, tf.bfloat16, tf.float32)
@@ -152,13 +166,13 @@ def _packable(variable):
 class _Single:
     """One variable measured on its own: large, float64, integer, bool or of unknown shape."""
 
-    def __init__(self, index, variable, delta):
+    def __init__(self, index, variable, delta, lift=True):
         self.indices = [index]
         self.variable = variable
         self.dtype = variable.dtype.base_dtype
         self.is_float = self.dtype.is_floating
         self.exact = delta == EXACT or not self.is_float
-        with tf.init_scope(), tf.device(variable.device):
+        with _creation_scope(lift), tf.device(variable.device):
             value = variable.read_value()
             if self.exact:
                 self.snapshot = tf.Variable(value, trainable=False, name="varupdate_snapshot")
@@ -233,12 +247,12 @@ class _Pack:
     every element is, and finite exactly when all are.
     """
 
-    def __init__(self, indices, variables, delta):
+    def __init__(self, indices, variables, delta, lift=True):
         self.indices = list(indices)
         self.variables = list(variables)
         self.exact = delta == EXACT
         self.device = variables[0].device
-        with tf.init_scope(), tf.device(self.device):
+        with _creation_scope(lift), tf.device(self.device):
             matrix = self._matrix([v.read_value() for v in variables])
             if self.exact:
                 self.snapshot = tf.Variable(matrix, trainable=False, name="varupdate_packed_snapshot")
@@ -332,22 +346,28 @@ class Layout:
         self.groups = []
         self.count = 0
 
-    def add(self, variables):
+    def add(self, variables, lift=None):
         """Adds groups for `variables` (tf.Variables), given rows count, count+1, ...
 
         Variables already measured keep their groups (and snapshots), so a
         variable joining late never resets another's delta.
+
+        Args:
+          variables: the new tf.Variables, in row order.
+          lift: per variable, create its state eagerly (True, the default) or
+            in the current trace (False: see `_creation_scope`).
         """
+        lift = [True] * len(variables) if lift is None else list(lift)
         packs = {}
-        for offset, variable in enumerate(variables):
+        for offset, (variable, lifted) in enumerate(zip(variables, lift)):
             index = self.count + offset
             if _packable(variable):
-                key = (variable.device, variable.shape.num_elements())
+                key = (variable.device, variable.shape.num_elements(), lifted)
                 packs.setdefault(key, []).append((index, variable))
             else:
-                self.groups.append(_Single(index, variable, self.delta))
-        for members in packs.values():
-            self.groups.append(_Pack([i for i, _ in members], [v for _, v in members], self.delta))
+                self.groups.append(_Single(index, variable, self.delta, lifted))
+        for (_, _, lifted), members in packs.items():
+            self.groups.append(_Pack([i for i, _ in members], [v for _, v in members], self.delta, lifted))
         self.count += len(variables)
 
     def measure(self, grads, kinds, track_rows):

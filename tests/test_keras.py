@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import keras
+import tensorflow as tf
 
 import readback
+from tb_varupdate.errors import StuckVariableError
 from tb_varupdate.keras import VariableUpdateCallback
 
 
@@ -88,3 +90,60 @@ def test_loss_scaled_gradients_are_logged_unscaled(tmp_path):
     # The initial loss scale is 2**15: scaled norms would be in the thousands.
     assert 0 < rows["out/bias"]["gradient_l2"] < 100
     assert rows["out/kernel"]["status"] == "updating"
+
+
+def test_jit_compile_is_restored_after_fit(tmp_path):
+    model = _model()
+    model.jit_compile = True
+    x, y = _data()
+    with pytest.warns(UserWarning, match="turning off jit_compile for this fit"):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[VariableUpdateCallback(tmp_path, on_stuck="ignore")])
+    assert model.jit_compile is True
+    assert readback.verdicts(tmp_path, run="train")["hidden/kernel"]["logged_steps"] == 4
+
+
+class _FailsOnLargeInputs(keras.layers.Layer):
+    def call(self, inputs):
+        tf.debugging.assert_less(tf.reduce_max(inputs), 100.0, message="input too large")
+        return inputs
+
+
+def test_everything_is_restored_when_fit_fails(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((4,)), _FailsOnLargeInputs(), keras.layers.Dense(1, name="out")])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    x, y = _data()
+    x[64:] = 1e6  # the third batch fails inside the train function
+    original = model.train_function
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input too large"):
+        model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0,
+                  callbacks=[VariableUpdateCallback(tmp_path, on_stuck="ignore")])
+    assert "apply" not in vars(model.optimizer) and "train_step" not in vars(model)
+    assert model.train_function is not original or original is None
+    written = len(readback.records(tmp_path / "train"))
+    assert written >= 2
+    model.fit(x[:64], y[:64], epochs=1, batch_size=32, verbose=0)  # trains on, without logging
+    assert len(readback.records(tmp_path / "train")) == written
+
+
+def test_on_stuck_raise_stops_fit_with_the_stuck_error(tmp_path):
+    model = _model()
+    x, y = _data()
+    with pytest.raises(StuckVariableError, match=r"(?s)after 2 records.*branch/kernel: never_updated"):
+        model.fit(x, y, epochs=2, batch_size=32, verbose=0,
+                  callbacks=[VariableUpdateCallback(tmp_path, on_stuck="raise", stuck_after=2)])
+    assert "apply" not in vars(model.optimizer)
+
+
+def test_allow_accepts_a_stuck_variable_in_the_training_time_check(tmp_path):
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0,
+              callbacks=[VariableUpdateCallback(tmp_path, on_stuck="raise", stuck_after=2, allow=["^branch/"])])
+
+
+def test_a_fit_that_records_nothing_says_why(tmp_path):
+    model = _model()
+    x, y = _data()
+    with pytest.warns(UserWarning, match="wrote no records in this fit: no train step ran"):
+        model.fit(x[:0], y[:0], epochs=1, batch_size=32, verbose=0, callbacks=[VariableUpdateCallback(tmp_path)])

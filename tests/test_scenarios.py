@@ -58,7 +58,7 @@ def written(tmp_path_factory):
 
 
 def test_registry_names_are_unique_and_runs_follow_names():
-    assert len(set(NAMES)) == len(NAMES) == 20
+    assert len(set(NAMES)) == len(NAMES) == 23
     for scenario in scenarios.SCENARIOS:
         assert scenario.run == (scenario.name + "/train" if scenario.keras_fit else scenario.name)
         assert scenario.not_trainable <= set(scenario.expected)

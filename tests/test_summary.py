@@ -103,7 +103,7 @@ def test_user_tf_function_is_traced_once(tmp_path):
 def test_eager_logging_reuses_one_trace(tmp_path):
     v = tf.Variable(tf.ones([4]))
     tracker = _train(tmp_path, [v], 12, lambda step: _then(v.assign_sub(tf.ones([4]) * 0.01), [tf.ones([4])]))
-    assert len(tracker._log_fns) == 1
+    assert len(tracker._traces) == 1
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
@@ -192,16 +192,73 @@ def test_unbuilt_keras_model_is_tracked_after_its_first_call(tmp_path):
     assert sorted(readback.verdicts(tmp_path)) == ["lazy/dense/bias", "lazy/dense/kernel"]
 
 
+def test_a_gradient_of_the_wrong_dtype_is_named_and_recorded_as_not_given(tmp_path):
+    v = tf.Variable(1.0, name="v")
+    with pytest.warns(UserWarning, match="the gradient given for 'v' has dtype string, expected a float gradient"):
+        _train(tmp_path, [v], 3, lambda step: _then(v.assign_add(1.0), [tf.constant("not a gradient")]))
+    row = readback.verdicts(tmp_path)["v"]
+    assert (row["status"], row["gradient"], row["gradient_steps"]["not_given"]) == ("updating", "not_logged", 3)
+
+
+def test_misordered_gradient_list_warns_naming_the_pair_and_is_not_given(tmp_path):
+    kernel, bias = tf.Variable(tf.ones([3, 2]), name="kernel"), tf.Variable(tf.zeros([2]), name="bias")
+
+    def update(step):
+        kernel.assign_sub(tf.fill([3, 2], 0.1))
+        bias.assign_sub(tf.fill([2], 0.1))
+        return [tf.ones([2]), tf.ones([3, 2])]  # bias gradient first: swapped
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(tmp_path, [kernel, bias], 4, update, on_stuck="ignore")
+    messages = [str(c.message) for c in caught if "tb_varupdate" in str(c.message)]
+    assert any("'kernel' has shape (2,), expected (3, 2)" in m and "(gradient, variable) pairs" in m for m in messages)
+    rows = readback.verdicts(tmp_path)
+    assert {n: (r["status"], r["gradient"]) for n, r in rows.items()} == {
+        "kernel": ("updating", "not_logged"), "bias": ("updating", "not_logged")}
+
+
+def test_layers_built_inside_a_tf_function_are_tracked_from_its_first_step(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(3, name="hidden"), keras.layers.Dense(1, name="out")], name="net")
+    optimizer = keras.optimizers.SGD(0.1)
+    tracker = tb_varupdate.VariableUpdateTracker(model, on_stuck="ignore")
+    x = tf.ones([4, 2])
+
+    @tf.function
+    def train_step(step):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - 1.0))  # builds the model in the first trace
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        tracker.log(step, gradients=zip(grads, model.trainable_variables))
+
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught, writer.as_default():
+        warnings.simplefilter("always")
+        for step in range(5):
+            train_step(tf.constant(step, tf.int64))
+    writer.close()
+    assert not [str(c.message) for c in caught if "tb_varupdate" in str(c.message)]
+    rows = readback.verdicts(tmp_path)
+    assert sorted(rows) == ["net/hidden/bias", "net/hidden/kernel", "net/out/bias", "net/out/kernel"]
+    # Gradients from the first step; the first change is not measured (its snapshot starts after it).
+    assert {(r["status"], r["changed_steps"], r["first_update_step"], r["gradient_steps"]["present"])
+            for r in rows.values()} == {("updating", 4, 1, 5)}
+
+
 def test_a_failure_inside_logging_is_a_warning_and_training_goes_on(tmp_path):
     v = tf.Variable(1.0, name="v")
-    with pytest.warns(UserWarning, match="logging failed and was skipped; training goes on"):
-        _train(tmp_path, [v], 3, lambda step: [tf.constant("not a gradient")])
+    # A sparse gradient whose values are not the variable's rows fails inside the measurement.
+    bad = tf.IndexedSlices(tf.ones([2, 5]), tf.constant([0, 1]), tf.constant([2, 5]))
+    with pytest.warns(UserWarning, match="tb_varupdate"):
+        _train(tmp_path, [v], 3, lambda step: [bad])
     assert float(v.numpy()) == 1.0
 
 
 def test_on_stuck_raise_stops_at_the_configured_step(tmp_path):
     v = tf.Variable(1.0, name="stuck_weight")
-    with pytest.raises(StuckVariableError, match=r"(?s)after 3 logged steps \(step 2\).*stuck_weight: never_updated"):
+    with pytest.raises(StuckVariableError, match=r"(?s)after 3 records \(step 2\).*stuck_weight: never_updated"):
         _train(tmp_path, [v], 10, lambda step: [tf.constant(1.0)], on_stuck="raise", stuck_after=3)
 
 
@@ -301,3 +358,124 @@ def test_large_finite_values_are_not_reported_non_finite(tmp_path):
     assert (rows["big"]["status"], rows["big"]["first_non_finite_step"]) == ("updating", None)
     assert rows["big"]["value_l2"] == pytest.approx(3.3e19, rel=1e-3)
     assert (rows["w"]["gradient"], rows["w"]["gradient_l2"]) == ("present", pytest.approx(3e19, rel=1e-6))
+
+
+def test_tf_ops_fold_equals_the_numpy_reference():
+    from tb_varupdate import counters
+    from tb_varupdate._tf_ops import TFOps
+
+    rng = np.random.default_rng(0)
+    states = {}
+    for name, ops, convert in (("numpy", counters.NumPyOps(), np.asarray), ("tf", TFOps(), tf.constant)):
+        state, floats = counters.initial_state(3)
+        header = counters.initial_header()
+        state, floats, header = convert(state), convert(floats), convert(header)
+        rng = np.random.default_rng(0)
+        for step in (0, 1, 1, 3):
+            measured = counters.Measured(
+                delta_l2=convert(rng.choice([0.0, 0.5, np.nan], 3)), value_l2=convert(rng.uniform(0, 2, 3)),
+                grad_l2=convert(rng.choice([md.GRAD_NONE, md.GRAD_NOT_GIVEN, 0.0, 1.5, np.inf], 3)),
+                changed=convert(rng.uniform(size=3) > 0.5), finite=convert(rng.uniform(size=3) > 0.2),
+                rows_changed=convert(np.asarray([-1, 2, -1], np.int64)),
+            )
+            state, floats, header, record = counters.fold(
+                ops, state, floats, header, measured, convert(np.int64(step)), convert(np.asarray([True, False, True])),
+                convert(np.asarray([True, True, False])), names_hash=5, every_n=1, writer_id=77)
+        states[name] = np.asarray(record)
+    np.testing.assert_array_equal(states["tf"], states["numpy"])
+
+
+def test_records_carry_the_trackers_random_writer_id_and_trainable_now(tmp_path):
+    frozen = tf.Variable(1.0, name="frozen", trainable=False)
+    trained = tf.Variable(1.0, name="trained")
+    tracker = _train(tmp_path, [frozen, trained], 3, lambda step: _then(trained.assign_add(1.0), None))
+    other = tb_varupdate.VariableUpdateTracker([frozen])
+    assert 0 < tracker.writer_id < 2**31 and tracker.writer_id != other.writer_id
+    records = readback.records(tmp_path)
+    assert {u.writer_id for _, u in records} == {tracker.writer_id}
+    assert records[-1][1].trainable.tolist() == [False, True]
+
+
+def test_keras_layer_frozen_mid_run_shows_in_the_record(tmp_path):
+    layer = keras.layers.Dense(1, name="dense")
+    layer.build((None, 2))
+    tracker = tb_varupdate.VariableUpdateTracker(layer, on_stuck="ignore")
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        for step in range(4):
+            layer.trainable = step < 2
+            tracker.log(step)
+    writer.close()
+    assert [u.trainable.tolist() for _, u in readback.records(tmp_path)] == [[True, True]] * 2 + [[False, False]] * 2
+
+
+def test_steps_that_do_not_grow_warn_once_naming_the_fix(tmp_path):
+    v = tf.Variable(0.0, name="v")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # The custom-loop guide's pattern: the step restarts every epoch.
+        tracker = tb_varupdate.VariableUpdateTracker([v], on_stuck="ignore")
+        writer = tf.summary.create_file_writer(str(tmp_path))
+        with writer.as_default():
+            for epoch in range(3):
+                for step in range(3):
+                    v.assign_add(1.0)
+                    tracker.log(step)
+        writer.close()
+    messages = [str(c.message) for c in caught if "did not grow" in str(c.message)]
+    assert len(messages) == 1 and "step=optimizer.iterations or a global counter" in messages[0]
+    newest = readback.records(tmp_path)[-1][1]
+    assert (newest.logged, newest.step_regressions) == (9, 2)
+    assert readback.verdicts(tmp_path)["v"]["changed_steps"] == 9
+
+
+def test_log_without_a_default_writer_warns_once_naming_as_default():
+    v = tf.Variable(0.0, name="v")
+    tracker = tb_varupdate.VariableUpdateTracker([v], on_stuck="ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(3):
+            tracker.log(step)
+    messages = [str(c.message) for c in caught if "tb_varupdate" in str(c.message)]
+    assert len(messages) == 1 and "no default summary writer" in messages[0] and "writer.as_default()" in messages[0]
+
+
+def test_gradients_that_match_no_variable_are_reported_after_stuck_after_records(tmp_path):
+    v, elsewhere = tf.Variable(0.0, name="v"), tf.Variable(0.0, name="elsewhere")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(tmp_path, [v], 4, lambda step: _then(v.assign_add(1.0), [(tf.constant(1.0), elsewhere)]), stuck_after=3)
+    messages = [str(c.message) for c in caught if "none matched a tracked variable" in str(c.message)]
+    assert len(messages) == 1
+
+
+def test_a_list_of_models_is_tracked():
+    discriminator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="d")], name="disc")
+    generator = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2, name="g")], name="gen")
+    tracker = tb_varupdate.VariableUpdateTracker([discriminator, generator])
+    assert tracker.variable_names == ["disc/d/kernel", "disc/d/bias", "gen/g/kernel", "gen/g/bias"]
+
+
+def test_a_variable_with_no_element_is_recorded_as_unchanged_and_is_not_stuck(tmp_path):
+    empty, w = tf.Variable(tf.zeros([0, 3]), name="empty"), tf.Variable(1.0, name="w")
+
+    def update(step):
+        w.assign_add(1.0)
+        return [tf.zeros([0, 3]), tf.constant(1.0)]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(tmp_path, [empty, w], 4, update, on_stuck="raise", stuck_after=3)
+    assert not [c for c in caught if "tb_varupdate" in str(c.message)]
+    row = readback.verdicts(tmp_path)["empty"]
+    # What the record holds: the shape with its 0, no change, an all-zero (empty) gradient.
+    assert (row["shape"], row["changed_steps"], row["gradient_steps"]["zero"], row["value_l2"]) == ([0, 3], 0, 4, 0.0)
+
+
+@pytest.mark.parametrize("flat_ok", [True, False])
+def test_trace_cache_calls_with_and_without_the_private_flat_call(flat_ok):
+    from tb_varupdate import _tf_trace
+
+    concrete = tf.function(lambda a, b: a + b).get_concrete_function(tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32))
+    assert float(_tf_trace.call_flat(concrete, [tf.constant(1.0), tf.constant(2.0)], flat_ok=flat_ok)) == 3.0
+    assert _tf_trace.FLAT_CALL_OK  # TF 2.21: the private call is the one in use
