@@ -287,7 +287,7 @@ def test_real_tracker_with_a_variable_added_mid_run(tmp_path):
     writer.close()
     provider, _ = logdirs.load_provider(str(tmp_path))
     loaded = read(provider, "run", md.updates_tag("grow"))
-    report = loaded.verdicts()
+    report = reports.verdicts_report(loaded)
     assert report["warnings"] == []
     first, late = loaded.names()
     rows = {row["variable"]: row for row in report["rows"]}
