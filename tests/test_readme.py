@@ -42,6 +42,7 @@ COVERED_ELSEWHERE = {
 }
 NOT_RUNNABLE = {
     "pip install tb-varupdate": "needs PyPI, which tests cannot reach; tests/test_wheel.py installs the checkout",
+    "pip install tb-varupdate torch": "needs PyPI; the tests install torch==2.13.0 (make venv) and the checkout",
 }
 CHECK_ALL = "tb-varupdate check logs"
 CHECK_SEED1 = "tb-varupdate check logs --run 'seed1' --json"
@@ -55,6 +56,8 @@ SEED1_STEPS = records.DEFAULT_SAMPLES + 100
 # 96 rows in batches of 8: 12 steps, past the tracker's stuck_after=10 check.
 LOOP_ROWS, LOOP_BATCH = 96, 8
 FIT_ROWS = 64  # two steps of model.fit's default batch size of 32
+# The GAN snippet: 2 epochs of 48 rows in batches of 16, 6 train steps.
+GAN_ROWS, GAN_BATCH, GAN_EPOCHS, GAN_FEATURES = 48, 16, 2, 6
 # TensorBoard imports its plugins and reads the logdir before it answers; on a
 # loaded 2-core machine that can take tens of seconds.
 START_TIMEOUT_S = 120
@@ -105,12 +108,17 @@ def shell_commands():
 
 
 def python_snippets():
-    """{"loop" | "fit": (compiled code, README line number)}, recognised by content."""
+    """{"loop" | "fit" | "gan": (compiled code, README line number)}, recognised by content.
+
+    The PyTorch section's blocks are run by tests/test_torch_docs.py.
+    """
     found = {}
     for language, start, code in readme_blocks():
-        if language != "python":
+        if language != "python" or "tb_varupdate.torch" in code:
             continue
-        if "VariableUpdateTracker(" in code:
+        if "def train_step" in code:
+            key = "gan"
+        elif "VariableUpdateTracker(" in code:
             key = "loop"
         elif ".fit(" in code:
             key = "fit"
@@ -155,6 +163,21 @@ def _fit_names():
     return {"model": model, "x": x, "y": x.sum(axis=1, keepdims=True)}
 
 
+def _gan_names():
+    """The GAN snippet's generator, discriminator, latent_dim and dataset: real and tiny."""
+    keras.utils.set_random_seed(2)
+    latent_dim = 4
+    generator = keras.Sequential([
+        keras.Input((latent_dim,)), keras.layers.Dense(8, activation="tanh", name="hidden"),
+        keras.layers.Dense(GAN_FEATURES, name="out")], name="generator")
+    discriminator = keras.Sequential([
+        keras.Input((GAN_FEATURES,)), keras.layers.Dense(8, activation="tanh", name="hidden"),
+        keras.layers.Dense(1, name="out")], name="discriminator")
+    images = np.random.default_rng(2).normal(size=(GAN_ROWS, GAN_FEATURES)).astype("float32")
+    return {"generator": generator, "discriminator": discriminator, "latent_dim": latent_dim,
+            "dataset": tf.data.Dataset.from_tensor_slices(images).batch(GAN_BATCH)}
+
+
 def _write_seed1(logdir):
     """logs/seed1: a healthy run, not from the README, for the --run example."""
     import tb_varupdate
@@ -192,7 +215,8 @@ def workdir(tmp_path_factory):
     """A directory where the README's Python blocks ran, in order, as a reader would.
 
     Returns:
-      (path, warning messages the custom loop raised).
+      (path, warning messages the custom loop raised, {GAN variable path:
+      whether its value changed in the GAN block}).
     """
     path = tmp_path_factory.mktemp("readme")
     snippets = python_snippets()
@@ -205,8 +229,13 @@ def workdir(tmp_path_factory):
         # loop block.
         namespace.update(_fit_names())
         exec(snippets["fit"][0], namespace)  # pylint: disable=exec-used
+        namespace.update(_gan_names())
+        weights = namespace["generator"].weights + namespace["discriminator"].weights
+        before = [w.numpy().copy() for w in weights]
+        exec(snippets["gan"][0], namespace)  # pylint: disable=exec-used
+        changed = {w.path: not np.array_equal(b, w.numpy()) for w, b in zip(weights, before)}
     _write_seed1(str(path / "logs"))
-    return path, [str(w.message) for w in caught]
+    return path, [str(w.message) for w in caught], changed
 
 
 def _run_shell(line, cwd):
@@ -218,7 +247,7 @@ def _run_shell(line, cwd):
 @pytest.fixture(scope="module")
 def report(workdir):
     """`tb-varupdate check logs --json` over what the snippets wrote."""
-    path, _ = workdir
+    path = workdir[0]
     proc = subprocess.run([os.path.join(BIN, "tb-varupdate"), "check", "logs", "--json"], cwd=path,
                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     assert proc.returncode == cli.EXIT_PROBLEMS, proc.stderr
@@ -234,7 +263,7 @@ def _verdicts(report, run):
 def test_readme_blocks_are_all_python_or_shell():
     languages = [language for language, _, _ in readme_blocks()]
     assert languages and set(languages) <= {"python", "bash"}, languages
-    assert sorted(python_snippets()) == ["fit", "loop"]
+    assert sorted(python_snippets()) == ["fit", "gan", "loop"]
 
 
 def test_every_readme_command_is_run_or_accounted_for():
@@ -246,8 +275,8 @@ def test_every_readme_command_is_run_or_accounted_for():
 
 def test_pip_install_from_pypi_is_the_only_line_skipped():
     skipped = sorted(set(shell_commands()) - set(RUN_HERE) - set(COVERED_ELSEWHERE))
-    assert skipped == ["pip install tb-varupdate"]
-    pytest.skip(NOT_RUNNABLE[skipped[0]])
+    assert skipped == ["pip install tb-varupdate", "pip install tb-varupdate torch"]
+    pytest.skip("; ".join(NOT_RUNNABLE[line] for line in skipped))
 
 
 def test_custom_loop_snippet_finds_the_unused_layer(workdir, report):
@@ -261,9 +290,9 @@ def test_custom_loop_snippet_finds_the_unused_layer(workdir, report):
         "unused/bias": ("never_updated", "missing", None, None),
     }
     # on_stuck="warn" and stuck_after=10, the defaults the README names.
-    _, caught = workdir
+    caught = workdir[1]
     (stuck,) = [message for message in caught if "are stuck" in message]
-    assert "after 10 logged steps (step 9), 2 trainable variable(s)" in stuck
+    assert "after 10 records (step 9), 2 trainable variable(s)" in stuck
     assert "unused/kernel: never_updated" in stuck and "unused/bias: never_updated" in stuck
 
 
@@ -275,6 +304,18 @@ def test_fit_snippet_writes_to_the_train_run(report):
         "out/kernel": ("updating", "present", 0, steps - 1),
         "out/bias": ("updating", "present", 0, steps - 1),
     }
+
+
+def test_gan_snippet_records_both_optimizers_every_train_step(workdir, report):
+    changed = workdir[2]
+    steps = GAN_EPOCHS * GAN_ROWS // GAN_BATCH
+    verdicts = _verdicts(report, "gan/train")
+    assert verdicts == {
+        name: ("updating", "present", 0, steps - 1) for name in changed
+    }
+    assert all(changed.values())  # every weight really changed, as the verdicts say
+    rows = report["runs"]["gan/train"][md.updates_tag("model")]["rows"]
+    assert {row["logged_steps"] for row in rows} == {steps}  # one record per train step
 
 
 def _table_marks(text):
@@ -290,13 +331,14 @@ def _table_marks(text):
 
 
 def test_check_commands_exit_as_documented(workdir):
-    path, _ = workdir
+    path = workdir[0]
     commands = shell_commands()
     proc = _run_shell(commands[CHECK_ALL][0], path)
     # run1 holds the unused layer: a problem, so exit 1, and problems first.
     assert proc.returncode == cli.EXIT_PROBLEMS, proc.stderr
     assert _table_marks(proc.stdout) == {
-        "run1": ["FAIL", "FAIL", "ok", "ok", "ok", "ok"], "run1/train": ["ok"] * 4, "seed1": ["ok"],
+        "run1": ["FAIL", "FAIL", "ok", "ok", "ok", "ok"], "run1/train": ["ok"] * 4, "gan/train": ["ok"] * 8,
+        "seed1": ["ok"],
     }, proc.stdout
     # seed1 alone is healthy: the filter leaves run1 out, so exit 0.
     proc = _run_shell(commands[CHECK_SEED1][0], path)
@@ -333,11 +375,12 @@ def _wait_for_runs(base, process, expected, log):
 
 
 def test_tensorboard_commands_serve_the_runs(workdir, tmp_path):
-    path, _ = workdir
+    path = workdir[0]
     commands = shell_commands()
     # `open the "Variable Updates" tab`: the tab the comment names must exist.
     (tab_name,) = [part.split('"')[1] for part in commands[TENSORBOARD][0].split("#")[1:]]
-    expected = {"run1": [LOOP_ROWS // LOOP_BATCH - 1], "run1/train": [FIT_ROWS // 32 - 1], "seed1": [SEED1_STEPS - 1]}
+    expected = {"run1": [LOOP_ROWS // LOOP_BATCH - 1], "run1/train": [FIT_ROWS // 32 - 1],
+                "gan/train": [GAN_EPOCHS * GAN_ROWS // GAN_BATCH - 1], "seed1": [SEED1_STEPS - 1]}
     started = []
     try:
         # Both start at once, to halve the wait. Each gets a free port appended

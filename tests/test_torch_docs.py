@@ -1,4 +1,4 @@
-"""docs/PYTORCH.md (the README's PyTorch section, to be): every Python block runs as written."""
+"""README.md's PyTorch section: every Python block runs as written (tests/test_readme.py runs the rest)."""
 
 import re
 import warnings
@@ -8,8 +8,9 @@ import pytest
 
 from tb_varupdate import cli
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "PYTORCH.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+DOC = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = [block for block in re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+          if "tb_varupdate.torch" in block]
 # Each block's run and tracker, in order; every block writes one.
 RUNS = ["runs/exp1", "runs/exp2", "runs/amp", "runs/gan"]
 
