@@ -17,7 +17,7 @@ setuptools.setup(
     # The dashboard's source lives in frontend/ at the top of the repository
     # and ships inside the package, so the plugin can serve it from the wheel.
     package_dir={"tb_varupdate.frontend": "frontend"},
-    package_data={"tb_varupdate.frontend": ["*.js", "static/*.js", "static/*.css", "static/vendor/*"]},
+    package_data={"tb_varupdate.frontend": ["*.js", "static/*.js", "static/*.css", "static/panes/*.js", "static/vendor/*"]},
     # Supported: the TensorFlow / TensorBoard 2.21 line with Keras 3. TensorFlow
     # itself is not required here: the backend and the CLI run without it, and
     # training code already has its own build (tensorflow, tensorflow-cpu, ...).

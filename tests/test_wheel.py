@@ -7,7 +7,6 @@ or out of reach in CI); `tb_varupdate` itself comes only from the wheel.
 """
 
 import ast
-import glob
 import json
 import os
 import shutil
@@ -62,19 +61,19 @@ def wheel(source_copy):
 
 
 def expected_files(source_copy):
-    package_data, _ = setup_keywords()
     expected = set()
     for folder, _, files in os.walk(source_copy / "tb_varupdate"):
         for name in files:
             if name.endswith(".py"):
                 expected.add(os.path.relpath(os.path.join(folder, name), source_copy).replace(os.sep, "/"))
+    # Every file the dashboard serves, found on disk rather than from
+    # package_data's globs, so a folder the globs miss fails here.
     frontend = source_copy / "frontend"
-    expected.add("tb_varupdate/frontend/__init__.py")
-    # setuptools expands package_data like glob: "*" stays within one folder.
-    for pattern in package_data["tb_varupdate.frontend"]:
-        for relative in glob.glob(pattern, root_dir=frontend):
-            if os.path.isfile(frontend / relative):
-                expected.add("tb_varupdate/frontend/" + relative.replace(os.sep, "/"))
+    for folder, folders, files in os.walk(frontend):
+        folders[:] = [f for f in folders if f not in ("tests", "__pycache__")]
+        for name in files:
+            relative = os.path.relpath(os.path.join(folder, name), frontend).replace(os.sep, "/")
+            expected.add("tb_varupdate/frontend/" + relative)
     return expected
 
 
@@ -82,7 +81,8 @@ def test_wheel_contains_sources_and_frontend(wheel, source_copy):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = expected_files(source_copy)
     for required in ("tb_varupdate/plugin.py", "tb_varupdate/records.py", "tb_varupdate/metadata.py",
-                     "tb_varupdate/analysis.py", "tb_varupdate/frontend/vendor/uPlot.esm.js"):
+                     "tb_varupdate/analysis.py", "tb_varupdate/frontend/static/vendor/uPlot.esm.js",
+                     "tb_varupdate/frontend/static/panes/overview.js"):
         assert required in expected
     assert expected <= names, sorted(expected - names)
 
