@@ -5,8 +5,10 @@ No framework import: `demo.scenarios` (TensorFlow/Keras) and
 `registry`, and `demo.run_all` runs both.
 """
 
+import contextlib
 import dataclasses
 import os
+import sys
 from typing import Callable, Dict, FrozenSet, Tuple
 
 # Statuses that fail `tb-varupdate check` for a trainable variable.
@@ -70,3 +72,21 @@ def registry(scenarios, seed):
         return register
 
     return scenario
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silences file descriptor 2, where TensorFlow's C++ runtime logs on import.
+
+    TF_CPP_MIN_LOG_LEVEL does not cover absl's "log messages before
+    absl::InitializeLog()" line, which is written straight to the descriptor.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -6,7 +6,6 @@ both, one after the other).
 """
 
 import argparse
-import contextlib
 import os
 import re
 import shutil
@@ -14,28 +13,12 @@ import sys
 import time
 import warnings
 
+from demo import catalogue
+
 DEFAULT_LOGDIR = "demo_logs"
 TENSORBOARD_PORT = 6006
 # Long tracker warnings are cut here; the full text is in `tb-varupdate check`.
 WARNING_WIDTH = 130
-
-
-@contextlib.contextmanager
-def _stderr_to_devnull():
-    """Silences file descriptor 2, where TensorFlow's C++ runtime logs on import.
-
-    TF_CPP_MIN_LOG_LEVEL does not cover absl's "log messages before
-    absl::InitializeLog()" line, which is written straight to the descriptor.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def load_scenarios(verbose=False):
@@ -44,7 +27,7 @@ def load_scenarios(verbose=False):
         from demo import scenarios, torch_scenarios
         return scenarios.SCENARIOS + torch_scenarios.SCENARIOS
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _stderr_to_devnull():
+    with catalogue.quiet_stderr():
         from demo import scenarios, torch_scenarios
     import tensorflow as tf
 

@@ -591,7 +591,8 @@ class _GAN(keras.Model):
         self.discriminator = keras.Sequential(
             [keras.Input((3,)), keras.layers.Dense(8, activation="relu", name="hidden"),
              keras.layers.Dense(1, name="out")], name="discriminator")
-        self.seed_generator = keras.random.SeedGenerator(SEED)
+        # Named: an unnamed SeedGenerator's name counts the ones made before it.
+        self.seed_generator = keras.random.SeedGenerator(SEED, name="noise")
 
     def compile(self, d_optimizer, g_optimizer):  # pylint: disable=arguments-differ
         super().compile()
@@ -632,9 +633,9 @@ class _GAN(keras.Model):
         "discriminator/out/kernel": (UPDATING, PRESENT),
         "discriminator/out/bias": (UPDATING, PRESENT),
         # keras.random's seed state, advanced by every noise draw.
-        "seed_generator/seed_generator_state": (UPDATING, NOT_LOGGED),
+        "noise/seed_generator_state": (UPDATING, NOT_LOGGED),
     },
-    not_trainable=("seed_generator/seed_generator_state",),
+    not_trainable=("noise/seed_generator_state",),
     keras_fit=True,
 )
 def gan_custom_train_step(run_dir):

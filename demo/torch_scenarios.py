@@ -127,6 +127,14 @@ class _DDPNet(torch.nn.Module):
 
 
 def _ddp_worker(rank, port, run_dir):
+    # torch's SummaryWriter imports TensorFlow where it is installed, and its
+    # C++ runtime logs to descriptor 2 in each fresh worker; a worker's error
+    # still reaches the parent, which torch.multiprocessing re-raises.
+    with catalogue.quiet_stderr():
+        _ddp_train(rank, port, run_dir)
+
+
+def _ddp_train(rank, port, run_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=DDP_WORLD,
