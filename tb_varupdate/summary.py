@@ -28,6 +28,7 @@ import random
 import tensorflow as tf
 
 from tb_varupdate import counters
+from tb_varupdate import options
 from tb_varupdate import stuck
 from tb_varupdate._tf_gradients import Matcher, Warnings, first_replica
 from tb_varupdate._tf_record import Recorder
@@ -89,13 +90,8 @@ class VariableUpdateTracker:
 
     def __init__(self, variables_or_module, name="model", every_n_steps=1, on_stuck="warn", stuck_after=10, track_rows=True,
                  delta="exact", allow=()):
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ValueError(
-                "name must be a non-empty string without '/', used in the tag "
-                "'varupdate/<name>'. Received: name=%r" % (name,)
-            )
-        if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
-            raise ValueError("every_n_steps must be an int >= 1. Received: every_n_steps=%r" % (every_n_steps,))
+        options.check_name(name)
+        options.check_every_n_steps(every_n_steps)
         self._check = stuck.StuckCheck(name, on_stuck, stuck_after, allow)
         self.name = name
         self.every_n_steps = every_n_steps

@@ -26,6 +26,7 @@ import torch
 
 from tb_varupdate import counters
 from tb_varupdate import metadata as md
+from tb_varupdate import options
 from tb_varupdate import stuck
 from tb_varupdate._torch_measure import EXACT, Measurement, Row
 from tb_varupdate._torch_ops import TorchOps, to_torch
@@ -159,13 +160,8 @@ class ParameterUpdateTracker:
 
     def __init__(self, module_or_params, log_dir=None, *, writer=None, name="model", every_n_steps=1,
                  on_stuck="warn", stuck_after=10, delta="exact", buffers=True, all_ranks=False, allow=()):
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ValueError(
-                "name must be a non-empty string without '/', used in the tag "
-                "'varupdate/<name>'. Received: name=%r" % (name,)
-            )
-        if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
-            raise ValueError("every_n_steps must be an int >= 1. Received: every_n_steps=%r" % (every_n_steps,))
+        options.check_name(name)
+        options.check_every_n_steps(every_n_steps)
         if (log_dir is None) == (writer is None):
             raise ValueError(
                 "give exactly one of log_dir (the tracker opens a SummaryWriter of its own) and "

@@ -1,0 +1,26 @@
+"""Tracker options that every writer (TensorFlow and PyTorch) validates the same way. No framework import."""
+
+
+def check_name(name):
+    """The tracker name, used in the tag `varupdate/<name>`.
+
+    Raises:
+      ValueError: `name` is not a non-empty string without '/'.
+    """
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(
+            "name must be a non-empty string without '/', used in the tag "
+            "'varupdate/<name>'. Received: name=%r" % (name,)
+        )
+    return name
+
+
+def check_every_n_steps(every_n_steps):
+    """`every_n_steps`, an int >= 1 (bools are not counts).
+
+    Raises:
+      ValueError: it is not.
+    """
+    if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
+        raise ValueError("every_n_steps must be an int >= 1. Received: every_n_steps=%r" % (every_n_steps,))
+    return every_n_steps
