@@ -37,6 +37,7 @@ setuptools.setup(
             "tensorflow-cpu>=2.21,<2.22",
             "keras>=3.10,<4",
             "pytest>=8",
+            "hypothesis>=6.100",
             "playwright>=1.49",
             "build>=1.2",
         ],
