@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from tb_varupdate import metadata as md  # noqa: E402
+from tb_varupdate import variables_record as vr  # noqa: E402
 from tb_varupdate import plugin  # noqa: E402
 from tb_varupdate import buckets as buckets_lib  # noqa: E402
 from tb_varupdate import history  # noqa: E402
@@ -134,7 +135,7 @@ class RecordMaker:
         self.max_rel = np.zeros(count)
         self.entries = entries(count)
         self.trainable = np.array([entry["trainable"] for entry in self.entries], dtype=np.int64)
-        self.names_json, self.digest = md.encode_variables(self.entries)
+        self.names_json, self.digest = vr.encode_variables(self.entries)
 
     def record(self, step):
         np = self.np

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tb_varupdate import counters
 from tb_varupdate import measure
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 from tb_varupdate._tf_ops import TFOps
 
 _OPS = TFOps()
@@ -45,7 +46,7 @@ class Recorder:
         self.track_rows = track_rows
         self.in_eager_call = False
         self.pending_stuck = None  # the check's message in an eager call, raised once the call returns
-        self._entries_bytes, self._names_hash = md.encode_variables([], writer_id=writer_id)
+        self._entries_bytes, self._names_hash = vr.encode_variables([], writer_id=writer_id)
         with tf.init_scope():
             self.header = tf.Variable(counters.initial_header(), trainable=False, name="varupdate_header")
             self._names_written = tf.Variable(-1, dtype=tf.int64, trainable=False, name="varupdate_names")
@@ -64,7 +65,7 @@ class Recorder:
             self._counters.assign(tf.concat([self._counters, fresh], 0))
             self._floats.assign(tf.concat([self._floats, fresh_floats], 0))
         self.layout.add([t.variable for t in added], lift)
-        self._entries_bytes, self._names_hash = md.encode_variables(self._variables.entries(), writer_id=self.writer_id)
+        self._entries_bytes, self._names_hash = vr.encode_variables(self._variables.entries(), writer_id=self.writer_id)
 
     def ops(self, step, grads, kinds, extra):
         """The ops of one log() call; returns the stuck message ("" if none) as a 0-d string."""
@@ -154,7 +155,7 @@ class Recorder:
                 % (self.name, given),
                 stacklevel=2,
             )
-        entries, _ = md.parse_variables(entries_bytes)
+        entries, _ = vr.parse_variables(entries_bytes)
         record = record.numpy()
         # A variable with no element can never change: it is not stuck.
         keep = [i for i, entry in enumerate(entries) if not (entry["shape"] and 0 in entry["shape"])]

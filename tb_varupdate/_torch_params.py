@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 from tb_varupdate._torch_measure import Row
 
 # torch.compile wraps a module in OptimizedModule, whose names gain this segment.
@@ -56,7 +57,7 @@ def pairs(items):
     if found and all(name.startswith("module.") for name, _ in found):
         # Pairs from a DDP model's named_parameters(): names as in the plain model.
         found = [(name[len("module."):], tensor) for name, tensor in found]
-    return [(clean_name(name), tensor, md.ROLE_PARAMETER) for name, tensor in found]
+    return [(clean_name(name), tensor, vr.ROLE_PARAMETER) for name, tensor in found]
 
 
 class Tensors:
@@ -81,9 +82,9 @@ class Tensors:
         """`(name, tensor, role)` of every tensor to track now."""
         if self._module is None:
             return self._fixed
-        found = [(clean_name(n), p, md.ROLE_PARAMETER) for n, p in self._module.named_parameters()]
+        found = [(clean_name(n), p, vr.ROLE_PARAMETER) for n, p in self._module.named_parameters()]
         if self._buffers:
-            found += [(clean_name(n), b, md.ROLE_BUFFER) for n, b in self._module.named_buffers()]
+            found += [(clean_name(n), b, vr.ROLE_BUFFER) for n, b in self._module.named_buffers()]
         return found
 
     def refresh(self, joined):
@@ -115,7 +116,7 @@ class Tensors:
                 "name": name,
                 "shape": list(tensor.shape),
                 "dtype": str(tensor.dtype).replace("torch.", ""),
-                "trainable": bool(tensor.requires_grad) if role == md.ROLE_PARAMETER else False,
+                "trainable": bool(tensor.requires_grad) if role == vr.ROLE_PARAMETER else False,
                 "joined": int(joined),
                 "role": role,
             })
@@ -125,13 +126,13 @@ class Tensors:
     def trainable_parameters(self):
         """`(index, entry, row)` of each parameter with `requires_grad` now."""
         return [(index, entry, row) for index, (entry, row) in enumerate(zip(self.entries, self.rows))
-                if entry["role"] == md.ROLE_PARAMETER and row.tensor.requires_grad]
+                if entry["role"] == vr.ROLE_PARAMETER and row.tensor.requires_grad]
 
     def grads(self):
         """Per row, its `.grad` now: None as `GRAD_NONE`; buffers, which have none, `GRAD_NOT_GIVEN`."""
         grads = []
         for entry, row in zip(self.entries, self.rows):
-            if entry["role"] == md.ROLE_BUFFER:
+            if entry["role"] == vr.ROLE_BUFFER:
                 grads.append(md.GRAD_NOT_GIVEN)
             else:
                 grad = row.tensor.grad
@@ -142,5 +143,5 @@ class Tensors:
         """bool torch [rows]: the rows' `trainable` at this record (`requires_grad` can change)."""
         # Through NumPy: torch.tensor() of a 300-item list of bools took ~1 ms.
         return torch.from_numpy(np.fromiter(
-            (entry["role"] == md.ROLE_PARAMETER and row.tensor.requires_grad
+            (entry["role"] == vr.ROLE_PARAMETER and row.tensor.requires_grad
              for entry, row in zip(self.entries, self.rows)), bool, count=len(self.rows)))

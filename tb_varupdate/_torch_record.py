@@ -14,7 +14,7 @@ import warnings
 import torch
 
 from tb_varupdate import counters
-from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 from tb_varupdate._torch_measure import EXACT, Measurement
 from tb_varupdate._torch_ops import TorchOps, to_torch
 from tb_varupdate._torch_writer import write_updates, write_variables
@@ -63,7 +63,7 @@ class Recorder:
         new_counters, new_floats = (to_torch(a) for a in counters.initial_state(added))
         self._counters = torch.cat([self._counters, new_counters])
         self._floats = torch.cat([self._floats, new_floats])
-        self.document, self._names_hash = md.encode_variables(tensors.entries, self._writer_id)
+        self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
         self._sized = torch.tensor([row.is_float and self._delta == EXACT for row in tensors.rows])
 
     def measure(self, tensors):

@@ -48,6 +48,6 @@ def write_updates(writer, name, record, step):
 
 
 def write_variables(writer, name, document, step):
-    """Writes the variables record (the JSON bytes of `metadata.encode_variables`) at `step`."""
+    """Writes the variables record (the JSON bytes of `variables_record.encode_variables`) at `step`."""
     summary = _summary(md.variables_tag(name), np.asarray(document, dtype=object), md.KIND_VARIABLES)
     _file_writer(writer).add_summary(summary, int(step))

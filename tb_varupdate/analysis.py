@@ -11,6 +11,7 @@ import re
 import numpy as np
 
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 
 # The status and gradient words live in `vocabulary`; re-exported here, where
 # the CLI, the backend and the writers' stuck check have always found them.
@@ -129,7 +130,7 @@ def severity(row):
         if row["status"] == NON_FINITE:
             return 2
         # A PyTorch parameter with requires_grad=False should not move.
-        return 1 if row.get("role") == md.ROLE_PARAMETER and row["changed_steps"] else 0
+        return 1 if row.get("role") == vr.ROLE_PARAMETER and row["changed_steps"] else 0
     if row["status"] in PROBLEM_STATUSES or row.get("non_finite_gradient_run"):
         return 2
     if row["status"] == TINY_UPDATES or row["gradient"] in (GRAD_ZERO, GRAD_NON_FINITE):
@@ -193,7 +194,7 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state):
     shape = entry["shape"]
     value_l2 = _finite_or_none(fcol[md.VALUE_L2])
     delta_l2 = _finite_or_none(fcol[md.DELTA_L2])
-    role = entry.get("role") if entry.get("role") in md.ROLES else None
+    role = entry.get("role") if entry.get("role") in vr.ROLES else None
     empty = _is_empty(shape)
     status = EMPTY if empty else _status(
         logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel)
@@ -252,7 +253,7 @@ def verdicts(entries, updates, step):
     `apply_allow`) and `latest_relative_update` (`relative_update`).
 
     Args:
-      entries: the variables record's entries (`metadata.parse_variables`).
+      entries: the variables record's entries (`variables_record.parse_variables`).
       updates: the newest `metadata.Updates` of the same tracker.
       step: the step of that newest record.
 

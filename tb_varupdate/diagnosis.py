@@ -6,6 +6,7 @@ Each sentence says only what the record supports. Rows of a PyTorch writer
 """
 
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 from tb_varupdate import vocabulary as vc
 
 TF, TORCH = "tensorflow", "torch"
@@ -117,7 +118,7 @@ def _not_trainable(row, facts):
             "(e.g. BatchNorm moving variance) was fed non-finite activations."
             % row["first_non_finite_step"]
         )
-    if facts["role"] == md.ROLE_PARAMETER and row["changed_steps"]:
+    if facts["role"] == vr.ROLE_PARAMETER and row["changed_steps"]:
         return (
             "A parameter with `requires_grad=False`, but its value changed at %d of %d logged "
             "steps: weight decay applied to a zero-filled gradient (the optimizer still holds "
@@ -130,13 +131,13 @@ def _not_trainable(row, facts):
             "step %d. Not a problem." % row["last_update_step"]
         )
     if status == vc.NEVER_UPDATED:
-        if facts["role"] == md.ROLE_BUFFER:
+        if facts["role"] == vr.ROLE_BUFFER:
             return "A buffer that never changed: not a problem."
         return (
             "Not trainable and never changed: frozen on purpose (trainable=False). "
             "Not a problem unless you meant to train it."
         )
-    if facts["role"] == md.ROLE_BUFFER:
+    if facts["role"] == vr.ROLE_BUFFER:
         return "A buffer (running statistics, counters), changed by assignments: expected."
     return (
         "Not trainable, changed by assignments (BatchNorm moving statistics, counters, "

@@ -22,6 +22,7 @@ from tensorboard.data import provider as provider_lib
 
 from tb_varupdate import history as history_lib
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 
 # The fix a user needs when steps do not grow (docs/FORMAT.md, HEADER_STEP_REGRESSIONS).
 STEP_FIX = "pass step=optimizer.iterations (or a global counter) to tracker.log"
@@ -201,7 +202,7 @@ def _choose_entries(run, tag, variables_data, newest, warnings):
     failures = []
     for datum in variables_data:
         try:
-            record = md.parse_variables_record(datum.numpy)
+            record = vr.parse_variables_record(datum.numpy)
         except md.FormatError as err:
             failures.append((datum.step, err))
             continue
@@ -253,7 +254,7 @@ def _writer_ids(variables_data):
     ids = set()
     for datum in variables_data:
         try:
-            writer_id = md.parse_variables_record(datum.numpy).writer_id
+            writer_id = vr.parse_variables_record(datum.numpy).writer_id
         except md.FormatError:
             continue
         if writer_id:
@@ -273,7 +274,7 @@ def _newest_records(run, tag, updates_data, variables_data, writers=()):
     datum = updates_data[-1]
     try:
         newest = md.parse_updates(datum.numpy)
-        variables = md.parse_variables_record(variables_data[-1].numpy)
+        variables = vr.parse_variables_record(variables_data[-1].numpy)
     except md.FormatError:
         return None
     if variables.names_hash != newest.names_hash or newest.num_variables > len(variables.entries):

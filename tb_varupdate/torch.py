@@ -25,7 +25,7 @@ import warnings
 
 import torch
 
-from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 from tb_varupdate import options
 from tb_varupdate import stuck
 from tb_varupdate._torch_hooks import GradientProbe, StepHooks, warn_not_in_optimizers
@@ -240,7 +240,7 @@ class ParameterUpdateTracker:
             self._probe.finish(measured["grad_l2"], self._tensors.entries, self._warn_once)
         record = self._recorder.write(measured, step, self._tensors)
         if self._check.is_due(self.records_written):
-            entries, _ = md.parse_variables(self._recorder.document)
+            entries, _ = vr.parse_variables(self._recorder.document)
             if self._check.on_stuck == "raise":
                 self._recorder.writer.flush()  # the record that failed the check is on disk for `tb-varupdate check`
             self._check.run(entries, record, step)

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 
 STEP500_RUN = "step500"
 STEP500_STEPS = 1000
@@ -126,8 +127,8 @@ HAND_ROWS = [
 
 def hand_records():
     """The "hand" tracker's records, with cumulative counters that fit."""
-    variables_1, digest_1 = md.encode_variables(HAND_ENTRIES_1)
-    variables_2, digest_2 = md.encode_variables(HAND_ENTRIES_2)
+    variables_1, digest_1 = vr.encode_variables(HAND_ENTRIES_1)
+    variables_2, digest_2 = vr.encode_variables(HAND_ENTRIES_2)
     out = [
         (HAND_TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 0, variables_1),
         (HAND_TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 3, variables_2),
@@ -155,7 +156,7 @@ def hand_records():
 
 def _three_step_records(tag=TAG, names=("x",)):
     entries = [entry(name) for name in names]
-    variables, digest = md.encode_variables(entries)
+    variables, digest = vr.encode_variables(entries)
     out = [(tag + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 0, variables)]
     for step in range(3):
         rows = [
@@ -200,7 +201,7 @@ def future_version_records():
 def non_finite_records():
     """One variable whose value went Inf: exercises NaN/Inf -> null."""
     entries = [entry("x")]
-    variables, digest = md.encode_variables(entries)
+    variables, digest = vr.encode_variables(entries)
     rows = [{md.DELTA_L2: float("nan"), md.VALUE_L2: float("inf"), md.GRAD_L2: float("nan"),
              md.CHANGED_STEPS: 1, md.FIRST_UPDATE_STEP: 0, md.LAST_UPDATE_STEP: 0,
              md.LOGS_AT_LAST_UPDATE: 1, md.FIRST_NON_FINITE_STEP: 0,
@@ -263,7 +264,7 @@ def _one_variable_run(name="x", steps=(0, 1, 2), variables=None, first_update=No
     """A tag whose one variable changes at every record; `variables` replaces its variables record."""
     entries = [entry(name)]
     try:
-        names, digest = md.encode_variables(entries)
+        names, digest = vr.encode_variables(entries)
     except UnicodeEncodeError:
         # A lone surrogate: no writer hashes it, but a record can still hold it.
         digest = 12345
@@ -281,7 +282,7 @@ def _one_variable_run(name="x", steps=(0, 1, 2), variables=None, first_update=No
 
 def hostile_runs():
     """{run: records} of every hostile case; "good" is a healthy run beside them."""
-    list_name = json.dumps({"names_hash": md.names_hash([entry("x")]),
+    list_name = json.dumps({"names_hash": vr.names_hash([entry("x")]),
                             "variables": [dict(entry("x"), name=["a", "b"])]}).encode("utf-8")
     float32_only = _one_variable_run()[:1] + [
         (TAG, md.KIND_UPDATES, step, np.zeros((2, md.NUM_COLUMNS), dtype=np.float32)) for step in range(3)
@@ -325,7 +326,7 @@ def restarted_steps_records(writer_ids=(7,), step_regressions=4):
     out = []
     logged = 0
     for number, writer_id in enumerate(writer_ids):
-        names, digest = md.encode_variables(entries, writer_id=writer_id)
+        names, digest = vr.encode_variables(entries, writer_id=writer_id)
         out.append((TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, number * 10, names))
         for index in range(3):
             logged = index + 1

@@ -30,6 +30,7 @@ import pytest
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from tb_varupdate import metadata as md  # noqa: E402
+from tb_varupdate import variables_record as vr  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -93,7 +94,7 @@ def _write_wide(logdir, run="wide", count=WIDE_VARIABLES, steps=5):
          "dtype": "float32", "trainable": True, "joined": 0}
         for i in range(count)
     ]
-    names_json, digest = md.encode_variables(entries)
+    names_json, digest = vr.encode_variables(entries)
     stuck = np.arange(count) % 50 == 0
     writer = tf.summary.create_file_writer(os.path.join(logdir, run))
     with writer.as_default():
@@ -565,7 +566,7 @@ def _write_named(logdir, run, names, zero=()):
     import tensorflow as tf
 
     entries = [{"name": n, "shape": [4], "dtype": "float32", "trainable": True, "joined": 0} for n in names]
-    names_json, digest = md.encode_variables(entries)
+    names_json, digest = vr.encode_variables(entries)
     stuck = np.array([n in zero for n in names])
     writer = tf.summary.create_file_writer(os.path.join(logdir, run))
     with writer.as_default():

@@ -6,6 +6,7 @@ from tensorboard import context
 
 from tb_varupdate import cache as cache_lib
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 
 import logdirs
 from test_reading import CountingProvider
@@ -32,7 +33,7 @@ def test_cache_reuses_until_a_new_step_arrives(tmp_path):
     cache = cache_lib.RecordCache(provider)
     first = cache.records(CTX, "", "run", logdirs.TAG)
     assert cache.records(CTX, "", "run", logdirs.TAG) is first
-    variables, digest = md.encode_variables([logdirs.entry("x")])
+    variables, digest = vr.encode_variables([logdirs.entry("x")])
     rows = [{md.DELTA_L2: 0.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: 3, md.FIRST_UPDATE_STEP: 0,
              md.LAST_UPDATE_STEP: 2, md.LOGS_AT_LAST_UPDATE: 3}]
     logdirs.write_records(run_dir, [(logdirs.TAG, md.KIND_UPDATES, 3, logdirs.updates(4, digest, rows))])

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import tb_varupdate
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 from tb_varupdate import cli
 
 
@@ -183,7 +184,7 @@ def test_check_does_not_import_tensorflow_even_when_installed(hostile):
 
 def test_allow_accepts_a_problem_row(tmp_path, capsys):
     entries = [logdirs.entry("critic/out/bias")]
-    names, digest = md.encode_variables(entries)
+    names, digest = vr.encode_variables(entries)
     # Logged 30 times, never changed, zero gradient: a problem unless accepted.
     rows = [{md.GRAD_ZERO_STEPS: 30, md.VALUE_L2: 0.0}]
     _write(tmp_path / "run", [(logdirs.TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 0, names),

@@ -8,6 +8,7 @@ import pytest
 from tensorboard.compat.proto import summary_pb2
 
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 
 ENTRIES = [
     {"name": "dense/kernel", "shape": [3, 2], "dtype": "float32", "trainable": True, "joined": 0},
@@ -49,17 +50,17 @@ def test_parse_updates_rejects_wrong_dtype_and_shape(array, match):
 
 
 def test_variables_round_trip_and_hash_covers_trainable_flag():
-    data, digest = md.encode_variables(ENTRIES)
-    entries, parsed_digest = md.parse_variables(np.array(data, dtype=object))
+    data, digest = vr.encode_variables(ENTRIES)
+    entries, parsed_digest = vr.parse_variables(np.array(data, dtype=object))
     assert entries == ENTRIES and parsed_digest == digest
     frozen = [dict(ENTRIES[0], trainable=False), ENTRIES[1]]
-    assert md.names_hash(frozen) != digest
+    assert vr.names_hash(frozen) != digest
 
 
 @pytest.mark.parametrize("value", [b"not json", b'{"variables": []}', b'{"names_hash": 1, "variables": [{"name": "x"}]}'])
 def test_parse_variables_rejects_malformed_documents(value):
     with pytest.raises(md.FormatError, match="variables record"):
-        md.parse_variables(value)
+        vr.parse_variables(value)
 
 
 def test_summary_metadata_is_a_tensor_class_of_this_plugin():

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -40,7 +41,7 @@ ENTRIES = st.lists(
     st.fixed_dictionaries(
         {"name": ENTRY_VALUES | st.text(), "shape": ENTRY_VALUES | st.lists(st.integers(-3, 5) | st.none()),
          "dtype": ENTRY_VALUES | st.text(), "trainable": ENTRY_VALUES, "joined": ENTRY_VALUES},
-        optional={"role": ENTRY_VALUES | st.sampled_from(md.ROLES)},
+        optional={"role": ENTRY_VALUES | st.sampled_from(vr.ROLES)},
     ),
     max_size=3,
 )
@@ -71,17 +72,17 @@ def test_parse_updates_raises_only_format_error_on_any_tensor(array):
 @SETTINGS
 @given(st.one_of(TENSORS, SCALARS))
 def test_parse_variables_raises_only_format_error_on_any_tensor_or_scalar(value):
-    _only_format_errors(md.parse_variables, value)
+    _only_format_errors(vr.parse_variables, value)
     if not isinstance(value, np.ndarray):
-        _only_format_errors(md.parse_variables, np.array(value, dtype=object))
+        _only_format_errors(vr.parse_variables, np.array(value, dtype=object))
 
 
 @SETTINGS
 @given(DOCUMENTS)
 def test_parse_variables_raises_only_format_error_on_any_json(document):
     text = json.dumps(document)
-    _only_format_errors(md.parse_variables, text.encode("utf-8"))
-    _only_format_errors(md.parse_variables, np.array(text.encode("utf-8"), dtype=object))
+    _only_format_errors(vr.parse_variables, text.encode("utf-8"))
+    _only_format_errors(vr.parse_variables, np.array(text.encode("utf-8"), dtype=object))
 
 
 @SETTINGS
@@ -94,7 +95,7 @@ def test_parse_plugin_content_raises_only_format_error(content):
 def test_deeply_nested_json_is_a_format_error(depth):
     nested = b"[" * depth + b"]" * depth
     with pytest.raises(md.FormatError):
-        md.parse_variables(nested)
+        vr.parse_variables(nested)
     with pytest.raises(md.FormatError):
         md.parse_plugin_content(nested)
 
@@ -102,7 +103,7 @@ def test_deeply_nested_json_is_a_format_error(depth):
 @pytest.mark.parametrize("value", [2**50, 300_000_000, np.int64(2**50), np.array(2**50), 1.5])
 def test_a_numeric_variables_record_is_a_format_error_without_allocating(value):
     with pytest.raises(md.FormatError, match="must be a scalar string"):
-        md.parse_variables(value)
+        vr.parse_variables(value)
 
 
 @pytest.mark.parametrize(
@@ -117,12 +118,12 @@ def test_a_numeric_variables_record_is_a_format_error_without_allocating(value):
 def test_parse_variables_checks_entry_types(entry_change, match):
     entry = dict({"name": "x", "shape": [2], "dtype": "float32", "trainable": True, "joined": 0}, **entry_change)
     with pytest.raises(md.FormatError, match=match):
-        md.parse_variables(json.dumps({"names_hash": 1, "variables": [entry]}))
+        vr.parse_variables(json.dumps({"names_hash": 1, "variables": [entry]}))
 
 
 def test_parse_variables_record_gives_the_writer_id():
-    data, digest = md.encode_variables([{"name": "x", "shape": [], "dtype": "float32", "trainable": True,
+    data, digest = vr.encode_variables([{"name": "x", "shape": [], "dtype": "float32", "trainable": True,
                                          "joined": 0}], writer_id=77)
-    parsed = md.parse_variables_record(data)
+    parsed = vr.parse_variables_record(data)
     assert (parsed.names_hash, parsed.writer_id) == (digest, 77)
-    assert md.parse_variables_record(json.dumps({"names_hash": 1, "variables": []})).writer_id is None
+    assert vr.parse_variables_record(json.dumps({"names_hash": 1, "variables": []})).writer_id is None

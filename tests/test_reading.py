@@ -9,6 +9,7 @@ from tensorboard import errors
 from tb_varupdate import analysis
 from tb_varupdate import history as history_lib
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 from tb_varupdate import reading
 from tb_varupdate import records
 from tb_varupdate import reports
@@ -155,8 +156,8 @@ def test_other_format_version_is_skipped_with_warning(provider):
 def test_older_variables_record_with_matching_hash_is_used(tmp_path):
     # The newest variables record (step 5) names a variable that no updates
     # record has yet: the one at step 0 matches and must be used, silently.
-    first, digest_1 = md.encode_variables([logdirs.entry("a")])
-    second, _ = md.encode_variables([logdirs.entry("a"), logdirs.entry("z", joined=2)])
+    first, digest_1 = vr.encode_variables([logdirs.entry("a")])
+    second, _ = vr.encode_variables([logdirs.entry("a"), logdirs.entry("z", joined=2)])
     vtag = logdirs.TAG + md.VARIABLES_TAG_SUFFIX
     rows = [{md.DELTA_L2: 1.0, md.VALUE_L2: 1.0, md.CHANGED_STEPS: 2, md.FIRST_UPDATE_STEP: 0,
              md.LAST_UPDATE_STEP: 1, md.LOGS_AT_LAST_UPDATE: 2}]

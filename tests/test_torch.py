@@ -20,6 +20,7 @@ import readback
 import tb_varupdate.torch as tbt
 from tb_varupdate import _torch_measure as _measure
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 from tb_varupdate.errors import StuckVariableError
 
 STEPS = 24
@@ -53,7 +54,7 @@ def _entries(run_dir, name="model"):
     accumulator = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
     accumulator.Reload()
     event = accumulator.Tensors(md.variables_tag(name))[-1]
-    entries, _ = md.parse_variables(tensor_util.make_ndarray(event.tensor_proto))
+    entries, _ = vr.parse_variables(tensor_util.make_ndarray(event.tensor_proto))
     return {entry["name"]: entry for entry in entries}
 
 
