@@ -10,12 +10,11 @@ same "Variable Updates" tab beside the TensorFlow ones. Its `SCENARIOS` are
 
 import datetime
 import os
-import socket
-import time
 
 import torch
 
 from demo import catalogue
+from demo import localnet
 import tb_varupdate.torch as tbt
 
 STEPS = 30
@@ -155,33 +154,10 @@ def _ddp_train(rank, port, run_dir):
         torch.distributed.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spawn_ddp(run_dir):
-    context = torch.multiprocessing.spawn(_ddp_worker, args=(_free_port(), run_dir), nprocs=DDP_WORLD, join=False)
-    deadline = time.monotonic() + DDP_DEADLINE_S
-    try:
-        while not context.join(timeout=1):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the DDP workers did not finish in %d s" % DDP_DEADLINE_S)
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-
-
 @_scenario("torch_ddp_unused_parameter",
            "DDP over gloo, 2 processes (find_unused_parameters=True): aux_head is unused on every rank",
            {"hidden.weight": (UPDATING, PRESENT), "hidden.bias": (UPDATING, PRESENT),
             "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
             "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
 def torch_ddp_unused_parameter(run_dir):
-    try:
-        _spawn_ddp(run_dir)
-    except (torch.multiprocessing.ProcessExitedException, torch.multiprocessing.ProcessRaisedException):
-        # A start-up abort was seen once on a loaded 2-core machine: one retry, on a fresh port.
-        _spawn_ddp(run_dir)
+    localnet.spawn_bounded(_ddp_worker, (run_dir,), DDP_WORLD, DDP_DEADLINE_S)

@@ -1,16 +1,14 @@
 """Helpers for tests that start TensorBoard as a separate process and ask it over HTTP."""
 
-import socket
 import subprocess
 import urllib.error
 import urllib.request
 
+from demo import localnet
 
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
+# A TCP port on 127.0.0.1 that nothing listens on right now.
+free_port = localnet.free_port
 
 
 def get(url, timeout=10):

@@ -7,12 +7,12 @@ up before TensorFlow initialises, and the workers must be separate processes.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from demo import localnet
 import readback
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -169,21 +169,11 @@ def test_mirrored_strategy_custom_loop_logs_inside_or_outside_strategy_run(mirro
     assert mirrored[where + "_warnings"] == []
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def test_multi_worker_mirrored_strategy_chief_writes_one_exact_series(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(MULTI_WORKER)
     logdir = tmp_path / "logs"
-    ports = _free_ports(2)
+    ports = localnet.free_ports(2)
     workers = [
         subprocess.Popen([sys.executable, str(script), json.dumps(ports), str(index), str(logdir), TESTS],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())

@@ -7,13 +7,11 @@ A parameter unused on every rank (`find_unused_parameters=True`) keeps
 
 import datetime
 import os
-import socket
-import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from demo import localnet
 import readback
 import tb_varupdate.torch as tbt
 
@@ -63,34 +61,10 @@ def _worker(rank, port, logdir, results):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spawn(logdir, results):
-    """Runs both workers, bounded in time; raises what a worker raised."""
-    context = mp.spawn(_worker, args=(_free_port(), str(logdir), str(results)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + DEADLINE_S
-    try:
-        while not context.join(timeout=1):
-            if time.monotonic() > deadline:
-                raise TimeoutError("DDP workers did not finish in %d s" % DEADLINE_S)
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-
-
 def test_ddp_unused_parameter_is_never_updated_with_gradient_missing(tmp_path):
     logdir, results = tmp_path / "logs", tmp_path / "results"
     results.mkdir()
-    try:
-        _spawn(logdir, results)
-    except (mp.ProcessExitedException, mp.ProcessRaisedException):
-        # A start-up abort was seen once on a loaded 2-core machine: one retry, on a fresh port.
-        _spawn(logdir, results)
+    localnet.spawn_bounded(_worker, (str(logdir), str(results)), WORLD, DEADLINE_S)
     ranks = [torch.load(results / ("rank%d.pt" % rank)) for rank in range(WORLD)]
     # DDP keeps the replicas equal, so rank 0's series stands for every rank.
     assert all(torch.equal(ranks[0]["weights"][n], ranks[1]["weights"][n]) for n in ranks[0]["weights"])

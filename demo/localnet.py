@@ -1,0 +1,60 @@
+"""Loopback ports and bounded worker processes, shared by the demo's and the tests' distributed runs.
+
+Every worker binds 127.0.0.1 only, and every run has a deadline, so a
+rendezvous that hangs ends as an error instead of a hung demo or CI job.
+"""
+
+import socket
+import time
+
+
+def free_ports(count=1):
+    """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now.
+
+    The sockets are held open together so that the ports differ. Another
+    process can still take a port before the caller binds it, which is why
+    `spawn_bounded` retries once on fresh ports.
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port():
+    """One TCP port on 127.0.0.1 that nothing listens on right now."""
+    return free_ports(1)[0]
+
+
+def spawn_bounded(worker, args, nprocs, deadline_s):
+    """Runs `worker(rank, port, *args)` in `nprocs` torch processes, each given one free port.
+
+    Workers still alive at the deadline are killed and TimeoutError raised;
+    a worker's exception is re-raised here (torch.multiprocessing's
+    ProcessRaisedException). A failed run gets one more try on a fresh port:
+    a start-up abort was seen once on a loaded 2-core machine, and another
+    process can take the port between `free_port` and the rendezvous.
+    """
+    import torch.multiprocessing as mp  # pylint: disable=import-outside-toplevel  (free_ports needs no torch)
+
+    try:
+        _spawn_once(mp, worker, args, nprocs, deadline_s)
+    except (mp.ProcessExitedException, mp.ProcessRaisedException):
+        _spawn_once(mp, worker, args, nprocs, deadline_s)
+
+
+def _spawn_once(mp, worker, args, nprocs, deadline_s):
+    context = mp.spawn(worker, args=(free_port(),) + tuple(args), nprocs=nprocs, join=False)
+    deadline = time.monotonic() + deadline_s
+    try:
+        while not context.join(timeout=1):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the %d worker processes did not finish in %d s" % (nprocs, deadline_s))
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
