@@ -202,6 +202,10 @@ def heatmap_report(records, verdicts, history, values, buckets):
     return document
 
 
+# What the compare matrix draws of each run's row (a `variables` row's keys).
+BADGE_KEYS = ("status", "label", "quiet", "severity", "allowed")
+
+
 def compare_report(tag, verdicts):
     """The `compare` route's document.
 
@@ -235,12 +239,17 @@ def compare_report(tag, verdicts):
         found = [by_run[run][name] for run in runs if name in by_run[run]]
         statuses = {run: by_run[run][name]["status"] if name in by_run[run] else None for run in runs}
         gradients = {run: by_run[run][name]["gradient"] if name in by_run[run] else None for run in runs}
+        # Each run's badge as its own variables row draws it, so the matrix
+        # restates no rule (a variable frozen in one run only is quiet there only).
+        badges = {run: {key: by_run[run][name][key] for key in BADGE_KEYS} if name in by_run[run] else None
+                  for run in runs}
         rows.append(
             {
                 "variable": name,
                 "trainable": any(row["trainable"] for row in found),
                 "statuses": statuses,
                 "gradients": gradients,
+                "badges": badges,
                 "disagree": len(set(statuses.values())) > 1,
                 "_severity": max(row["severity"] for row in found),
             }

@@ -133,12 +133,19 @@ def test_compare_route(client):
     code, body = get(client, "compare?tag=varupdate/model&run=step500&run=truncated")
     assert code == 200
     assert body["runs"] == ["step500", "truncated"]
+    badges = body["rows"][0].pop("badges")
     assert body["rows"][0] == {
         "variable": "w", "trainable": True,
         "statuses": {"step500": "stalled", "truncated": "updating"},
         "gradients": {"step500": "not_logged", "truncated": "not_logged"},
         "disagree": True,
     }
+    # Each run's badge is that run's own variables row's.
+    for run in ("step500", "truncated"):
+        _, variables = get(client, "variables?tag=varupdate/model&run=" + run)
+        row = next(r for r in variables["rows"] if r["variable"] == "w")
+        assert badges[run] == {key: row[key] for key in ("status", "label", "quiet", "severity", "allowed")}
+    assert badges["step500"]["severity"] == 2 and badges["step500"]["label"] == "stalled"
     assert [row["disagree"] for row in body["rows"]] == [True, False, False]
 
 

@@ -7,6 +7,7 @@ from tensorboard import errors
 
 from tb_varupdate import history as history_lib
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 from tb_varupdate import reading
 from tb_varupdate import reports
 
@@ -14,14 +15,17 @@ import logdirs
 
 
 def test_compare_report_puts_disagreements_first():
-    def row(name, status, severity):
-        return {"variable": name, "status": status, "gradient": "present", "trainable": True, "severity": severity}
+    def row(name, status, severity, trainable=True):
+        return {"variable": name, "status": status, "gradient": "present", "trainable": trainable,
+                "severity": severity, "label": "frozen" if not trainable else status.replace("_", " "),
+                "quiet": not trainable, "allowed": False}
 
     report = reports.compare_report(
         "varupdate/model",
         {
             "buggy": {"rows": [row("k", "never_updated", 2), row("b", "updating", 0)], "warnings": []},
-            "fixed": {"rows": [row("k", "updating", 0), row("b", "updating", 0), row("extra", "updating", 0)],
+            "fixed": {"rows": [row("k", "updating", 0), row("b", "never_updated", 0, trainable=False),
+                               row("extra", "updating", 0)],
                       "warnings": []},
             "empty": None,
         },
@@ -30,6 +34,11 @@ def test_compare_report_puts_disagreements_first():
     assert [r["variable"] for r in report["rows"]] == ["k", "b", "extra"]
     assert report["rows"][0]["statuses"] == {"buggy": "never_updated", "fixed": "updating", "empty": None}
     assert all(r["disagree"] for r in report["rows"])  # "empty" lacks every variable
+    # Each run's badge as its own row has it: b is frozen (quiet) in "fixed" only.
+    badges = report["rows"][1]["badges"]
+    assert badges["buggy"] == {"status": "updating", "label": "updating", "quiet": False, "severity": 0, "allowed": False}
+    assert badges["fixed"] == {"status": "never_updated", "label": "frozen", "quiet": True, "severity": 0, "allowed": False}
+    assert badges["empty"] is None
     assert report["warnings"] == ["empty: has no tag 'varupdate/model'"]
 
 
@@ -50,7 +59,7 @@ def _records_and_history(entries, updates_by_step):
 
 def _one_variable_records(name, steps):
     entries = [logdirs.entry(name)]
-    _, digest = md.encode_variables(entries)
+    _, digest = vr.encode_variables(entries)
     updates = []
     for index, step in enumerate(steps):
         rows = [{md.DELTA_L2: 1.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: index + 1, md.FIRST_UPDATE_STEP: 0,

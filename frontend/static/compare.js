@@ -3,7 +3,8 @@
 import { el, replace } from "./dom.js";
 import { nameText, statusBadge, swatch } from "./badges.js";
 import { messageBox } from "./shell.js";
-import { gradientLabel, statusLabel } from "./vocabulary.js";
+import { statusLabel } from "./format.js";
+import { gradientLabel } from "./vocabulary.js";
 
 /** The compare matrix: variables x runs of status badges; disagreeing rows marked. */
 export function renderCompare(node, { response, rows, state, selected, runColors }, on) {
@@ -22,17 +23,14 @@ export function renderCompare(node, { response, rows, state, selected, runColors
       { className: `${row.disagree ? "vu-disagree" : ""}${row.variable === selected ? " vu-row--selected" : ""}`, dataset: { variable: row.variable } },
       el("td", { className: "vu-name", title: row.variable }, nameText(row.variable)),
       runs.map((run) => {
-        const status = row.statuses?.[run] ?? null;
+        // Each run's badge as that run's own row draws it (label, quiet, accepted).
+        const cell = row.badges?.[run] ?? null;
         const gradient = row.gradients?.[run];
-        // Compare rows carry each run's status, not its row: the badge is
-        // the status word, quiet where no run trains the variable.
-        const badge = status
-          ? statusBadge({ status, label: statusLabel(status), quiet: !row.trainable })
-          : el("span", { className: "vu-dim", text: "absent" });
+        const badge = cell ? statusBadge(cell) : el("span", { className: "vu-dim", text: "absent" });
         return el(
           "td",
           {
-            className: "vu-compare-cell", dataset: { run }, title: `${run}: ${status ? statusLabel(status) : "absent"}${gradient ? `, ${gradientLabel(gradient)}` : ""}`,
+            className: "vu-compare-cell", dataset: { run }, title: `${run}: ${cell ? statusLabel(cell) : "absent"}${gradient ? `, ${gradientLabel(gradient)}` : ""}`,
             on: { click: () => on.cell(row.variable, run) },
           },
           badge,
