@@ -22,17 +22,18 @@ SECTIONS = ("training", "callback", "torch_training", "storage", "backend", "das
 RESULTS = os.path.join(HERE, "results")
 
 
-def _versions():
+def versions():
+    """The versions the measurements ran with, as a sentence part."""
     code = (
         "import json, tensorflow as tf, tensorboard, keras, numpy;"
         "print(json.dumps({'tensorflow': tf.__version__, 'tensorboard': tensorboard.__version__,"
         "'keras': keras.__version__, 'numpy': numpy.__version__}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return ", ".join("%s %s" % item for item in json.loads(out.stdout.strip().splitlines()[-1]).items())
 
 
-def _machine():
+def machine():
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -47,13 +48,17 @@ def _machine():
         model, os.cpu_count(), memory, platform.platform(), platform.python_version())
 
 
-def _run_section(name, quick):
-    """Runs benchmarks/<name>.py in a fresh process; returns its JSON section."""
+def run_section(name, quick, root=ROOT, env=None):
+    """Runs <root>/benchmarks/<name>.py in a fresh process; returns its JSON section.
+
+    The process starts in `root`, so it imports that tree's `tb_varupdate`
+    (compare.py runs another commit's tree this way).
+    """
     code = (
         "import sys, json, dataclasses; sys.path.insert(0, %r); import %s as m;"
         "s = m.run(%r); print('@@SECTION@@' + json.dumps(dataclasses.asdict(s)))"
-    ) % (HERE, name, quick)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    ) % (os.path.join(root, "benchmarks"), name, quick)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit("benchmark section %r failed (exit %d)" % (name, proc.returncode))
     line = [l for l in proc.stdout.splitlines() if l.startswith("@@SECTION@@")][-1]
@@ -76,14 +81,14 @@ def main(argv=None):
 
     command = "python benchmarks/run.py" + (" --quick" if args.quick else "") + (
         " --only " + args.only if names != list(SECTIONS) else "")
-    machine, versions = _machine(), ", ".join("%s %s" % item for item in _versions().items())
+    machine_text, versions_text = machine(), versions()
     measured = {}
     for name in names:
         common.progress("== %s" % name)
         started = time.time()
-        section = _run_section(name, args.quick)
+        section = run_section(name, args.quick)
         section.update(
-            seconds=time.time() - started, command=command, machine=machine, versions=versions,
+            seconds=time.time() - started, command=command, machine=machine_text, versions=versions_text,
             when=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         )
         measured[name] = section
@@ -91,7 +96,8 @@ def main(argv=None):
             os.makedirs(RESULTS, exist_ok=True)
             with open(os.path.join(RESULTS, name + ".json"), "w") as out:
                 json.dump(section, out, indent=1)
-    sections = [measured.get(name) or _stored(name) for name in SECTIONS]
+    # compare.json (benchmarks/compare.py: this code against an earlier commit) comes last.
+    sections = [measured.get(name) or _stored(name) for name in SECTIONS + ("compare",)]
     sections = [section for section in sections if section is not None]
     text = _report(common, sections)
     print(text)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -51,6 +53,46 @@ def test_quick_backend_section_times_every_route_under_both_loaders(tmp_path):
     assert "n/a" not in report
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "one_run_300x600", "runs_4x50x300", "scaling_10-100-300_x_100-300"]
+
+
+def test_compare_matches_every_time_of_the_tables_between_two_runs():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import compare  # pylint: disable=import-outside-toplevel
+
+    def body(cold, note):
+        return "\n".join([
+            "### Routes", "", "Medians of 5 requests (%s):" % note, "",
+            "| logdir | route | cold | warm | answer |", "|---|---|---|---|---|",
+            "| (a) | variables | %s | 3.0 ms | 155 kB |" % cold, "",
+            "`heatmap` route:", "", "| variables \\ steps | 100 |", "|---|---|", "| 10 | 1.5 s / 2.0 ms |",
+        ])
+
+    base, head = compare.table_times(body("200.0 ms", "written in 3 s")), compare.table_times(body("300.0 ms", "reused"))
+    assert set(base) == set(head) == {
+        ("Routes", "Medians of 5 requests", "(a) | variables", "cold", ""),
+        ("Routes", "Medians of 5 requests", "(a) | variables", "warm", ""),
+        ("Routes", "`heatmap` route", "10", "100", "cold"),
+        ("Routes", "`heatmap` route", "10", "100", "warm"),
+    }
+    assert head[("Routes", "`heatmap` route", "10", "100", "cold")] == 1.5
+    measured = {("base", "backend"): [body("200.0 ms", "a")], ("head", "backend"): [body("300.0 ms", "b")]}
+    ratios = {key[2:4]: ratio for _, key, _, _, ratio in compare.compare(measured, ["backend"])}
+    assert ratios[("(a) | variables", "cold")] == pytest.approx(1.5) and ratios[("(a) | variables", "warm")] == 1.0
+
+
+def test_quick_compare_runs_a_section_at_another_commit_and_here(tmp_path):
+    env = dict(os.environ, VARUPDATE_BENCH_DIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/compare.py", "HEAD", "--quick", "--only", "backend", "--rounds", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(base) against this checkout (head), 1 round in turns" in proc.stdout
+    matched = int(proc.stdout.split(" times matched")[0].rsplit(" ", 1)[1])
+    assert matched >= 2 * 2 * 3 * 2  # at least every route, loader, logdir, cold and warm
+    assert "| Routes / Medians of" in proc.stdout
+    assert not (REPO / "benchmarks" / "results" / "compare.json").exists() or "--quick" not in (
+        REPO / "benchmarks" / "results" / "compare.json").read_text()
 
 
 def test_unknown_section_is_a_usage_error():
