@@ -97,8 +97,28 @@ def table_times(body):
 
 
 def _export(rev, into):
+    """REV's tree in `into`, importing its own `tb_varupdate` and frontend from there."""
     archive = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", rev], stdout=subprocess.PIPE, check=True)
     subprocess.run(["tar", "-x", "-C", into], input=archive.stdout, check=True)
+    # setup.py maps the package tb_varupdate.frontend to the top-level frontend/;
+    # an editable install resolves that name to this checkout's folder whatever
+    # the cwd, so the other tree would serve this checkout's dashboard. A link
+    # where a plain import looks first gives it its own.
+    inner = os.path.join(into, "tb_varupdate", "frontend")
+    if os.path.exists(os.path.join(into, "frontend", "__init__.py")) and not os.path.exists(inner):
+        os.symlink(os.path.join(into, "frontend"), inner)
+
+
+def _check_imports(root, env):
+    """Raises unless a process started in `root` imports the plugin and its frontend from `root`."""
+    code = "import tb_varupdate.plugin as p, tb_varupdate.frontend as f; print(p.__file__); print(f.__file__)"
+    files = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                           check=True).stdout.split()
+    real = os.path.realpath(root) + os.sep
+    strays = [path for path in files if not os.path.realpath(path).startswith(real)]
+    if strays:
+        raise SystemExit("compare: a process in %s imports %s from outside it; the comparison "
+                         "would measure the wrong code" % (root, ", ".join(strays)))
 
 
 def _side_env(cache):
@@ -143,7 +163,8 @@ def report(rev, label, rows, rounds, sections):
         lines += ["%s:" % name, "", common.table(
             ("where", "base", "head", "head / base"),
             [(_where(r[1]), common.ms(r[2]), common.ms(r[3]), "%.2fx" % r[4]) for r in mine]), ""]
-    return common.Section(title="Against %s" % label, body="\n".join(lines).rstrip()), geomean, slower
+    title = "%s against %s" % (", ".join(sections).capitalize(), label)
+    return common.Section(title=title, body="\n".join(lines).rstrip()), geomean, slower
 
 
 def main(argv=None):
@@ -152,6 +173,7 @@ def main(argv=None):
     parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="small sizes, print only")
+    parser.add_argument("--note", default="", help="a paragraph for the report (what differs besides the code)")
     args = parser.parse_args(argv)
     sections = [n for n in args.only.split(",") if n]
     unknown = sorted(set(sections) - set(run_lib.SECTIONS))
@@ -160,12 +182,16 @@ def main(argv=None):
     described = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %s", args.rev],
                                capture_output=True, text=True, check=True).stdout.strip()
     label = described.split(" ", 1)[0]
+    head = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty=, with uncommitted changes"],
+                          capture_output=True, text=True, check=True).stdout.strip()
     cache = os.environ.get("VARUPDATE_BENCH_DIR") or os.path.join(tempfile.gettempdir(), "tb-varupdate-bench")
     started = time.time()
     measured = {}
     with tempfile.TemporaryDirectory(prefix="varupdate-base-") as base_root:
         _export(args.rev, base_root)
         sides = {"base": (base_root, os.path.join(cache, "base-" + label)), "head": (ROOT, cache)}
+        for root, side_cache in sides.values():
+            _check_imports(root, _side_env(side_cache))
         for round_ in range(args.rounds):
             order = ("base", "head") if round_ % 2 == 0 else ("head", "base")
             for name in sections:
@@ -176,11 +202,13 @@ def main(argv=None):
                     measured.setdefault((side, name), []).append(section["body"])
     rows = compare(measured, sections)
     section, geomean, slower = report(args.rev, label, rows, args.rounds, sections)
+    body = section.body + "\n\nBase: %s. Head: %s." % (described, head) + ("\n\n" + args.note if args.note else "")
     result = dict(
-        title=section.title, body=section.body + "\n\nBase: %s." % described, targets=[],
+        title=section.title, body=body, targets=[],
         seconds=time.time() - started, machine=run_lib.machine(), versions=run_lib.versions(),
-        command="python benchmarks/compare.py %s --only %s --rounds %d%s" % (
-            args.rev, ",".join(sections), args.rounds, " --quick" if args.quick else ""),
+        command="python benchmarks/compare.py %s --only %s --rounds %d%s%s" % (
+            args.rev, ",".join(sections), args.rounds, " --quick" if args.quick else "",
+            " --note ..." if args.note else ""),
         when=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         geomean=geomean, slower=len(slower),
     )
