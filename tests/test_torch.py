@@ -536,6 +536,32 @@ def test_tiny_changes_below_float32_square_underflow_are_seen(tmp_path, size):
     assert rows["w"]["changed_steps"] == 3 and rows["w"]["latest_delta_l2"] == pytest.approx(1e-31 * size**0.5, rel=1e-3)
 
 
+def test_tiny_and_zero_gradients_of_stacked_tensors_are_measured_exactly_each(tmp_path):
+    # Same-shape small tensors are measured as rows of one matrix; the float64
+    # second look of the ones whose float32 norm underflowed must land on the
+    # right rows, beside exact zeros, ordinary values and another shape.
+    grads = {"zero": 0.0, "tiny": 1e-30, "one": 1.0, "small": 1e-25, "other_shape": 1e-28}
+    params = {name: torch.nn.Parameter(torch.ones(3 if name == "other_shape" else 4)) for name in grads}
+    for name, param in params.items():
+        param.grad = torch.full_like(param, grads[name])
+    with tbt.ParameterUpdateTracker(list(params.items()), log_dir=tmp_path / RUN, on_stuck="ignore") as tracker:
+        for step in range(2):
+            with torch.no_grad():
+                params["tiny"].add_(1e-31)  # a change whose float32 square underflows too
+            tracker.log(step)
+    (_, record), = readback.records(tmp_path / RUN)[-1:]
+    names = [entry["name"] for entry in vr.parse_variables(tracker._recorder.document)[0]]
+    grad_l2 = dict(zip(names, record.floats[:, md.GRAD_L2]))
+    delta_l2 = dict(zip(names, record.floats[:, md.DELTA_L2]))
+    for name, value in grads.items():
+        size = params[name].numel()
+        assert grad_l2[name] == pytest.approx(value * size**0.5, rel=1e-5), name
+    assert delta_l2["tiny"] == pytest.approx(1e-31 * 2, rel=1e-3)
+    assert all(delta_l2[name] == 0.0 for name in grads if name != "tiny")
+    rows = _verdicts(tmp_path)
+    assert rows["zero"]["gradient"] != rows["tiny"]["gradient"]
+
+
 def test_layer_replaced_after_the_tracker_follows_the_new_layer(tmp_path, monkeypatch):
     monkeypatch.setattr(tbt, "REFRESH_EVERY", 1)  # re-read the module at every record, not every 50th
     model = torch.nn.Sequential(torch.nn.Linear(3, 1))
