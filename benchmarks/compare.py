@@ -10,8 +10,8 @@ differ between them.
 
 Every time in the sections' tables is matched between the sides by section,
 heading, table, row and column; the report gives each side's median over the
-rounds and head / base. It is kept in benchmarks/results/compare.json, which
-BENCHMARKS.md shows as its last section, and printed; `--quick` runs the
+rounds and head / base. It is kept in benchmarks/results/compare-<sections>.json,
+which BENCHMARKS.md shows after the sections, and printed; `--quick` runs the
 sections' small sizes and only prints.
 """
 
@@ -213,7 +213,7 @@ def main(argv=None):
         geomean=geomean, slower=len(slower),
     )
     if not args.quick:
-        with open(os.path.join(run_lib.RESULTS, "compare.json"), "w") as out:
+        with open(os.path.join(run_lib.RESULTS, "compare-%s.json" % "-".join(sections)), "w") as out:
             json.dump(result, out, indent=1)
     print("## %s\n\n%s" % (result["title"], result["body"]))
     return 0

@@ -9,6 +9,7 @@ shrinks every size for a smoke run and prints instead of writing anything.
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -96,8 +97,9 @@ def main(argv=None):
             os.makedirs(RESULTS, exist_ok=True)
             with open(os.path.join(RESULTS, name + ".json"), "w") as out:
                 json.dump(section, out, indent=1)
-    # compare.json (benchmarks/compare.py: this code against an earlier commit) comes last.
-    sections = [measured.get(name) or _stored(name) for name in SECTIONS + ("compare",)]
+    # compare-*.json (benchmarks/compare.py: this code against an earlier commit) come last.
+    compared = sorted(os.path.basename(p)[:-len(".json")] for p in glob.glob(os.path.join(RESULTS, "compare-*.json")))
+    sections = [measured.get(name) or _stored(name) for name in SECTIONS + tuple(compared)]
     sections = [section for section in sections if section is not None]
     text = _report(common, sections)
     print(text)
