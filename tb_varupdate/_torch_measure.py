@@ -190,15 +190,15 @@ class Measurement:
                     grad_stacks.setdefault((values.device, values.dtype, values.shape), []).append(index)
             for indices in grad_groups.values():
                 pending.append(("grad", indices, _norms([grad_values[i] for i in indices])))
-            grad_stacks_done = []  # (matrix, indices) of the gradients stacked here
+            stacked_grads = []  # (matrix, indices) of the gradients stacked here
             for indices in grad_stacks.values():
                 stacked = torch.stack([grad_values[i] for i in indices]).reshape(len(indices), -1)
                 pending.append(("grad", indices, torch.linalg.vector_norm(stacked, dim=1)))
-                grad_stacks_done.append((stacked, np.array(indices)))
+                stacked_grads.append((stacked, np.array(indices)))
             self._used = {}  # the packs of this record; the others are dropped below
             value_stacks = []  # (matrix, indices) of the packed values
             difference_stacks = []  # (matrix, indices) of their differences from the snapshots
-            differences = {}  # index -> (matrix, row) of its difference, where one was computed
+            differences = {}  # index -> its difference from the snapshot, for the few that need it alone
             copies = []  # (snapshots, values) to copy once every norm is read
             for indices in groups.values():
                 small = [i for i in indices if rows[i].tensor.numel() < LARGE_ELEMENTS]
@@ -213,10 +213,9 @@ class Measurement:
                         difference = now - pack.matrix
                         pending.append(("value", members, torch.linalg.vector_norm(now, dim=1)))
                         pending.append(("delta", members, torch.linalg.vector_norm(difference, dim=1)))
-                        for k, i in enumerate(members):
-                            differences[i] = (difference, k)
-                        value_stacks.append((now, np.array(members)))
-                        difference_stacks.append((difference, np.array(members)))
+                        member_indices = np.array(members)
+                        value_stacks.append((now, member_indices))
+                        difference_stacks.append((difference, member_indices))
                         copies.append(([pack.matrix], [now]))
                 elif small:
                     pending.append(("value", small, _norms([rows[i].tensor for i in small])))
@@ -232,9 +231,8 @@ class Measurement:
 
             def difference(i):
                 if i not in differences:
-                    differences[i] = ((rows[i].tensor - rows[i].snapshot).reshape(1, -1), 0)
-                matrix, k = differences[i]
-                return matrix[k].view(rows[i].tensor.shape)
+                    differences[i] = rows[i].tensor - rows[i].snapshot
+                return differences[i]
 
             # The one transfer: every norm of every group (the device waits here).
             by_device = {}
@@ -251,26 +249,23 @@ class Measurement:
             has_grad = np.zeros(count, bool)
             has_grad[list(grad_values)] = True
             flagged = has_grad & ((grad_l2 == 0.0) | ~np.isfinite(grad_l2))
-            _exact_norms_where(flagged, grad_stacks_done, grad_values.__getitem__, grad_l2)
+            _exact_norms_where(flagged, stacked_grads, grad_values.__getitem__, grad_l2)
             grad_l2[flagged & ~np.isfinite(grad_l2)] = math.inf  # NaN gradients read as non-finite
-            floats = [i for indices in groups.values() for i in indices]
             is_float = np.zeros(count, bool)
-            is_float[floats] = True
+            is_float[[i for indices in groups.values() for i in indices]] = True
             _exact_norms_where(is_float & ~np.isfinite(value_l2), value_stacks, lambda i: rows[i].tensor, value_l2)
-            finite[floats] = np.isfinite(value_l2[floats])
+            finite[is_float] = np.isfinite(value_l2[is_float])
             if self.delta == EXACT:
                 # A zero may be differences below ~1e-19, whose squares underflow
                 # in float32; Inf beside finite values is an overflow.
                 flagged = is_float & ((delta_l2 == 0.0) | (~np.isfinite(delta_l2) & finite))
                 _exact_norms_where(flagged, difference_stacks, difference, delta_l2)
-            if self.delta == EXACT:
-                changed[floats] = delta_l2[floats] != 0.0
-                sparse = [i for i in grad_values if grads[i].is_sparse and rows[i].is_float]
-                for i in sparse if track_rows else ():
-                    if rows[i].tensor.dim() >= 2:
+                changed[is_float] = delta_l2[is_float] != 0.0
+                for i in grad_values if track_rows else ():
+                    if grads[i].is_sparse and rows[i].is_float and rows[i].tensor.dim() >= 2:
                         rows_changed[i] = self._count_rows(rows[i], difference(i))
             else:
-                for i in floats:
+                for i in np.flatnonzero(is_float):
                     row = rows[i]
                     bits = _bits_sum(row.tensor)
                     changed[i] = bits != row.bits or value_l2[i] != row.value_l2
