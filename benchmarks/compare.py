@@ -146,7 +146,7 @@ def _where(key):
     return " / ".join(part for part in key if part)
 
 
-def report(rev, label, rows, rounds, sections):
+def report(label, rows, rounds, sections):
     counted = [r for r in rows if max(r[2], r[3]) >= NOISE_FLOOR_S]
     slower = [r for r in counted if r[4] > SLOWER]
     geomean = math.exp(statistics.fmean(math.log(r[4]) for r in counted)) if counted else float("nan")
@@ -201,7 +201,7 @@ def main(argv=None):
                     section = run_lib.run_section(name, args.quick, root=root, env=_side_env(side_cache))
                     measured.setdefault((side, name), []).append(section["body"])
     rows = compare(measured, sections)
-    section, geomean, slower = report(args.rev, label, rows, args.rounds, sections)
+    section, geomean, slower = report(label, rows, args.rounds, sections)
     body = section.body + "\n\nBase: %s. Head: %s." % (described, head) + ("\n\n" + args.note if args.note else "")
     result = dict(
         title=section.title, body=body, targets=[],
