@@ -134,17 +134,24 @@ class GradientProbe:
 
     def __init__(self):
         # Indices of rows whose gradient arrived, and the hooks that note it.
-        self._arrived, self._handles = set(), []
+        self._arrived, self._handles, self._started = set(), [], False
 
     @property
-    def active(self):
-        """Whether hooks are on (from `start` until `finish`)."""
-        return bool(self._handles)
+    def noted(self):
+        """Whether the probe ran (from `start` until `finish`)."""
+        return self._started
+
+    def stop(self):
+        """At the first record: takes the hooks off, keeping what they noted for `finish`."""
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
 
     def start(self, tensors):
         """Puts a post-accumulate-grad hook on each trainable leaf parameter, once."""
         if self._handles or not hasattr(torch.Tensor, "register_post_accumulate_grad_hook"):
             return
+        self._started = True
         for index, _, row in tensors.trainable_parameters():
             if row.tensor.is_leaf:
                 self._handles.append(row.tensor.register_post_accumulate_grad_hook(
@@ -159,16 +166,15 @@ class GradientProbe:
                 self._arrived.add(index)
 
     def finish(self, grad_l2, entries, warn_once):
-        """At the first record: removes the hooks; warns about gradients gone by the step.
+        """When the first record is read: warns about gradients gone by the step.
 
         Args:
           grad_l2: the record's measured gradient norms, per row.
           entries: the tracked tensors' entries, for their names.
           warn_once: the tracker's `_warn_once(key, message)`.
         """
-        handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.remove()
+        self.stop()
+        self._started = False
         cleared = [entries[i]["name"] for i in sorted(self._arrived)
                    if grad_l2[i] == md.GRAD_NONE or grad_l2[i] == 0.0]
         self._arrived = set()

@@ -13,10 +13,12 @@ from tb_varupdate import counters
 def _tensor(x, like=None):
     if isinstance(x, torch.Tensor):
         return x
-    if isinstance(x, np.ndarray) or np.isscalar(x):
-        device = like.device if isinstance(like, torch.Tensor) else None
-        return torch.as_tensor(np.asarray(x), device=device)
-    return torch.as_tensor(x)
+    device = like.device if isinstance(like, torch.Tensor) else None
+    if np.isscalar(x) and device is not None:
+        # A fill kernel: torch.as_tensor(..., device=cuda) would copy from the
+        # host and wait for the device at every record.
+        return torch.full((), np.asarray(x).item(), dtype=torch.from_numpy(np.asarray(x)).dtype, device=device)
+    return torch.as_tensor(np.asarray(x), device=device)
 
 
 class TorchOps(counters.Ops):
@@ -24,7 +26,8 @@ class TorchOps(counters.Ops):
 
     def where(self, condition, x, y):
         condition = _tensor(condition)
-        x, y = _tensor(x, condition), _tensor(y, condition)
+        # Python and NumPy scalars stay scalars (a kernel argument, no copy to the device).
+        x, y = (v.item() if isinstance(v, np.generic) else v for v in (x, y))
         return torch.where(condition, x, y)
 
     def int64(self, x):
@@ -64,7 +67,7 @@ class TorchOps(counters.Ops):
         return torch.clamp(_tensor(x), -1, counters.INT32_MAX).to(torch.int32)
 
     def constant(self, values, like_int64):
-        return torch.tensor(values, dtype=torch.int64, device=like_int64.device)
+        return torch.full((), values, dtype=torch.int64, device=like_int64.device)
 
 
 def to_torch(array, device="cpu"):

@@ -10,7 +10,6 @@ run compares with an unwrapped one. Imports torch, never TensorFlow.
 
 import re
 
-import numpy as np
 import torch
 
 from tb_varupdate import metadata as md
@@ -140,8 +139,6 @@ class Tensors:
         return grads
 
     def trainable(self):
-        """bool torch [rows]: the rows' `trainable` at this record (`requires_grad` can change)."""
-        # Through NumPy: torch.tensor() of a 300-item list of bools took ~1 ms.
-        return torch.from_numpy(np.fromiter(
-            (entry["role"] == vr.ROLE_PARAMETER and row.tensor.requires_grad
-             for entry, row in zip(self.entries, self.rows)), bool, count=len(self.rows)))
+        """tuple of bool, per row: its `trainable` at this record (`requires_grad` can change)."""
+        return tuple(entry["role"] == vr.ROLE_PARAMETER and row.tensor.requires_grad
+                     for entry, row in zip(self.entries, self.rows))

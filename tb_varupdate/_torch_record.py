@@ -1,29 +1,32 @@
-"""`Recorder`: the PyTorch tracker's counters and writer, and one record's measure, fold and write.
+"""`Recorder`: the PyTorch tracker's counters, one record's measure and fold, and the writer.
 
-The counters are `counters.fold`'s, the same as every writer's, folded by
-`_torch_ops.TorchOps` over torch CPU tensors. A record's new state is kept
-only once the record is written, so a record that failed to write is not
-counted (and the next one spans its change too). The `SummaryWriter` is
-opened at the first record, not at construction, so a tracker that never
-records leaves no empty run behind. Imports torch, never TensorFlow.
+A record is measured (`_torch_measure`) and folded (`counters.fold` over
+`_torch_ops.TorchOps`, every writer's fold) on the tensors' device, then kept
+there (`_torch_pending`) until the host reads a batch of them; only then is
+each written, with its own step, and checked (`stuck.StuckCheck`). Reading
+late changes when a record is written, not what it says. The `SummaryWriter`
+is opened at the first written record, not at construction, so a tracker
+that never records leaves no empty run behind. Imports torch, never TensorFlow.
 """
 
-import random
 import warnings
 
+import numpy as np
 import torch
 
 from tb_varupdate import counters
+from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
-from tb_varupdate._torch_measure import EXACT, Measurement
+from tb_varupdate._torch_measure import CHANGED, DELTA_L2, EXACT, FINITE, GRAD_L2, ROWS_CHANGED, VALUE_L2, Measurement
 from tb_varupdate._torch_ops import TorchOps, to_torch
+from tb_varupdate._torch_pending import PendingRecords
 from tb_varupdate._torch_writer import write_updates, write_variables
 
 _OPS = TorchOps()
 
 
 class Recorder:
-    """Writes records of a `_torch_params.Tensors` under one tracker name.
+    """Takes and writes records of a `_torch_params.Tensors` under one tracker name.
 
     Args:
       name: the tracker's name (tags `varupdate/<name>`).
@@ -31,65 +34,124 @@ class Recorder:
       delta: "exact" or "checksum".
       log_dir: a directory for a `SummaryWriter` of the recorder's own, or None.
       writer: the user's `SummaryWriter`, or None.
+      read_every: records kept on the device between two host reads.
+      on_written: called with `(records_written, entries, record, step, seen_at)`
+        after each record is written (the training-time checks).
 
     Raises:
       ValueError: `delta` is neither.
     """
 
-    def __init__(self, name, every_n_steps, delta, log_dir, writer):
+    def __init__(self, name, every_n_steps, delta, log_dir, writer, read_every, on_written):
         self._name, self._every_n_steps, self._delta = name, every_n_steps, delta
         self._measurement = Measurement(delta)
         self._log_dir, self._writer, self._own_writer = log_dir, writer, writer is None
-        self._writer_id = random.SystemRandom().randrange(1, 2**31)
+        self._writer_id = md.new_writer_id()
+        self._on_written = on_written
+        self._pending = PendingRecords(read_every, self._write)
+        self._device = None  # the device the state lives on, set by the first plan
         self._counters, self._floats = (to_torch(a) for a in counters.initial_state(0))
         self._header = to_torch(counters.initial_header())
+        self._step_origin = None  # 0-d int64 zero on the device: a step is origin + int, no copy
+        self._trainable = (None, None)  # (flags, bool tensor on the device)
         self._names_written = None
         self.document = None  # the variables record (JSON bytes), re-encoded when rows join
+        self.entries = []
         self._names_hash = self._sized = None
+        self.taken = 0  # records measured and folded (written or pending)
+        self.written = 0
+        self.latest_step = None
 
     @property
-    def logged(self):
-        """Records written."""
-        return int(self._header[counters.LOGGED])
+    def reads(self):
+        """Host reads of the records so far (one per `read_every` records, and at flushes)."""
+        return self._pending.reads
+
+    @property
+    def pending(self):
+        """Records taken and not yet written."""
+        return len(self._pending)
 
     def refresh(self, tensors):
         """`tensors.refresh()`, with counters for the rows it appended, from their `joined` record on."""
-        added = tensors.refresh(self.logged)
+        added = tensors.refresh(self.taken)
         if added:
+            # The pending records were taken with the rows before: written under their names.
+            self._pending.flush()
             self._grow(added, tensors)
 
     def _grow(self, added, tensors):
         """Counters for the `added` rows just appended to `tensors`, and the variables record anew."""
-        new_counters, new_floats = (to_torch(a) for a in counters.initial_state(added))
+        new_counters, new_floats = (to_torch(a, self._counters.device) for a in counters.initial_state(added))
         self._counters = torch.cat([self._counters, new_counters])
         self._floats = torch.cat([self._floats, new_floats])
+        self.entries = [dict(entry) for entry in tensors.entries]
         self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
-        self._sized = torch.tensor([row.is_float and self._delta == EXACT for row in tensors.rows])
+        self._sized = to_torch(np.array([row.is_float and self._delta == EXACT for row in tensors.rows]),
+                               self._counters.device)
 
-    def measure(self, tensors):
-        """This record's measurements (`Measurement.measure`'s NumPy arrays)."""
-        return self._measurement.measure(tensors.rows, tensors.grads())
+    def _to_device(self, device):
+        """Moves the state to `device`, once: where the measurements land."""
+        if self._device == device:
+            return
+        self._device = device
+        self._counters, self._floats = self._counters.to(device), self._floats.to(device)
+        self._header, self._sized = self._header.to(device), self._sized.to(device)
+        self._step_origin = torch.zeros((), dtype=torch.int64, device=device)
+        self._trainable = (None, None)
 
-    def write(self, measured, step, tensors):
-        """Folds `measured` into the counters and writes the record at `step`.
+    def _trainable_now(self, tensors):
+        """bool [rows] on the device: `requires_grad` now; copied over only when a flag changed."""
+        flags = tensors.trainable()
+        if flags != self._trainable[0]:
+            mask = torch.tensor(flags, dtype=torch.bool)
+            if self._device.type == "cuda":
+                mask = mask.pin_memory()
+            self._trainable = (flags, mask.to(self._device, non_blocking=True))
+        return self._trainable[1]
 
-        Returns:
-          The record written, int32 NumPy [1 + rows, NUM_COLUMNS].
-        """
-        measured = counters.Measured(**{key: torch.from_numpy(value) for key, value in measured.items()})
-        state = counters.fold(
-            _OPS, self._counters, self._floats, self._header, measured, torch.tensor(step, dtype=torch.int64),
-            tensors.trainable(), self._sized, self._names_hash, self._every_n_steps, self._writer_id,
+    def take(self, tensors, step):
+        """Measures and folds one record at `step`, kept on the device until the next read."""
+        measured = self._measurement.measure(tensors.rows, tensors.grads())
+        self._to_device(measured.device)
+        measured = counters.Measured(
+            delta_l2=measured[DELTA_L2], value_l2=measured[VALUE_L2], grad_l2=measured[GRAD_L2],
+            changed=measured[CHANGED] != 0, finite=measured[FINITE] != 0,
+            rows_changed=measured[ROWS_CHANGED].to(torch.int64),
         )
-        record = state[3].numpy()
-        writer = self.writer
-        if self._names_written != self._names_hash:
-            write_variables(writer, self._name, self.document, step)
-            self._names_written = self._names_hash
-        write_updates(writer, self._name, record, step)
-        # Kept only once written: a record that failed to write is not counted.
+        state = counters.fold(
+            _OPS, self._counters, self._floats, self._header, measured, self._step_origin + int(step),
+            self._trainable_now(tensors), self._sized, self._names_hash, self._every_n_steps, self._writer_id,
+        )
         self._counters, self._floats, self._header = state[:3]
-        return record
+        self.taken += 1
+        self.latest_step = int(step)
+        self._pending.add(state[3], step)
+
+    def poll(self):
+        """Writes the records whose copy to the host has completed; never waits."""
+        self._pending.poll()
+
+    def flush(self):
+        """Writes every pending record now (waits for the device)."""
+        self._pending.flush()
+
+    def _write(self, records):
+        """Writes records read from the device, then runs the checks on each.
+
+        Raises:
+          Exception: the write failed; the tracker's `log()` makes it a
+          warning. The counters live on the device and went on, so the
+          records after these are whole.
+        """
+        writer = self.writer
+        for step, record in records:
+            if self._names_written != self._names_hash:
+                write_variables(writer, self._name, self.document, step)
+                self._names_written = self._names_hash
+            write_updates(writer, self._name, record, step)
+            self.written += 1
+            self._on_written(self.written, self.entries, record, step, self.latest_step)
 
     @property
     def writer(self):
@@ -116,3 +178,8 @@ class Recorder:
         except Exception as err:  # pylint: disable=broad-except
             warnings.warn("tb_varupdate: closing tracker %r's writer failed: %s: %s"
                           % (self._name, type(err).__name__, err), stacklevel=3)
+
+    @staticmethod
+    def grad_column(record):
+        """float32 NumPy [rows]: a written record's gradient norms (or GRAD_* sentinels)."""
+        return np.ascontiguousarray(record[1:, md.GRAD_L2]).view(np.float32)

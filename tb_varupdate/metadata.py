@@ -24,6 +24,7 @@ gives an exact verdict however TensorBoard downsampled the older ones.
 """
 
 import json
+import random
 
 import numpy as np
 
@@ -55,6 +56,12 @@ HEADER_STEP_REGRESSIONS = 4  # records whose step was not greater than the previ
 # `logged` at the newest record whose given gradients were all finite (0 if none):
 # `logged - this` records in a row have had a non-finite gradient.
 HEADER_LOGS_AT_LAST_FINITE_GRADS = 5
+
+
+def new_writer_id():
+    """A random HEADER_WRITER_ID for a new tracker: two ids in one tag mean two writers started over in it."""
+    return random.SystemRandom().randrange(1, 2**31)
+
 
 # Variable row columns. "f32" columns hold float32 bit patterns.
 DELTA_L2 = 0  # f32: ||w_now - w_prev||, since the previous record.

@@ -15,12 +15,17 @@ def check_name(name):
     return name
 
 
-def check_every_n_steps(every_n_steps):
-    """`every_n_steps`, an int >= 1 (bools are not counts).
+def check_positive_int(option, value):
+    """`value` of the option named `option`, an int >= 1 (bools are not counts).
 
     Raises:
       ValueError: it is not.
     """
-    if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
-        raise ValueError("every_n_steps must be an int >= 1. Received: every_n_steps=%r" % (every_n_steps,))
-    return every_n_steps
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError("%s must be an int >= 1. Received: %s=%r" % (option, option, value))
+    return value
+
+
+def check_every_n_steps(every_n_steps):
+    """`every_n_steps`, an int >= 1."""
+    return check_positive_int("every_n_steps", every_n_steps)

@@ -50,13 +50,15 @@ class StuckCheck:
         """True exactly once: at the `stuck_after`-th record."""
         return self.enabled and int(records_written) == self.stuck_after
 
-    def find(self, entries, record, step):
+    def find(self, entries, record, step, seen_at=None):
         """The message for the stuck variables of one record, or None.
 
         Args:
           entries: the variables record's entries.
           record: the int32 updates record (NumPy array).
           step: the record's step.
+          seen_at: the training step when the writer read the record, if
+            later than `step` (records read from a device in batches).
         """
         rows = analysis.apply_allow(analysis.verdicts(entries, md.parse_updates(record), int(step)), self.allow)
         stuck = [row for row in rows if row["problem"] and row["status"] in STUCK_STATUSES]
@@ -64,16 +66,18 @@ class StuckCheck:
             return None
         lines = ["  %s: %s. %s" % (row["variable"], row["status"], row["diagnosis"]) for row in stuck]
         return (
-            "tb_varupdate: after %d records (step %d), %d trainable variable(s) of tracker %r are "
+            "tb_varupdate: after %d records (step %d%s), %d trainable variable(s) of tracker %r are "
             "stuck:\n%s\nAccept a variable that is stuck on purpose with allow=[REGEX] here and "
             "`tb-varupdate check --allow REGEX` in CI." % (
-                self.stuck_after, int(step), len(stuck), self.tracker_name, "\n".join(lines),
+                self.stuck_after, int(step),
+                ", seen at step %d" % seen_at if seen_at is not None and seen_at != int(step) else "",
+                len(stuck), self.tracker_name, "\n".join(lines),
             )
         )
 
-    def run(self, entries, record, step):
+    def run(self, entries, record, step, seen_at=None):
         """Checks one record: warns or raises with the message (once per tracker)."""
-        message = self.find(entries, record, step)
+        message = self.find(entries, record, step, seen_at)
         if message is None:
             return
         self.message = message

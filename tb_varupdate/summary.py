@@ -22,12 +22,12 @@ Design notes:
   (once per kind), and the step goes on.
 """
 
-import random
 
 
 import tensorflow as tf
 
 from tb_varupdate import counters
+from tb_varupdate import metadata as md
 from tb_varupdate import options
 from tb_varupdate import stuck
 from tb_varupdate._tf_gradients import Matcher, Warnings, first_replica
@@ -98,8 +98,7 @@ class VariableUpdateTracker:
         self.on_stuck = on_stuck
         self.stuck_after = stuck_after
         self.track_rows = track_rows
-        # Two ids in one tag mean two writers started over in it (docs/FORMAT.md).
-        self.writer_id = random.SystemRandom().randrange(1, 2**31)
+        self.writer_id = md.new_writer_id()
         self._variables = Variables(variables_or_module)
         self._warn = Warnings()
         self._matcher = Matcher(self._variables, self._warn)

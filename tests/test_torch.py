@@ -18,7 +18,8 @@ from tensorboard.util import tensor_util
 
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import _torch_measure as _measure
+# A tensor as large as a layer's weight (256 KB of float32), beside small ones.
+LARGE_ELEMENTS = 1 << 16
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
 from tb_varupdate.errors import StuckVariableError
@@ -316,7 +317,7 @@ def test_grad_scaler_skipped_steps_are_recorded_and_healthy(tmp_path):
 
 
 # Small tensors are measured by multi-tensor kernels, large ones one at a time.
-SIZES = [pytest.param(50, id="small"), pytest.param(_measure.LARGE_ELEMENTS // 2, id="large")]
+SIZES = [pytest.param(50, id="small"), pytest.param(LARGE_ELEMENTS // 2, id="large")]
 
 
 @pytest.mark.parametrize("rows_total", SIZES)
@@ -524,7 +525,7 @@ def test_import_and_a_whole_run_work_with_tensorflow_blocked(tmp_path):
     assert result.stdout.strip() == "[('bias', 'updating'), ('weight', 'updating')]"
 
 
-@pytest.mark.parametrize("size", [4, _measure.LARGE_ELEMENTS])
+@pytest.mark.parametrize("size", [4, LARGE_ELEMENTS])
 def test_tiny_changes_below_float32_square_underflow_are_seen(tmp_path, size):
     w = torch.nn.Parameter(torch.full((size,), 1e-30))
     with tbt.ParameterUpdateTracker([("w", w)], log_dir=tmp_path / RUN, on_stuck="ignore") as tracker:
