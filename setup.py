@@ -32,12 +32,14 @@ setuptools.setup(
         # The PyTorch writer (tb_varupdate.torch). Tests and the demo install
         # torch==2.13.0 exactly (Makefile): a range admitting a newer release
         # pulls a CUDA build of several GB.
-        "torch": ["torch>=2.1"],
+        # google-crc32c: a native CRC for the event records (tb_varupdate._torch_writer).
+        "torch": ["torch>=2.1", "google-crc32c>=1.5"],
         "test": [
             "tensorflow-cpu>=2.21,<2.22",
             "keras>=3.10,<4",
             "pytest>=8",
             "hypothesis>=6.100",
+            "google-crc32c>=1.5",
             "playwright>=1.49",
             "build>=1.2",
         ],

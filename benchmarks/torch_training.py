@@ -10,7 +10,8 @@ forward, backward and `optimizer.step()`, then the variant's logging:
 * histograms every step: `SummaryWriter.add_histogram` of every parameter and
   of its gradient, what users do today;
 * bare floor: the least work that can tell a change and its size, one
-  snapshot per parameter, the distance to it, copy back, one `.cpu()`.
+  snapshot per parameter, `snapshot -= value`, its norms, copy back, one
+  `.cpu()` per step.
 """
 
 import os
@@ -25,7 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import tb_varupdate.torch as tbt  # noqa: E402
-from tb_varupdate._torch_measure import LARGE_ELEMENTS  # noqa: E402
 
 BATCH = 256
 THREADS = 1
@@ -49,25 +49,17 @@ def many_small(layers=150, width=32):
 
 
 class _Floor:
-    """Snapshot and diff, the cheapest way found: large tensors one at a time
-    (`torch.dist`, then the copy, while in cache), small ones by foreach kernels."""
+    """Snapshot and diff, the cheapest way found: multi-tensor kernels in place, one read per step."""
 
     def __init__(self, params):
-        self.large = [p for p in params if p.numel() >= LARGE_ELEMENTS]
-        self.small = [p for p in params if p.numel() < LARGE_ELEMENTS]
-        self.large_snapshots = [p.detach().clone() for p in self.large]
-        self.small_snapshots = [p.detach().clone() for p in self.small]
+        self.params = [p.detach() for p in params]
+        self.snapshots = [p.clone() for p in self.params]
 
     def __call__(self):
         with torch.no_grad():
-            norms = []
-            for param, snapshot in zip(self.large, self.large_snapshots):
-                norms.append(torch.dist(param, snapshot))
-                snapshot.copy_(param)
-            if self.small:
-                torch._foreach_sub_(self.small_snapshots, self.small)  # pylint: disable=protected-access
-                norms += torch._foreach_norm(self.small_snapshots)  # pylint: disable=protected-access
-                torch._foreach_copy_(self.small_snapshots, self.small)  # pylint: disable=protected-access
+            torch._foreach_sub_(self.snapshots, self.params)  # pylint: disable=protected-access
+            norms = torch._foreach_norm(self.snapshots)  # pylint: disable=protected-access
+            torch._foreach_copy_(self.snapshots, self.params)  # pylint: disable=protected-access
             return torch.stack(norms).cpu()
 
 
@@ -201,14 +193,15 @@ def run(quick):
             common.table(("variant", "step", "ratio", "added"), _rows(times))))
         targets += _targets(short, times, with_ratio)
     body = "\n\n".join(parts + [
-        "The tracker's per-record work: for tensors of at least %d elements, one at a time, the "
-        "distance to the snapshot (`torch.dist`) and the value's norm; for smaller ones, `snapshot -= "
-        "value` and both norms by `torch._foreach_*` kernels; the gradients' norms by foreach kernels; "
-        "the snapshot copy; one `.cpu()` of all norms; float64 second looks where a float32 norm was 0 "
-        "or not finite (the 300-tensor tanh stack's early gradients underflow); then the counters "
-        "folded on the host (`counters.fold` over torch CPU tensors) and one summary written. The bare "
-        "floor does the distance and the copy only. TensorFlow is blocked in this process, as in a "
-        "PyTorch-only environment (torch's SummaryWriter imports it when installed)." % LARGE_ELEMENTS,
+        "The tracker's per-record work, a fixed number of multi-tensor kernels per (device, dtype) "
+        "group whatever the number of tensors: the value norms; `snapshot -= value` and the norm of "
+        "that difference twice, as is and scaled by 2**100 (exact for changes whose float32 squares "
+        "underflow); the gradients copied into the same scratch and measured the same way; the "
+        "snapshot copied back; the counters folded on the tensors' device (`counters.fold` over "
+        "torch ops); the record read back and written every `read_every` records (1 on the CPU, the "
+        "default there). The bare floor does the difference, one norm and the copy only, and reads "
+        "its norms every step. TensorFlow is blocked in this process, as in a PyTorch-only "
+        "environment (torch's SummaryWriter imports it when installed).",
     ])
     return common.Section("Training overhead, PyTorch", body, targets)
 

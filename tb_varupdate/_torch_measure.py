@@ -2,26 +2,32 @@
 
 This runs at every logged step, so it is built like the optimizers' own
 multi-tensor path (`torch/optim/adam.py`): a `Plan`, made when tensors join or
-are re-pointed, puts the tracked tensors in one group per (device, dtype),
-and a record is a fixed number of `torch._foreach_*` kernels per group,
-whatever the number of tensors. Nothing is read back to the host here: the
-results are one device tensor, which `_torch_pending` reads every few records.
+are re-pointed, sorts the tracked tensors into blocks of one device and
+dtype, and a record is a fixed number of kernels per block, whatever the
+number of tensors. Nothing is read back to the host here: the results are
+one device tensor, which `_torch_pending` reads every few records.
 
-* `delta="exact"` keeps one snapshot per float tensor, which doubles as the
-  group's scratch: `snapshot -= value`, `abs_`, the per-tensor maximum (an
-  exact "changed": any element differs), then the L2 as a *scaled* norm,
-  `m * ||d / m||` with `m` that maximum rounded to a power of two, so no
-  square underflows (changes below ~1e-19, whose float32 squares sum to 0)
-  or overflows. The gradients are copied into the same scratch and measured
-  the same way; then the snapshot is copied back from the value. In place,
-  these passes cost about what one allocating op does on the CPU.
+* Blocks: tensors of at least `LARGE_ELEMENTS` elements are measured as a
+  list by `torch._foreach_*` kernels; smaller ones of one shape are packed,
+  their snapshots the rows of one matrix, and measured by row reductions (on
+  the CPU, where a foreach kernel is a loop of per-tensor kernels, 300 small
+  tensors cost ~10 ms a record as lists, a few as packs).
+* `delta="exact"` keeps one snapshot per float tensor, which doubles as
+  scratch: `snapshot -= value` and the L2 of that (`_exact_l2`), then the
+  snapshot is copied back from the value. All in place.
+* Exact norms: a float32 sum of squares is 0 for changes below ~1e-19 and
+  Inf for values above ~1e19. On CUDA the norms accumulate in float64 (one
+  pass, the same memory traffic); elsewhere, where float64 reductions are
+  ~10x slower, the L2 is taken twice, as is and times 2**100 (`_UP`), and the
+  finite one of the second, which no square underflows, is kept.
 * `delta="checksum"` keeps no copy: a tensor changed when the sum of its
-  bits or its L2 norm changed (one small kernel pair per tensor); the size of
-  the change is not measured (NaN), and gradients are measured in float64.
+  bits or its L2 norm changed (one kernel pair per tensor); the size of the
+  change is not measured (NaN).
 * Integer and bool tensors (BatchNorm's `num_batches_tracked`) are compared
-  with their snapshot by the same multi-tensor kernels; they have no size.
-* Sparse gradients (`nn.Embedding(sparse=True)`) are measured one tensor at a
-  time, with the rows they changed: rare, and their rows must be counted.
+  with their snapshot by multi-tensor kernels; they have no size.
+* Sparse gradients (`nn.Embedding(sparse=True)`), and gradients of another
+  dtype than their tensor, are measured one tensor at a time: rare, and a
+  sparse one's changed rows are counted.
 """
 
 import math
@@ -36,38 +42,82 @@ DELTA_CHOICES = (EXACT, CHECKSUM)
 # Columns of `Measurement.measure`'s result, the `counters.Measured` fields.
 DELTA_L2, VALUE_L2, GRAD_L2, CHANGED, FINITE, ROWS_CHANGED = range(6)
 NUM_MEASURED = 6
+# Tensors of at least this many elements (256 KB of float32) are measured as
+# foreach lists; smaller ones packed by shape, where a stack copy costs less
+# than a kernel per tensor.
+LARGE_ELEMENTS = 1 << 16
 _BITS_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-# The largest power of two a float32 scale holds: a change of 1e-45 (the
-# smallest float32) scaled by it is ~1e-7, whose square is far from underflow.
-_MAX_SCALE_EXPONENT = 126
+# The second look's scale (see `_exact_l2`): a power of two, so scaling is
+# exact, and the smallest float32 (1.4e-45) times it squares to a normal float32.
+_UP = 2.0 ** 100
 
 
 def _opmath(dtype):
-    """The dtype norms of `dtype` tensors are accumulated and returned in (float32 for 16-bit floats)."""
+    """The dtype norms of `dtype` tensors accumulate in: float32 for 16-bit floats."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _stack(values, dtype):
-    """[n] `dtype` of a list of 0-d tensors (one kernel)."""
-    return torch.stack(values).to(dtype)
+class _Lists:
+    """The block operations over a list of tensors: one multi-tensor kernel each."""
+
+    @staticmethod
+    def norms(tensors, dtype):
+        return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype)).to(torch.float64)  # pylint: disable=protected-access
+
+    @staticmethod
+    def sub_(tensors, others):
+        torch._foreach_sub_(tensors, others)  # pylint: disable=protected-access
+
+    @staticmethod
+    def mul_(tensors, scalar):
+        torch._foreach_mul_(tensors, scalar)  # pylint: disable=protected-access
+
+    @staticmethod
+    def copy_(tensors, others):
+        torch._foreach_copy_(tensors, others)  # pylint: disable=protected-access
 
 
-def _scaled_norms(scratch, dtype):
-    """(L2, max |x|) of each tensor of `scratch`, exact for any magnitude; `scratch` is overwritten.
+class _Rows:
+    """The block operations over a matrix whose rows are the tensors: one kernel each."""
 
-    The L2 is `s * ||x / s||` with `s` a power of two near max |x|: dividing
-    by a power of two is exact, and after it every square is at most 1 and
-    the largest is at least 1/4, so the sum neither underflows nor overflows.
+    @staticmethod
+    def norms(matrix, dtype):
+        return torch.linalg.vector_norm(matrix, dim=1, dtype=dtype).to(torch.float64)
+
+    @staticmethod
+    def sub_(matrix, other):
+        matrix.sub_(other)
+
+    @staticmethod
+    def mul_(matrix, scalar):
+        matrix.mul_(scalar)
+
+    @staticmethod
+    def copy_(matrix, other):
+        matrix.copy_(other)
+
+
+def _exact_l2(ops, data, dtype, device, scratch):
+    """(float64 L2 [n], bool non-zero [n]) of a block's tensors, exact for tiny and huge values alike.
+
+    Args:
+      ops: `_Lists` or `_Rows`.
+      data: the block's tensors (a list or a matrix).
+      dtype: their dtype.
+      device: their device.
+      scratch: whether `data` may be overwritten (the second look scales it in place).
     """
+    if device.type == "cuda":
+        norms = ops.norms(data, torch.float64)
+        return norms, norms != 0
     opmath = _opmath(dtype)
-    torch._foreach_abs_(scratch)  # pylint: disable=protected-access
-    largest = _stack(torch._foreach_max(scratch), opmath)  # pylint: disable=protected-access
-    usable = torch.isfinite(largest) & (largest > 0)
-    exponent = torch.where(usable, torch.floor(torch.log2(torch.where(usable, largest, 1.0))), 0.0)
-    scale = torch.exp2(-exponent.clamp(-_MAX_SCALE_EXPONENT, _MAX_SCALE_EXPONENT))
-    torch._foreach_mul_(scratch, scale.unbind())  # pylint: disable=protected-access
-    norms = _stack(torch._foreach_norm(scratch, 2, dtype=opmath), torch.float64)  # pylint: disable=protected-access
-    return norms / scale.to(torch.float64), largest.to(torch.float64)
+    plain = ops.norms(data, opmath)
+    if not scratch:
+        return plain, plain != 0
+    ops.mul_(data, _UP)
+    scaled = ops.norms(data, opmath) / _UP
+    # Where the scaling overflowed (values above ~1e-11) the plain norm has no underflow.
+    return torch.where(torch.isfinite(scaled), scaled, plain), (plain != 0) | (scaled != 0)
 
 
 def _bits_sum(tensor):
@@ -77,12 +127,7 @@ def _bits_sum(tensor):
 
 
 class Row:
-    """One tracked tensor: the parameter or buffer and, while measured, its snapshot.
-
-    The snapshot is the tensor's value at the previous record (a clone kept
-    by the row; for checksum floats, the bits sum and L2 instead). `rows` is
-    the bool mask of the rows a sparse gradient ever changed.
-    """
+    """One tracked tensor: the parameter or buffer, its snapshot (or checksum), its changed-rows mask."""
 
     __slots__ = ("tensor", "snapshot", "is_float", "rows", "bits", "value_l2")
 
@@ -99,32 +144,60 @@ class Row:
         if delta == EXACT or not self.is_float:
             self.snapshot = data.clone()
         else:
+            # As `measure` takes it, so an unchanged value compares equal.
             self.bits = _bits_sum(data)
-            self.value_l2 = torch.linalg.vector_norm(data, dtype=_opmath(data.dtype)).to(torch.float64)
+            self.value_l2 = _exact_l2(_Lists, [data], data.dtype, data.device, scratch=False)[0][0]
 
 
-class _Group:
-    """The rows of one (device, dtype): their tensors, snapshots and indices, as lists for foreach ops."""
+class _Block:
+    """Tensors of one device and dtype measured together: a foreach list, or a pack of one shape.
 
-    def __init__(self, rows, indices, home):
-        self.indices = indices
-        self.positions = torch.tensor(indices, dtype=torch.int64, device=home)
-        self.values = [rows[i].tensor.detach() for i in indices]
-        self.dtype = self.values[0].dtype
-        self.snapshots = [rows[i].snapshot for i in indices]
-        self.rows = [rows[i] for i in indices]
+    Args:
+      rows: every tracked `Row`.
+      members: the indices of this block's rows.
+      packed: stack the members as the rows of one matrix (small, one shape).
+      home: the device the results land on.
+    """
+
+    def __init__(self, rows, members, packed, home):
+        self.members = members
+        self.rows = [rows[i] for i in members]
+        self.positions = torch.tensor(members, dtype=torch.int64, device=home)
+        self.values = [row.tensor.detach() for row in self.rows]
+        self.dtype, self.device = self.values[0].dtype, self.values[0].device
+        self.shape = self.values[0].shape
+        self.ops = _Rows if packed else _Lists
         if self.dtype == torch.bool:
             # foreach arithmetic has no bool kernels: the same bytes as int8.
             self.values = [v.view(torch.int8) for v in self.values]
-            self.snapshots = [s.view(torch.int8) for s in self.snapshots]
+        if packed:
+            # The snapshots become rows of one matrix; each row's snapshot a view of it.
+            self.scratch = torch.stack([row.snapshot for row in self.rows]).reshape(len(members), -1)
+            for k, row in enumerate(self.rows):
+                row.snapshot = self.scratch[k].view(self.shape)
+        elif self.rows[0].snapshot is not None:
+            self.scratch = [row.snapshot.view(torch.int8) if self.dtype == torch.bool else row.snapshot
+                            for row in self.rows]
+        else:
+            self.scratch = None  # checksum floats keep no copy
         self._present = {}  # tuple of member positions with a gradient -> their row indices on `home`
 
-    def present(self, members, home):
-        """The row indices (on `home`) of the group members `members` (a tuple of positions), cached."""
-        found = self._present.get(members)
+    def now(self):
+        """The members' values now: the list itself, or a pack's stacked copy."""
+        if self.ops is _Rows:
+            return torch.stack(self.values).reshape(len(self.members), -1)
+        return self.values
+
+    def difference(self, k):
+        """Member `k`'s difference from its snapshot, in its own shape, while the scratch holds differences."""
+        return self.scratch[k].view(self.shape) if self.ops is _Rows else self.scratch[k]
+
+    def present(self, positions, home):
+        """The row indices (on `home`) of the members at `positions` (a tuple), cached."""
+        found = self._present.get(positions)
         if found is None:
-            found = self._present[members] = torch.tensor(
-                [self.indices[k] for k in members], dtype=torch.int64, device=home)
+            found = self._present[positions] = torch.tensor(
+                [self.members[k] for k in positions], dtype=torch.int64, device=home)
         return found
 
 
@@ -140,26 +213,29 @@ class Plan:
 
     def __init__(self, rows, delta, no_grad):
         self.rows = list(rows)
-        self.delta = delta
         self.count = len(self.rows)
-        # What the groups' lists hold: a row re-pointed since needs a new plan.
-        self._held = [(row.tensor, row.snapshot) for row in self.rows]
-        # Results land on one device: the first accelerator's, else the CPU.
         devices = [row.tensor.device for row in self.rows]
+        # Results land on one device: the first accelerator's, else the CPU.
         self.home = next((d for d in devices if d.type != "cpu"), torch.device("cpu"))
         by_key = {}
         for index, row in enumerate(self.rows):
             if row.tensor.numel() == 0:
-                continue  # never changes; the defaults below (zero change) hold
-            kind = "float" if row.is_float else "other"
-            by_key.setdefault((kind, row.tensor.device, row.tensor.dtype), []).append(index)
-        self.floats = [_Group(self.rows, ix, self.home) for (kind, _, _), ix in by_key.items() if kind == "float"]
-        self.others = [_Group(self.rows, ix, self.home) for (kind, _, _), ix in by_key.items() if kind == "other"]
+                continue  # never changes: the defaults below hold
+            tensor = row.tensor
+            packed = row.is_float and delta == EXACT and tensor.numel() < LARGE_ELEMENTS
+            key = (row.is_float, tensor.device, tensor.dtype, tuple(tensor.shape) if packed else None)
+            by_key.setdefault(key, []).append(index)
+        self.floats, self.others = [], []
+        for (is_float, _, _, shape), members in by_key.items():
+            block = _Block(self.rows, members, shape is not None, self.home)
+            (self.floats if is_float else self.others).append(block)
+        # What the blocks hold (packing re-points snapshots): a row re-pointed since needs a new plan.
+        self._held = [(row.tensor, row.snapshot) for row in self.rows]
+        empty = [i for i, row in enumerate(self.rows) if row.tensor.numel() == 0]
         defaults = torch.zeros(NUM_MEASURED, self.count, dtype=torch.float64)
         defaults[DELTA_L2] = 0.0 if delta == EXACT else math.nan
-        defaults[VALUE_L2] = math.nan
-        defaults[VALUE_L2, [i for i, row in enumerate(self.rows) if row.tensor.numel() == 0]] = 0.0
         defaults[DELTA_L2, [i for i, row in enumerate(self.rows) if not row.is_float]] = math.nan
+        defaults[VALUE_L2, empty] = 0.0
         defaults[GRAD_L2] = torch.tensor(no_grad, dtype=torch.float64)
         defaults[FINITE] = 1.0
         defaults[ROWS_CHANGED] = -1.0
@@ -203,76 +279,81 @@ class Measurement:
           `counters.Measured`'s fields (CHANGED and FINITE as 0/1).
         """
         plan = self.plan_for(rows, grads)
-        home = plan.home
         out = plan.defaults.clone()
         with torch.no_grad():
-            for group in plan.others:
-                self._measure_others(group, out, home)
-            for group in plan.floats:
-                self._measure_floats(group, grads, out, home, track_rows)
+            for block in plan.others:
+                _measure_others(block, out)
+            for block in plan.floats:
+                self._measure_floats(block, grads, out, track_rows)
         return out
 
-    @staticmethod
-    def _measure_others(group, out, home):
-        """Integer and bool tensors: changed when any element differs from the snapshot."""
-        torch._foreach_sub_(group.snapshots, group.values)  # pylint: disable=protected-access
-        torch._foreach_abs_(group.snapshots)  # pylint: disable=protected-access
-        largest = torch.stack(torch._foreach_max(group.snapshots))  # pylint: disable=protected-access
-        out[CHANGED].index_copy_(0, group.positions, (largest != 0).to(home, torch.float64))
-        torch._foreach_copy_(group.snapshots, group.values)  # pylint: disable=protected-access
-
-    def _measure_floats(self, group, grads, out, home, track_rows):
-        values, opmath = group.values, _opmath(group.dtype)
-        value_l2 = _stack(torch._foreach_norm(values, 2, dtype=opmath), torch.float64)  # pylint: disable=protected-access
-        out[VALUE_L2].index_copy_(0, group.positions, value_l2.to(home))
-        out[FINITE].index_copy_(0, group.positions, torch.isfinite(value_l2).to(home, torch.float64))
+    def _measure_floats(self, block, grads, out, track_rows):
+        home, ops = out.device, block.ops
+        now = block.now()
+        value_l2, _ = _exact_l2(ops, now, block.dtype, block.device, scratch=False)
+        out[VALUE_L2].index_copy_(0, block.positions, value_l2.to(home))
+        out[FINITE].index_copy_(0, block.positions, torch.isfinite(value_l2).to(home, torch.float64))
         dense, alone = [], []  # member positions: gradients measured together, and one at a time
-        for k, index in enumerate(group.indices):
+        for k, index in enumerate(block.members):
             grad = grads[index]
             if isinstance(grad, torch.Tensor):
-                # Sparse gradients, and gradients of another dtype than their
-                # tensor (the scratch below has the tensor's), go alone.
-                same = not grad.is_sparse and grad.dtype == group.dtype and grad.device == values[k].device
+                same = not grad.is_sparse and grad.dtype == block.dtype and grad.device == block.device
                 (dense if same else alone).append(k)
         if self.delta == EXACT:
-            scratch = group.snapshots
-            torch._foreach_sub_(scratch, values)  # pylint: disable=protected-access
+            ops.sub_(block.scratch, now)
             for k in alone if track_rows else ():
-                grad = grads[group.indices[k]]
-                if grad.is_sparse and values[k].dim() >= 2:
-                    self._count_rows(group.rows[k], scratch[k], out, group.indices[k])
-            delta_l2, largest = _scaled_norms(scratch, group.dtype)
-            out[DELTA_L2].index_copy_(0, group.positions, delta_l2.to(home))
-            out[CHANGED].index_copy_(0, group.positions, (largest != 0).to(home, torch.float64))
-            if dense:
-                # The snapshots are scratch until copied back below: the gradients' turn.
-                grad_scratch = [scratch[k] for k in dense]
-                torch._foreach_copy_(grad_scratch, [grads[group.indices[k]] for k in dense])  # pylint: disable=protected-access
-                grad_l2, _ = _scaled_norms(grad_scratch, group.dtype)
-                grad_l2 = torch.where(torch.isnan(grad_l2), math.inf, grad_l2)  # NaN gradients read as non-finite
-                out[GRAD_L2].index_copy_(0, group.present(tuple(dense), home), grad_l2.to(home))
-            torch._foreach_copy_(scratch, values)  # pylint: disable=protected-access
+                if grads[block.members[k]].is_sparse and block.values[k].dim() >= 2:
+                    _count_rows(block.rows[k], block.difference(k), out, block.members[k])
+            delta_l2, changed = _exact_l2(ops, block.scratch, block.dtype, block.device, scratch=True)
+            out[DELTA_L2].index_copy_(0, block.positions, delta_l2.to(home))
+            out[CHANGED].index_copy_(0, block.positions, changed.to(home, torch.float64))
         else:
-            changed = []
-            for row, value, norm in zip(group.rows, values, value_l2.unbind()):
-                bits = _bits_sum(value)
-                changed.append((bits != row.bits) | (norm != row.value_l2))
-                row.bits, row.value_l2 = bits, norm
-            out[CHANGED].index_copy_(0, group.positions, torch.stack(changed).to(home, torch.float64))
-            if dense:
-                dense_grads = [grads[group.indices[k]] for k in dense]
-                grad_l2 = _stack(torch._foreach_norm(dense_grads, 2, dtype=torch.float64), torch.float64)  # pylint: disable=protected-access
-                grad_l2 = torch.where(torch.isnan(grad_l2), math.inf, grad_l2)
-                out[GRAD_L2].index_copy_(0, group.present(tuple(dense), home), grad_l2.to(home))
+            _checksum_changed(block, value_l2, out)
+        if dense:
+            grad_l2 = self._grad_norms(block, [grads[block.members[k]] for k in dense], dense)
+            out[GRAD_L2].index_copy_(0, block.present(tuple(dense), home), grad_l2.to(home))
+        if self.delta == EXACT:
+            ops.copy_(block.scratch, now)
         for k in alone:
-            grad = grads[group.indices[k]]
+            grad = grads[block.members[k]]
             norm = torch.linalg.vector_norm(grad.coalesce().values() if grad.is_sparse else grad, dtype=torch.float64)
-            out[GRAD_L2, group.indices[k]] = torch.where(torch.isnan(norm), math.inf, norm).to(home)
+            out[GRAD_L2, block.members[k]] = torch.where(torch.isnan(norm), math.inf, norm).to(home)
 
-    @staticmethod
-    def _count_rows(row, difference, out, index):
-        """Marks the rows whose difference is non-zero; writes the count ever marked."""
-        now = difference.reshape(difference.shape[0], -1).ne(0).any(dim=1)
-        row.rows = now if row.rows is None else row.rows | now
-        out[ROWS_CHANGED, index] = row.rows.sum().to(out.device, torch.float64)
+    def _grad_norms(self, block, dense_grads, dense):
+        """float64 [len(dense)]: the exact L2 of the block's dense gradients; NaN reads as Inf (non-finite)."""
+        if block.ops is _Rows:
+            data, scratch = torch.stack(dense_grads).reshape(len(dense), -1), True  # a copy of our own
+        elif self.delta == EXACT and block.device.type != "cuda":
+            # The snapshots are scratch until copied back: the gradients' turn.
+            data, scratch = [block.scratch[k] for k in dense], True
+            torch._foreach_copy_(data, dense_grads)  # pylint: disable=protected-access
+        else:
+            data, scratch = dense_grads, False
+        norms, _ = _exact_l2(block.ops, data, block.dtype, block.device, scratch)
+        return torch.where(torch.isnan(norms), math.inf, norms)
 
+
+def _measure_others(block, out):
+    """Integer and bool tensors: changed when any element differs from the snapshot."""
+    torch._foreach_sub_(block.scratch, block.values)  # pylint: disable=protected-access
+    torch._foreach_abs_(block.scratch)  # pylint: disable=protected-access
+    largest = torch.stack(torch._foreach_max(block.scratch))  # pylint: disable=protected-access
+    out[CHANGED].index_copy_(0, block.positions, (largest != 0).to(out.device, torch.float64))
+    torch._foreach_copy_(block.scratch, block.values)  # pylint: disable=protected-access
+
+
+def _checksum_changed(block, value_l2, out):
+    """`delta="checksum"`: changed where the bits sum or the L2 differs from the previous record's."""
+    changed = []
+    for row, value, norm in zip(block.rows, block.values, value_l2.unbind()):
+        bits = _bits_sum(value)
+        changed.append((bits != row.bits) | (norm != row.value_l2))
+        row.bits, row.value_l2 = bits, norm
+    out[CHANGED].index_copy_(0, block.positions, torch.stack(changed).to(out.device, torch.float64))
+
+
+def _count_rows(row, difference, out, index):
+    """Marks the rows whose difference is non-zero; writes the count ever marked."""
+    now = difference.reshape(difference.shape[0], -1).ne(0).any(dim=1)
+    row.rows = now if row.rows is None else row.rows | now
+    out[ROWS_CHANGED, index] = row.rows.sum().to(out.device, torch.float64)
