@@ -150,8 +150,10 @@ class Recorder:
                 write_variables(writer, self._name, self.document, step)
                 self._names_written = self._names_hash
             write_updates(writer, self._name, record, step)
-            self.written += 1
-            self._on_written(self.written, self.entries, record, step, self.latest_step)
+        # Checked once all are written: a check that raises loses none of them.
+        before, self.written = self.written, self.written + len(records)
+        for number, (step, record) in enumerate(records, start=before + 1):
+            self._on_written(number, self.entries, record, step, self.latest_step)
 
     @property
     def writer(self):

@@ -18,14 +18,14 @@ from tensorboard.util import tensor_util
 
 import readback
 import tb_varupdate.torch as tbt
-# A tensor as large as a layer's weight (256 KB of float32), beside small ones.
-LARGE_ELEMENTS = 1 << 16
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
 from tb_varupdate.errors import StuckVariableError
 
 STEPS = 24
 RUN = "run"
+# A tensor as large as a layer's weight (256 KB of float32), beside small ones.
+LARGE_ELEMENTS = 1 << 16
 
 
 def _values(module):

@@ -1,0 +1,110 @@
+"""The PyTorch measurement's cost proxies: kernels per record that do not grow with the tensors.
+
+A GPU pays per kernel launched and per wait for the device; neither can be
+timed in CI, so these count what causes them, on CPU tensors (the same code
+path): the aten operations one record dispatches, with TensorFlow blocked as
+in a PyTorch-only environment.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tb_varupdate import _torch_measure as measure
+from tb_varupdate import metadata as md
+
+COUNT_OPS = r"""
+import collections, json, sys, tempfile
+sys.modules["tensorflow"] = None  # as in a PyTorch-only environment
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+import tb_varupdate.torch as tbt
+
+class Count(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+def ops_per_record(blocks):
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(blocks):  # a weight above the large-tensor threshold; small tensors; an int buffer
+        layers += [torch.nn.Linear(256, 256), torch.nn.BatchNorm1d(256), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with tempfile.TemporaryDirectory() as logdir:
+        tracker = tbt.ParameterUpdateTracker(model, log_dir=logdir, read_every=1000)
+        for step in range(4):
+            optimizer.zero_grad()
+            model(torch.randn(8, 256)).sum().backward()
+            optimizer.step()
+            if step < 3:
+                tracker.log(step)
+        with Count() as count:
+            tracker.log(3)
+        tracker.close()
+    return sum(count.ops.values())
+
+print(json.dumps({blocks: ops_per_record(blocks) for blocks in (5, 50)}))
+"""
+
+
+def test_operations_per_record_do_not_grow_with_the_number_of_tensors():
+    result = subprocess.run([sys.executable, "-c", COUNT_OPS], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    counts = {int(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    # 5 blocks are 26 tensors, 50 blocks 251: the landed writer dispatched 250 and 654.
+    assert counts[50] <= 1.3 * counts[5], counts
+
+
+def _rows(*tensors, delta=measure.EXACT):
+    return [measure.Row(t, delta) for t in tensors]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("size", [4, measure.LARGE_ELEMENTS])
+def test_tiny_changes_and_gradients_are_measured_exactly_in_packs_and_lists(dtype, size):
+    tiny = torch.nn.Parameter(torch.zeros(size, dtype=dtype))
+    same = torch.nn.Parameter(torch.ones(size, dtype=dtype))
+    rows = _rows(tiny, same)
+    measurement = measure.Measurement()
+    with torch.no_grad():
+        tiny.add_(1e-30)
+    tiny.grad = torch.full_like(tiny, 1e-30)
+    same.grad = torch.zeros_like(same)
+    out = measurement.measure(rows, [tiny.grad, same.grad]).numpy()
+    expected = torch.tensor(1e-30, dtype=dtype).double().item() * size ** 0.5
+    assert out[measure.CHANGED].tolist() == [1.0, 0.0]
+    assert out[measure.DELTA_L2][0] == pytest.approx(expected, rel=1e-5) and out[measure.DELTA_L2][1] == 0.0
+    assert out[measure.GRAD_L2][0] == pytest.approx(expected, rel=1e-5) and out[measure.GRAD_L2][1] == 0.0
+
+
+def test_integer_and_bool_buffers_are_compared_on_the_device():
+    counter, mask, empty = torch.tensor(3), torch.zeros(5, dtype=torch.bool), torch.zeros(0, dtype=torch.int64)
+    rows = _rows(counter, mask, empty)
+    measurement = measure.Measurement()
+    grads = [md.GRAD_NOT_GIVEN] * 3
+    counter.add_(1)
+    assert measurement.measure(rows, grads)[measure.CHANGED].tolist() == [1.0, 0.0, 0.0]
+    mask[2] = True
+    assert measurement.measure(rows, grads)[measure.CHANGED].tolist() == [0.0, 1.0, 0.0]
+    assert measurement.measure(rows, grads)[measure.CHANGED].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_non_finite_gradients_and_values_read_as_such():
+    w = torch.nn.Parameter(torch.ones(3))
+    rows = _rows(w)
+    w.grad = torch.tensor([1.0, float("nan"), 0.0])
+    out = measure.Measurement().measure(rows, [w.grad])
+    assert out[measure.GRAD_L2, 0].item() == float("inf") and out[measure.FINITE, 0].item() == 1.0
+    with torch.no_grad():
+        w[0] = float("inf")
+    out = measure.Measurement().measure(_rows(w), [md.GRAD_NONE])
+    assert out[measure.FINITE, 0].item() == 0.0 and out[measure.GRAD_L2, 0].item() == md.GRAD_NONE
