@@ -3,10 +3,13 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
+import gpu_training  # noqa: E402
 import torch_training  # noqa: E402
 
 
@@ -22,3 +25,19 @@ def test_run_py_lists_the_section():
     import run
 
     assert "torch_training" in run.SECTIONS
+
+
+def test_the_gpu_section_runs_its_variants_on_the_cpu_and_builds_targets():
+    # The GPU figures are measured on a GPU only; here the same code runs on tiny CPU models.
+    measured = gpu_training.measure("cpu", quick=True, keys=("300 tensors",))
+    assert list(measured) == ["300 tensors"]
+    for _, times in measured.values():
+        assert set(times) == set(gpu_training.VARIANTS) and all(t > 0 for t in times.values())
+    section = gpu_training.section(measured, "cpu")
+    assert [t.goal for t in section.targets if "300 tensors" in t.name] == ["<= 1.15x", "<= 1.01x"]
+
+
+@pytest.mark.skipif(gpu_training.torch.cuda.is_available(), reason="measures for real where CUDA is present")
+def test_without_cuda_the_gpu_section_says_not_measured():
+    section = gpu_training.run(quick=True)
+    assert section.body.startswith("**Not measured**") and not section.targets
