@@ -21,6 +21,7 @@ rank gate and the rule that logging errors become warnings. No TensorFlow
 import anywhere on this path.
 """
 
+import re
 import warnings
 
 import torch
@@ -39,6 +40,10 @@ __all__ = ["ParameterUpdateTracker", "StuckVariableError"]
 # REFRESH_EVERY records after: walking named_parameters() of a 300-tensor
 # model each step cost ~0.3 ms, and layers are rarely swapped mid-training.
 REFRESH_EVERY = 50
+
+# PEFT's LoRA initialises `lora_B` to zero so that the adapted model starts as
+# the base model; its names end in `.lora_B.<adapter>.weight`.
+LORA_ZERO_INIT = (r"(^|\.)lora_B(\.|$)",)
 
 
 def _rank():
@@ -147,6 +152,11 @@ class ParameterUpdateTracker:
       all_ranks: under torch.distributed, record on every rank, not rank 0 only.
       allow: regular expressions of parameter names accepted as stuck by the
         training-time check (as `tb-varupdate check --allow`).
+      zero_init: regular expressions of parameter names that start at zero by
+        design, so that their layer starts as a no-op (default: PEFT LoRA's
+        `lora_B`). One that is all zero when first tracked is marked in the
+        variables record, and if it never changes its diagnosis says the
+        adapter stayed at its zero init and why. `()` marks none.
 
     Raises:
       ValueError: an argument is out of range, both or neither of `log_dir`
@@ -154,7 +164,8 @@ class ParameterUpdateTracker:
     """
 
     def __init__(self, module_or_params, log_dir=None, *, writer=None, name="model", every_n_steps=1,
-                 on_stuck="warn", stuck_after=10, delta="exact", buffers=True, all_ranks=False, allow=()):
+                 on_stuck="warn", stuck_after=10, delta="exact", buffers=True, all_ranks=False, allow=(),
+                 zero_init=LORA_ZERO_INIT):
         options.check_name(name)
         options.check_every_n_steps(every_n_steps)
         _check_one_writer(log_dir, writer)
@@ -164,7 +175,7 @@ class ParameterUpdateTracker:
         self._recorder = Recorder(name, every_n_steps, delta, log_dir, writer)
         self.delta = delta
         self._all_ranks = bool(all_ranks)
-        self._tensors = Tensors(module_or_params, delta, buffers)
+        self._tensors = Tensors(module_or_params, delta, buffers, [re.compile(p) for p in zero_init])
         self._calls, self._warned, self._closed = 0, set(), False
         self._steps, self._probe = StepHooks(), GradientProbe()
         self._recorder.refresh(self._tensors)
@@ -259,6 +270,10 @@ class ParameterUpdateTracker:
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, stacklevel=3)
+
+    def flush(self):
+        """Writes the records so far to disk; the tracker stays open (e.g. between two `fit` calls)."""
+        self._recorder.flush_writer()
 
     def close(self):
         """Removes the optimizer hooks, flushes the records and closes the tracker's own writer.
