@@ -33,6 +33,11 @@ setuptools.setup(
         # torch==2.13.0 exactly (Makefile): a range admitting a newer release
         # pulls a CUDA build of several GB.
         "torch": ["torch>=2.1"],
+        # The trainer callbacks (tb_varupdate.lightning, tb_varupdate.transformers).
+        # Tested with lightning 2.6.6, transformers 5.25.0, peft 0.21.2 and
+        # accelerate 1.16.0 on torch 2.13.0 (the Makefile installs those pins).
+        "lightning": ["torch>=2.1", "lightning>=2.0"],
+        "transformers": ["torch>=2.1", "transformers>=4.41", "accelerate>=0.26"],
         "test": [
             "tensorflow-cpu>=2.21,<2.22",
             "keras>=3.10,<4",
