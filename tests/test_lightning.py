@@ -3,8 +3,9 @@
 Every test trains a tiny LightningModule for a few steps through the real
 Trainer, reads the verdicts back the way `tb-varupdate check` does, and
 compares them with which parameters really changed between the start and the
-end of training. CPU only; `precision="16-mixed"` needs CUDA (Lightning turns
-it into bf16 on a CPU), so its test runs only where there is a GPU.
+end of training. CPU only: `precision="16-mixed"` is Lightning's
+`MixedPrecision` plugin given a CPU `GradScaler`, the code path the flag takes
+on CUDA.
 """
 
 import subprocess
@@ -17,6 +18,7 @@ import torch
 pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.callbacks import BackboneFinetuning  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
+from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 import readback  # noqa: E402
@@ -215,24 +217,23 @@ def test_bf16_mixed_precision_on_cpu(tmp_path):
     _assert_verdicts_match(rows, before, module)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="precision='16-mixed' (GradScaler) needs CUDA")
 def test_fp16_amp_skipped_steps_are_healthy(tmp_path):
+    """`precision="16-mixed"`'s own plugin, given a CPU GradScaler (the flag alone means bf16 on a CPU)."""
+
     class Overflowing(Regressor):
         def training_step(self, batch, batch_idx):
-            # The first steps overflow fp16 at GradScaler's initial scale of 2**16: they are skipped.
-            return super().training_step(batch, batch_idx) * (1e4 if self.global_step < 3 else 1.0)
+            # The first 3 steps overflow fp16 gradients at any loss scale: GradScaler skips them.
+            return super().training_step(batch, batch_idx) * (1e30 if self.global_step < 3 else 1.0)
 
     module = Overflowing()
-    callback = VariableUpdateCallback()
-    trainer = pl.Trainer(default_root_dir=str(tmp_path), logger=TensorBoardLogger(str(tmp_path), name="run"),
-                         callbacks=[callback], log_every_n_steps=1, enable_progress_bar=False,
-                         enable_checkpointing=False, accelerator="gpu", devices=1, precision="16-mixed", max_epochs=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, _data())
+    before = _values(module)
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    trainer, _ = _fit(tmp_path, module, plugins=[plugin])
     rows = readback.verdicts(tmp_path, run="run/version_0")
-    assert all(row["gradient_steps"]["non_finite"] > 0 for row in rows.values())
+    _assert_verdicts_match(rows, before, module)
+    assert [row["gradient_steps"]["non_finite"] for row in rows.values()] == [3] * len(rows)
     assert {row["status"] for row in rows.values()} == {"updating"} and not any(r["problem"] for r in rows.values())
+    assert len(readback.records(trainer.logger.log_dir)) == 2 * BATCHES  # skipped steps are records too
 
 
 def test_pytorch_lightning_trainer_is_accepted_too(tmp_path):
