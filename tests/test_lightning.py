@@ -236,6 +236,21 @@ def test_fp16_amp_skipped_steps_are_healthy(tmp_path):
     assert len(readback.records(trainer.logger.log_dir)) == 2 * BATCHES  # skipped steps are records too
 
 
+def test_ddp_two_processes_rank_zero_writes_and_names_the_unused_head(tmp_path):
+    """DDP over gloo, 2 spawned CPU processes: one event file, and the head DDP calls "unused" by name."""
+    from lightning.pytorch.strategies import DDPStrategy  # pylint: disable=import-outside-toplevel
+
+    module = Regressor(with_unused_head=True)
+    strategy = DDPStrategy(start_method="spawn", find_unused_parameters=True)
+    _fit(tmp_path, module, strategy=strategy, devices=2, max_epochs=1)
+    # The workers wrote version_0 (the parent's logger, asked after they ended, would name a new version).
+    assert len(list((tmp_path / "run" / "version_0").glob("events.out.tfevents.*"))) == 1
+    rows = readback.verdicts(tmp_path, run="run/version_0")
+    assert {name for name, row in rows.items() if row["problem"]} == {"aux_head.weight", "aux_head.bias"}
+    assert rows["aux_head.weight"]["gradient"] == "missing"
+    assert {row["logged_steps"] for row in rows.values()} == {BATCHES // 2}  # each rank takes half the batches
+
+
 def test_pytorch_lightning_trainer_is_accepted_too(tmp_path):
     pytorch_lightning = pytest.importorskip("pytorch_lightning")
 
