@@ -130,12 +130,18 @@ def _fit(tmp_path, module, callback=None, **kwargs):
 
 def test_healthy_run_every_parameter_updates_at_the_logged_scalars_steps(tmp_path):
     module = Regressor()
-    trainer, before = _fit(tmp_path, module)
+    every_4 = VariableUpdateCallback(name="every_4", every_n_steps=4)
+    trainer = _trainer(tmp_path, [VariableUpdateCallback(), every_4])
+    before = _values(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, _data())
     rows = readback.verdicts(tmp_path, run="run/version_0")
     _assert_verdicts_match(rows, before, module)
     assert {row["status"] for row in rows.values()} == {"updating"}
     records = [step for step, _ in readback.records(trainer.logger.log_dir)]
     assert records == _scalar_steps(trainer.logger.log_dir, "loss") == list(range(2 * BATCHES))
+    assert [step for step, _ in readback.records(trainer.logger.log_dir, name="every_4")] == [0, 4, 8, 12]
 
 
 def test_unused_head_and_layer_frozen_by_mistake_with_gradient_accumulation(tmp_path):

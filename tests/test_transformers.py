@@ -149,6 +149,14 @@ def test_without_tensorboard_reporting_it_writes_under_output_dir(tmp_path):
     _assert_verdicts_match(rows, before, model)
 
 
+def test_tensorboard_logging_dir_from_the_environment_is_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "out" / "board"))
+    model = _gpt2()
+    before, run_dir = _train(tmp_path, model, Tokens(), max_steps=2)
+    assert run_dir == str(tmp_path / "out" / "board")
+    _assert_verdicts_match(readback.verdicts(tmp_path / "out", run="board"), before, model)
+
+
 def test_invalid_arguments_fail_at_construction():
     with pytest.raises(ValueError, match="every_n_steps"):
         VariableUpdateCallback(every_n_steps=True)
