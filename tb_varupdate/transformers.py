@@ -66,14 +66,14 @@ def _library():
 _transformers = _library()
 
 
-def _tensorboard_dir(args):
+def _tensorboard_dir():
     """The run directory of the Trainer's TensorBoard integration, or None without one.
 
     A callback is not given the Trainer, but `CallbackHandler.call_event`, our
     caller, is the Trainer's handler: its `TensorBoardCallback` has just
-    chosen `logging_dir` in its own `on_train_begin`, which runs first (the
+    opened its writer in its own `on_train_begin`, which runs first (the
     reporting integrations come before the user's callbacks). Its default
-    holds a timestamp, so it is read, not recomputed.
+    directory holds a timestamp, so it is read, not recomputed.
     """
     frame = inspect.currentframe()
     try:
@@ -81,14 +81,20 @@ def _tensorboard_dir(args):
             handler = frame.f_locals.get("self")
             if isinstance(handler, _transformers.trainer_callback.CallbackHandler):
                 for callback in handler.callbacks:
-                    directory = getattr(callback, "logging_dir", None)
-                    if type(callback).__name__ == "TensorBoardCallback" and directory:
-                        return directory
+                    if type(callback).__name__ == "TensorBoardCallback":
+                        return _writer_dir(callback)
                 break
             frame = frame.f_back
     finally:
         del frame  # a frame held by a local keeps every caller's locals alive
     return None
+
+
+def _writer_dir(callback):
+    """Where a TensorBoardCallback writes: its writer's directory, else its `logging_dir` (5.x)."""
+    get_logdir = getattr(getattr(callback, "tb_writer", None), "get_logdir", None)  # torch's and tensorboardX's
+    directory = get_logdir() if callable(get_logdir) else None
+    return directory or getattr(callback, "logging_dir", None)
 
 
 class VariableUpdateCallback(_transformers.TrainerCallback):
@@ -119,7 +125,7 @@ class VariableUpdateCallback(_transformers.TrainerCallback):
         self.tracker, self._key = None, None
 
     def _destination(self, args):
-        return (self.log_dir or _tensorboard_dir(args) or os.getenv("TENSORBOARD_LOGGING_DIR")
+        return (self.log_dir or _tensorboard_dir() or os.getenv("TENSORBOARD_LOGGING_DIR")
                 or os.path.join(args.output_dir, "runs", "varupdate"))
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):  # pylint: disable=unused-argument
