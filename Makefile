@@ -15,7 +15,8 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
 	# Exactly this CPU build: a range admitting a newer release pulls a CUDA build of several GB.
-	$(PY) -m pip install -q torch==2.13.0
+	# The trainer integrations' libraries go in the same call, pinned, so pip cannot upgrade torch.
+	$(PY) -m pip install -q torch==2.13.0 lightning==2.6.6 transformers==5.25.0 peft==0.21.2 accelerate==1.16.0
 	touch $@
 
 venv: $(VENV)/.installed

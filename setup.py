@@ -34,6 +34,11 @@ setuptools.setup(
         # pulls a CUDA build of several GB.
         # google-crc32c: a native CRC for the event records (tb_varupdate._torch_writer).
         "torch": ["torch>=2.1", "google-crc32c>=1.5"],
+        # The trainer callbacks (tb_varupdate.lightning, tb_varupdate.transformers).
+        # Tested with lightning 2.6.6, transformers 5.25.0, peft 0.21.2 and
+        # accelerate 1.16.0 on torch 2.13.0 (the Makefile installs those pins).
+        "lightning": ["torch>=2.1", "lightning>=2.0"],
+        "transformers": ["torch>=2.1", "transformers>=4.41", "accelerate>=0.26"],
         "test": [
             "tensorflow-cpu>=2.21,<2.22",
             "keras>=3.10,<4",

@@ -21,20 +21,30 @@ TENSORBOARD_PORT = 6006
 WARNING_WIDTH = 130
 
 
+def _trainer_scenarios():
+    """The Lightning and Hugging Face Trainer runs, or none where those libraries are not installed."""
+    try:
+        from demo import trainer_scenarios
+    except ImportError:
+        return []
+    return trainer_scenarios.SCENARIOS
+
+
 def load_scenarios(verbose=False):
-    """Every demo scenario, TensorFlow's then PyTorch's, importing TensorFlow quietly unless `verbose`."""
+    """Every demo scenario, TensorFlow's, PyTorch's, then the PyTorch trainers', importing TensorFlow quietly unless `verbose`."""
     if verbose:
         from demo import scenarios, torch_scenarios
-        return scenarios.SCENARIOS + torch_scenarios.SCENARIOS
+        return scenarios.SCENARIOS + torch_scenarios.SCENARIOS + _trainer_scenarios()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with catalogue.quiet_stderr():
         from demo import scenarios, torch_scenarios
+        trainers = _trainer_scenarios()
     import tensorflow as tf
 
     # Python-side TF warnings, e.g. "the dtype of the source tensor must be
     # floating" from the int_trainable scenario, which is on purpose.
     tf.get_logger().setLevel("ERROR")
-    return scenarios.SCENARIOS + torch_scenarios.SCENARIOS
+    return scenarios.SCENARIOS + torch_scenarios.SCENARIOS + trainers
 
 
 def _parser():

@@ -67,11 +67,15 @@ class Tensors:
         iterable of parameters or `(name, parameter)` pairs, read once.
       delta: the `Row`s' `delta` ("exact" or "checksum").
       buffers: also track a module's buffers (role "buffer").
+      zero_init: compiled regular expressions of parameter names that start
+        at zero by design (LoRA's `lora_B`): such a parameter that is all zero
+        when first tracked gets `"zero_init": true` in its entry.
     """
 
-    def __init__(self, module_or_params, delta, buffers):
+    def __init__(self, module_or_params, delta, buffers, zero_init=()):
         self._delta = delta
         self._buffers = bool(buffers)
+        self._zero_init = tuple(zero_init)
         self._module = unwrap(module_or_params) if isinstance(module_or_params, torch.nn.Module) else None
         self._fixed = None if self._module is not None else pairs(module_or_params)
         self.rows, self.entries, self._by_name = [], [], {}
@@ -119,8 +123,18 @@ class Tensors:
                 "joined": int(joined),
                 "role": role,
             })
+            if role == vr.ROLE_PARAMETER and self._starts_at_zero(name, tensor):
+                self.entries[-1]["zero_init"] = True
             added += 1
         return added
+
+    def _starts_at_zero(self, name, tensor):
+        """Whether `name` matches a zero_init pattern and `tensor` is all zero now."""
+        if not tensor.numel() or not any(pattern.search(name) for pattern in self._zero_init):
+            return False
+        # Only the matching names are read (one reduction each, at tracking time).
+        with torch.no_grad():
+            return not bool(tensor.detach().any())
 
     def trainable_parameters(self):
         """`(index, entry, row)` of each parameter with `requires_grad` now."""

@@ -164,6 +164,16 @@ class Recorder:
             self._writer = SummaryWriter(self._log_dir)
         return self._writer
 
+    def flush_writer(self):
+        """Flushes the writer, if one was opened; a failure is a warning."""
+        if self._writer is None:
+            return
+        try:
+            self._writer.flush()
+        except Exception as err:  # pylint: disable=broad-except
+            warnings.warn("tb_varupdate: flushing tracker %r's writer failed: %s: %s"
+                          % (self._name, type(err).__name__, err), stacklevel=3)
+
     def close_writer(self):
         """Closes the recorder's own writer, or flushes the user's; nothing if none was opened.
 

@@ -236,6 +236,7 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state):
     facts = {
         "framework": TORCH if role else TF, "role": role, "first_trainable": first_trainable,
         "non_finite_run": run, "empty": empty, "tiny": TINY_RELATIVE_UPDATE,
+        "zero_init": entry.get("zero_init") is True,
     }
     row["diagnosis"] = diagnose(row, latest_state, facts)
     if row["rows_changed"] < 0:

@@ -104,6 +104,38 @@ _STALLED_HINT = {
     ),
 }
 
+# A parameter that starts at zero by design (LoRA's `lora_B`, entry
+# `zero_init`) and never changed leaves its adapter a no-op: the adapted model
+# is the base model. Said first, then why no update reached it.
+_ZERO_INIT = (
+    "Never changed: it is still at its zero init, so its adapter adds nothing and the "
+    "module it adapts behaves as the frozen base (LoRA starts `lora_B` at zero); "
+)
+_ZERO_INIT_CAUSE = {
+    vc.GRAD_MISSING: (
+        "`p.grad` is None at every step, so no gradient reaches the adapter: the module it "
+        "adapts is not on the path to the loss (a `target_modules` entry that matched a "
+        "module forward never uses or whose output is ignored, such as a pooler the head "
+        "skips), or it runs under `torch.no_grad()` or in a reentrant gradient-checkpointed "
+        "block whose inputs do not require grad (`model.enable_input_require_grads()`); "
+        "target a module on the path to the loss"
+    ),
+    vc.GRAD_ZERO: (
+        "`p.grad` is exactly zero at every step: the adapter's input is zero or the loss "
+        "does not depend on the adapted module's output"
+    ),
+    vc.GRAD_INTERMITTENT: (
+        "`p.grad` is None at some steps and never applied at the others: the adapted "
+        "module is used only in some steps and the adapter is in none of the optimizer's "
+        "`param_groups`"
+    ),
+}
+_ZERO_INIT_NOT_APPLIED = (
+    "a gradient reached it but was never applied: it is in none of the optimizer's "
+    "`param_groups` (an optimizer built before the adapters were added) or the learning "
+    "rate is 0"
+)
+
 _SKIPPED = {
     TF: "as loss scaling does with mixed precision",
     TORCH: "as `GradScaler` does with AMP",
@@ -159,6 +191,8 @@ def _never_updated(row, facts):
             "Made trainable after it was first tracked (unfrozen), but never changed: the "
             "optimizer still updates the old set of variables; %s." % fix
         )
+    if facts.get("zero_init") and gradient != vc.GRAD_NON_FINITE:
+        return _ZERO_INIT + _ZERO_INIT_CAUSE.get(gradient, _ZERO_INIT_NOT_APPLIED) + "."
     if gradient == vc.GRAD_ZERO:
         cause = _ZERO_GRADIENT[framework]
     elif gradient == vc.GRAD_NON_FINITE:
@@ -224,7 +258,8 @@ def diagnose(row, latest_grad_state, facts):
       facts: dict with "framework" (TF or TORCH), "role" (the entry's role
         or None), "first_trainable" (trainable when first tracked),
         "non_finite_run" (records in a row with a non-finite gradient at the
-        end of the run when that is a problem, else 0) and "empty" (no elements).
+        end of the run when that is a problem, else 0), "empty" (no elements)
+        and optionally "zero_init" (started at zero by design: LoRA's `lora_B`).
 
     Returns:
       One or a few sentences.

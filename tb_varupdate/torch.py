@@ -22,6 +22,7 @@ import anywhere on this path.
 """
 
 import atexit
+import re
 import warnings
 import weakref
 
@@ -41,6 +42,10 @@ __all__ = ["ParameterUpdateTracker", "StuckVariableError"]
 # REFRESH_EVERY records after: walking named_parameters() of a 300-tensor
 # model each step cost ~0.3 ms, and layers are rarely swapped mid-training.
 REFRESH_EVERY = 50
+
+# PEFT's LoRA initialises `lora_B` to zero so that the adapted model starts as
+# the base model; its names end in `.lora_B.<adapter>.weight`.
+LORA_ZERO_INIT = (r"(^|\.)lora_B(\.|$)",)
 
 
 # Trackers whose pending records a normal interpreter exit writes (a script
@@ -168,6 +173,11 @@ class ParameterUpdateTracker:
       all_ranks: under torch.distributed, record on every rank, not rank 0 only.
       allow: regular expressions of parameter names accepted as stuck by the
         training-time check (as `tb-varupdate check --allow`).
+      zero_init: regular expressions of parameter names that start at zero by
+        design, so that their layer starts as a no-op (default: PEFT LoRA's
+        `lora_B`). One that is all zero when first tracked is marked in the
+        variables record, and if it never changes its diagnosis says the
+        adapter stayed at its zero init and why. `()` marks none.
       read_every: records kept on the device between two reads by the host.
         Default: 32 when a tracked tensor is on an accelerator (one read per
         32 steps: +2% of GPT-2's step on an H200 in the prototype, against
@@ -181,7 +191,7 @@ class ParameterUpdateTracker:
 
     def __init__(self, module_or_params, log_dir=None, *, writer=None, name="model", every_n_steps=1,
                  on_stuck="warn", stuck_after=10, delta="exact", buffers=True, all_ranks=False, allow=(),
-                 read_every=None):
+                 zero_init=LORA_ZERO_INIT, read_every=None):
         options.check_name(name)
         options.check_every_n_steps(every_n_steps)
         if read_every is not None:
@@ -192,7 +202,7 @@ class ParameterUpdateTracker:
         self._check = stuck.StuckCheck(name, on_stuck, stuck_after, allow)
         self.delta = delta
         self._all_ranks = bool(all_ranks)
-        self._tensors = Tensors(module_or_params, delta, buffers)
+        self._tensors = Tensors(module_or_params, delta, buffers, [re.compile(p) for p in zero_init])
         if not self._tensors.current():
             raise ValueError(_NOTHING_TO_TRACK % type(module_or_params).__name__)
         if read_every is None:
@@ -289,8 +299,12 @@ class ParameterUpdateTracker:
         return self._recorder.written
 
     def flush(self):
-        """Writes the records kept on the device now (waits for it), as `close()` does."""
+        """Writes every record so far to disk now, those on the device too (waits for it).
+
+        The tracker stays open (e.g. between two `fit` calls).
+        """
         self._recorder.flush()
+        self._recorder.flush_writer()
 
     @property
     def stuck_message(self):

@@ -45,7 +45,8 @@ def encode_variables(entries, writer_id=None):
         (HEADER_LOGGED before the variable's first record), and optionally
         role: ROLE_PARAMETER or ROLE_BUFFER where the framework tells them
         apart (PyTorch; absent for TensorFlow, whose non-trainable variables
-        may be either).
+        may be either), and optionally zero_init: true for a parameter that
+        started at zero by design (LoRA's `lora_B`; PyTorch only).
       writer_id: the writing tracker's HEADER_WRITER_ID, or None.
 
     Returns:
@@ -104,6 +105,8 @@ def _entry_problem(entry):
         return "joined is not a record count"
     if "role" in entry and entry["role"] not in ROLES:
         return "role is not one of %s" % ", ".join(ROLES)
+    if "zero_init" in entry and not isinstance(entry["zero_init"], bool):
+        return "zero_init is not a boolean"
     return None
 
 

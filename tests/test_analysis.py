@@ -8,7 +8,7 @@ from tb_varupdate import metadata as md
 
 
 def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(4, 3), header=None,
-         first_trainable=None, role=None, version=3, **columns):
+         first_trainable=None, role=None, version=3, zero_init=None, **columns):
     """The verdict of one variable whose newest record has the given columns.
 
     `trainable` is the record's flag, `first_trainable` the variables record's
@@ -34,6 +34,8 @@ def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(
              "trainable": trainable if first_trainable is None else first_trainable}
     if role:
         entry["role"] = role
+    if zero_init is not None:
+        entry["zero_init"] = zero_init
     (row,) = analysis.verdicts([entry], record, step)
     return row
 
@@ -66,6 +68,24 @@ def test_never_updated_diagnosis_follows_the_gradient(gradient_columns, gradient
     assert (row["status"], row["gradient"], row["problem"]) == ("never_updated", gradient, True)
     assert cause in row["diagnosis"]
     assert row["first_update_step"] is None and row["last_update_step"] is None
+
+
+@pytest.mark.parametrize(
+    "gradient_columns, cause",
+    [
+        (dict(grad_none_steps=100), "not on the path to the loss (a `target_modules` entry"),
+        (dict(grad_zero_steps=100), "adapter's input is zero"),
+        (dict(grad_present_steps=100), "in none of the optimizer's `param_groups`"),
+    ],
+)
+def test_a_zero_init_parameter_that_never_changed_says_its_adapter_does_nothing(gradient_columns, cause):
+    row = _row(role="parameter", zero_init=True, **gradient_columns)
+    assert (row["status"], row["problem"]) == ("never_updated", True)
+    assert row["diagnosis"].startswith("Never changed: it is still at its zero init, so its adapter adds nothing")
+    assert cause in row["diagnosis"]
+    # Without the mark, or once it changed, the usual sentences.
+    assert "zero init" not in _row(role="parameter", **gradient_columns)["diagnosis"]
+    assert _healthy(role="parameter", zero_init=True)["diagnosis"] == "Updating."
 
 
 def test_frozen_variable_that_never_changes_is_quiet():

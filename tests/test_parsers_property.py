@@ -113,6 +113,7 @@ def test_a_numeric_variables_record_is_a_format_error_without_allocating(value):
         ({"shape": "2"}, "a shape is not a list"),
         ({"joined": 1.5}, "joined is not a record count"),
         ({"role": "other"}, "role is not one of"),
+        ({"zero_init": 1}, "zero_init is not a boolean"),
     ],
 )
 def test_parse_variables_checks_entry_types(entry_change, match):

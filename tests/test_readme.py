@@ -61,6 +61,8 @@ GAN_ROWS, GAN_BATCH, GAN_EPOCHS, GAN_FEATURES = 48, 16, 2, 6
 # TensorBoard imports its plugins and reads the logdir before it answers; on a
 # loaded 2-core machine that can take tens of seconds.
 START_TIMEOUT_S = 120
+# Python blocks that other files run: test_torch_docs.py and test_trainer_docs.py.
+TRAINER_DOC_MODULES = ("tb_varupdate.torch", "tb_varupdate.lightning", "tb_varupdate.transformers")
 CLI_TIMEOUT_S = 120
 
 
@@ -110,11 +112,12 @@ def shell_commands():
 def python_snippets():
     """{"loop" | "fit" | "gan": (compiled code, README line number)}, recognised by content.
 
-    The PyTorch section's blocks are run by tests/test_torch_docs.py.
+    The PyTorch section's blocks are run by tests/test_torch_docs.py, the
+    Lightning and Hugging Face Trainer ones by tests/test_trainer_docs.py.
     """
     found = {}
     for language, start, code in readme_blocks():
-        if language != "python" or "tb_varupdate.torch" in code:
+        if language != "python" or any(module in code for module in TRAINER_DOC_MODULES):
             continue
         if "def train_step" in code:
             key = "gan"

@@ -586,3 +586,48 @@ def test_log_with_step_none_counts_calls_and_numpy_free_values(tmp_path):
     assert [step for step, _ in readback.records(tmp_path / RUN)] == [0, 1, 2]
     assert set(_verdicts(tmp_path)) == {"param_0"}
     assert np.isclose(_verdicts(tmp_path)["param_0"]["value_l2"], np.sqrt(2))
+
+
+class _Lora(torch.nn.Module):
+    """A linear layer with a LoRA-style adapter: `lora_B` starts at zero, as PEFT's does."""
+
+    def __init__(self, used=True):
+        super().__init__()
+        torch.manual_seed(0)
+        self.base, self.used = torch.nn.Linear(3, 1), used
+        self.lora_A = torch.nn.Linear(3, 2, bias=False)
+        self.lora_B = torch.nn.Linear(2, 1, bias=False)
+        torch.nn.init.zeros_(self.lora_B.weight)
+        self.base.requires_grad_(False)
+
+    def forward(self, x):
+        return self.base(x) + (self.lora_B(self.lora_A(x)) if self.used else 0)
+
+
+@pytest.mark.parametrize("used", [True, False])
+def test_a_zero_lora_b_is_marked_and_diagnosed_when_it_never_leaves_zero(tmp_path, used):
+    model = _Lora(used)
+    adapter = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(adapter, lr=0.1)
+    x, y = _data()
+    with tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN, on_stuck="ignore") as tracker:
+        tracker.attach(optimizer)
+        if not used:
+            y = y.requires_grad_()  # a loss with a gradient path, none through the adapter
+        _fit(model, optimizer, x, y)
+    entries = _entries(tmp_path / RUN)
+    assert {name for name, entry in entries.items() if entry.get("zero_init")} == {"lora_B.weight"}
+    row = _verdicts(tmp_path)["lora_B.weight"]
+    if used:
+        assert row["status"] == "updating"
+    else:
+        assert (row["status"], row["gradient"]) == ("never_updated", "missing")
+        assert "still at its zero init" in row["diagnosis"]
+
+
+def test_zero_init_marks_only_matching_names_that_are_zero(tmp_path):
+    model = _Lora()
+    torch.nn.init.zeros_(model.lora_A.weight)
+    with tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN, zero_init=(r"lora_A",)) as tracker:
+        tracker.log(0)
+    assert {name for name, entry in _entries(tmp_path / RUN).items() if entry.get("zero_init")} == {"lora_A.weight"}

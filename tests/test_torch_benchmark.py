@@ -41,3 +41,22 @@ def test_the_gpu_section_runs_its_variants_on_the_cpu_and_builds_targets():
 def test_without_cuda_the_gpu_section_says_not_measured():
     section = gpu_training.run(quick=True)
     assert section.body.startswith("**Not measured**") and not section.targets
+
+
+def test_trainers_section_times_both_callbacks_in_their_trainers():
+    import subprocess
+
+    import pytest
+
+    pytest.importorskip("lightning")
+    pytest.importorskip("transformers")
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "trainers.py"), "--quick"], capture_output=True, text=True,
+                          timeout=600, cwd=BENCHMARKS.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## Training overhead, PyTorch trainers" in proc.stdout
+    for trainer in ("Lightning", "transformers"):
+        (block,) = [part for part in proc.stdout.split("\n\n**") if part.startswith(trainer)]
+        assert "| VariableUpdateCallback | " in block and "| no callback | " in block
+    import run
+
+    assert "trainers" in run.SECTIONS
