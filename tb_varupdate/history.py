@@ -94,6 +94,8 @@ class History:
         a record's num_rows.
       newest: the newest readable record as a `metadata.Updates`, or None.
       warnings: messages about records that could not be read.
+      skipped: the messages among `warnings` that say records could not be
+        read (the newest one's first), for `tb-varupdate check` to fail on.
     """
 
     steps: np.ndarray
@@ -102,6 +104,7 @@ class History:
     columns: dict
     newest: object
     warnings: tuple
+    skipped: tuple = ()
 
     @property
     def width(self):
@@ -144,15 +147,19 @@ def read_history(run, tag, data):
             continue
         by_step[int(datum.step)] = datum.numpy
     warnings = []
+    skipped = []
     if failures:
-        warnings.append(describe_skipped(run, tag, "updates", failures, len(data)))
+        skipped.append(describe_skipped(run, tag, "updates", failures, len(data)))
     steps = sorted(by_step)
     newest_bad = max((step for step, _ in failures), default=None)
+    warnings.extend(skipped)
     if steps and newest_bad is not None and newest_bad > steps[-1]:
-        warnings.append(
+        newest_warning = (
             "%s %s: the newest updates record (step %d) is unreadable; verdicts are "
             "as of step %d." % (run, tag, newest_bad, steps[-1])
         )
+        warnings.append(newest_warning)
+        skipped.insert(0, newest_warning)
     arrays = [by_step[step] for step in steps]
     count = len(arrays)
     # Version 2 records hold 0 there; HEADER_WRITER_ID is the same column in both.
@@ -171,7 +178,8 @@ def read_history(run, tag, data):
     floats = block.view(np.float32)
     columns = {column: floats[position] for position, column in enumerate(SERIES_COLUMNS)}
     newest = md.parse_updates(arrays[-1]) if arrays else None
-    return History(np.asarray(steps, dtype=np.int64), logged, num_rows, columns, newest, tuple(warnings))
+    return History(np.asarray(steps, dtype=np.int64), logged, num_rows, columns, newest, tuple(warnings),
+                   tuple(skipped))
 
 
 def joined(entry):

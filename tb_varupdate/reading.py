@@ -102,6 +102,9 @@ class TagRecords:
       warnings: messages about the records the verdicts come from.
       history: the `history.History` when it was read on the way, else None.
       rows: variable rows of the newest updates record seen (sizes a history read).
+      incomplete: messages (among `warnings`) saying which kept records could
+        not be read, the newest updates record's first: the tag gave verdicts
+        but was not read in full, which `tb-varupdate check` fails on.
     """
 
     run: str
@@ -112,6 +115,7 @@ class TagRecords:
     warnings: tuple
     history: object = None
     rows: int = 0
+    incomplete: tuple = ()
 
     def names(self):
         """Variable names by row index (only as many as there are entries)."""
@@ -196,8 +200,11 @@ def check_updates_tag(tag, updates_series):
     return None
 
 
-def _choose_entries(run, tag, variables_data, newest, warnings):
-    """(entries, writer ids) from every kept variables record; `warnings` gets the why."""
+def _choose_entries(run, tag, variables_data, newest, warnings, skipped=None):
+    """(entries, writer ids) from every kept variables record; `warnings` gets the why.
+
+    `skipped`, when given, also gets the message about unreadable records.
+    """
     parsed = []
     failures = []
     for datum in variables_data:
@@ -209,6 +216,8 @@ def _choose_entries(run, tag, variables_data, newest, warnings):
         parsed.append((int(datum.step), record))
     if failures:
         warnings.append(history_lib.describe_skipped(run, tag, "variables", failures, len(variables_data)))
+        if skipped is not None:
+            skipped.append(warnings[-1])
     writers = {record.writer_id for _, record in parsed if record.writer_id}
     if not parsed:
         if newest is not None:
@@ -250,19 +259,25 @@ def header_warnings(run, tag, newest, writers):
     return warnings
 
 
-def _writer_ids(variables_data):
+def _writer_ids(run, tag, variables_data):
+    """(writer ids, skipped-records message or None) of every kept variables record."""
     ids = set()
+    failures = []
     for datum in variables_data:
         try:
             writer_id = vr.parse_variables_record(datum.numpy).writer_id
-        except md.FormatError:
+        except md.FormatError as err:
+            failures.append((datum.step, err))
             continue
         if writer_id:
             ids.add(writer_id)
-    return ids
+    skipped = None
+    if failures:
+        skipped = history_lib.describe_skipped(run, tag, "variables", failures, len(variables_data))
+    return ids, skipped
 
 
-def _newest_records(run, tag, updates_data, variables_data, writers=()):
+def _newest_records(run, tag, updates_data, variables_data, writers=(), skipped=None):
     """TagRecords from the newest updates and variables records, or None.
 
     None when they do not simply fit together (unreadable, or a names_hash
@@ -281,8 +296,9 @@ def _newest_records(run, tag, updates_data, variables_data, writers=()):
         return None
     writers = set(writers) | ({variables.writer_id} if variables.writer_id else set())
     warnings = header_warnings(run, tag, newest, writers)
-    return TagRecords(run, tag, variables.entries, int(datum.step), newest, tuple(warnings),
-                      rows=newest.num_variables)
+    incomplete = (skipped,) if skipped else ()
+    return TagRecords(run, tag, variables.entries, int(datum.step), newest, incomplete + tuple(warnings),
+                      rows=newest.num_variables, incomplete=incomplete)
 
 
 def _all_records(source, run, tag, rows):
@@ -294,7 +310,8 @@ def _all_records(source, run, tag, rows):
     # of them may be the one whose hash matches, so read all that were kept.
     variables_data = source.read_tensors([run], [vtag], history_lib.KEEP_ALL_SAMPLES).get(run, {}).get(vtag, [])
     warnings = list(history.warnings)
-    entries, writers = _choose_entries(run, tag, variables_data, history.newest, warnings)
+    skipped = list(history.skipped)
+    entries, writers = _choose_entries(run, tag, variables_data, history.newest, warnings, skipped)
     if entries is not None and len(history.steps):
         too_wide = history.steps[history.num_rows > len(entries)]
         if len(too_wide):
@@ -305,7 +322,8 @@ def _all_records(source, run, tag, rows):
             )
     warnings += header_warnings(run, tag, history.newest, writers)
     newest_step = int(history.steps[-1]) if len(history.steps) else None
-    return TagRecords(run, tag, entries, newest_step, history.newest, tuple(warnings), history=history, rows=rows)
+    return TagRecords(run, tag, entries, newest_step, history.newest, tuple(warnings), history=history, rows=rows,
+                      incomplete=tuple(skipped))
 
 
 def read_tags(source, tag, updates_series):
@@ -344,8 +362,8 @@ def read_tags(source, tag, updates_series):
         updates_data = by_tag.get(tag, [])
         shape = np.shape(updates_data[-1].numpy) if updates_data else ()
         rows = shape[0] - 1 if len(shape) == 2 else 0
-        writers = _writer_ids(every_variables.get(run, {}).get(vtag, []))
-        found[run] = _newest_records(run, tag, updates_data, by_tag.get(vtag, []), writers) or _all_records(
+        writers, skipped = _writer_ids(run, tag, every_variables.get(run, {}).get(vtag, []))
+        found[run] = _newest_records(run, tag, updates_data, by_tag.get(vtag, []), writers, skipped) or _all_records(
             source, run, tag, rows
         )
     return found
