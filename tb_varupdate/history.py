@@ -199,8 +199,11 @@ def presence(history, entries):
     width = history.width
     # The smallest int lets every record through for rows without an entry.
     first = np.full(width, np.iinfo(np.int64).min, dtype=np.int64)
+    limit = np.iinfo(np.int64).max
     for index, entry in enumerate((entries or [])[:width]):
-        first[index] = joined(entry)
+        # A record may say joined = 2**63 (no int64 holds it): later than any
+        # record, which the largest int64 says as well.
+        first[index] = min(joined(entry), limit)
     mask = history.num_rows[:, np.newaxis] > np.arange(width)[np.newaxis, :]
     mask &= history.logged[:, np.newaxis] > first[np.newaxis, :]
     return mask
