@@ -21,11 +21,14 @@ import struct
 
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as _tb_stub
 
-# A record longer than this is not a record being written: no writer of this
-# format writes one (a 2,000-variable updates record is ~120 KB, and
-# TensorFlow's own writers stay far below it), so a length field past the end
-# of the file and above this bound is damage, not a cut tail.
-MAX_RECORD_BYTES = 1 << 30
+# A record longer than this is not a record being written, so a length field
+# past the end of the file and above this bound is damage, not a cut tail.
+# An updates record is 60 bytes a variable (2,000 variables: ~120 KB); this
+# allows ~4 million. It also bounds what TensorBoard's own reader allocates
+# for a cut tail that `survey` lets through: it reads a record's length in one
+# piece (2**62 was a MemoryError), and the Rust loader's gRPC answers fail
+# above 256 MiB anyway.
+MAX_RECORD_BYTES = 256 * 2**20
 
 # Bytes checksummed per read: the read buffer, never the record's length field.
 _CHUNK = 1 << 20
