@@ -132,7 +132,10 @@ def check(logdir, run_pattern=None, allow=()):
 
     Returns:
       {"runs": {run: {tag: variables-route document}},
-       "unreadable": [{"run", "tag", "reason"}], "warnings": [...]}.
+       "unreadable": [{"run", "tag", "reason"}], "warnings": [...]}. An
+      unreadable directory or event file has `"tag": None` and its `"path"`;
+      a tag whose verdicts come from older records (newer or other kept
+      records could not be parsed) is both in "runs" and in "unreadable".
 
     Raises:
       CheckError: unreadable logdir, a bad regex, or no varupdate records.

@@ -203,8 +203,19 @@ def _walk(logdir, path, ancestors, found):
     for item in entries:
         try:
             is_dir = item.is_dir()  # follows a symlink, as TensorBoard's walk does
-        except OSError:
-            is_dir = False
+        except OSError as err:
+            # The entry exists but cannot be looked at (a link into a
+            # directory this user may not search): it may be a run.
+            found.unreadable.append((_relative(logdir, item.path), item.path,
+                                     "cannot be looked at (%s); if it is a run, it is not read"
+                                     % (err.strerror or err)))
+            continue
+        if not is_dir and not is_event_file(item.name) and item.is_symlink() and not os.path.exists(item.path):
+            # A stale link (`latest` to a deleted run): nothing to read. A
+            # dangling link named like an event file is checked below, and
+            # fails: its records are gone.
+            found.warnings.append("%r is a symlink to nothing (%s): not read" % (item.path, os.readlink(item.path)))
+            continue
         if is_dir:
             directories.append(item)
         elif is_event_file(item.name):

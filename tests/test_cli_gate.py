@@ -83,6 +83,7 @@ def test_a_run_reached_through_a_symlink_is_read_as_tensorboard_reads_it(tmp_pat
     logdir.mkdir()
     os.symlink(str(elsewhere), str(logdir / "latest"))
     os.symlink(str(logdir), str(logdir / "loop"))  # a link back up is not walked forever
+    os.symlink(str(tmp_path / "deleted"), str(logdir / "previous"))  # a stale link: nothing to read
     result = _run_cli(["check", str(logdir)])
     assert result.returncode == cli.EXIT_PROBLEMS, result.stdout + result.stderr
     assert result.stdout.startswith("latest  varupdate/model")
@@ -155,15 +156,22 @@ def shared_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.mark.parametrize("what", ["directory", "file"])
+@pytest.mark.parametrize("what", ["directory", "file", "link"])
 def test_a_run_the_user_may_not_read_fails_the_gate(shared_dir, what):
     logdir = os.path.join(shared_dir, "logs")
     _good(os.path.join(logdir, "good"))
     hidden = os.path.join(logdir, "hidden")
-    logdirs.write_records(hidden, _never_updated_records())
+    if what == "link":
+        # `hidden` links to a run inside a directory the user may not search.
+        private = os.path.join(shared_dir, "private")
+        logdirs.write_records(os.path.join(private, "run"), _never_updated_records())
+        os.symlink(os.path.join(private, "run"), hidden)
+        os.chmod(private, 0)
+    else:
+        logdirs.write_records(hidden, _never_updated_records())
+        os.chmod(hidden if what == "directory" else _event_file(hidden), 0)
     warm = os.path.join(shared_dir, "warm")
     _good(os.path.join(warm, "good"))
-    os.chmod(hidden if what == "directory" else _event_file(hidden), 0)
     if os.geteuid() == 0:
         code, out = _check_as(NOBODY, logdir, warm)
     else:
@@ -259,3 +267,11 @@ def test_help_states_the_gate_rule():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "could not be read in full" in text and "Symlinked directories are followed" in text
+
+
+def test_a_dangling_link_named_like_an_event_file_fails_the_gate(tmp_path):
+    _good(tmp_path / "good")
+    os.symlink(str(tmp_path / "gone"), str(tmp_path / "good" / "events.out.tfevents.2.host"))
+    result = _run_cli(["check", str(tmp_path)])
+    assert result.returncode == cli.EXIT_UNREADABLE, result.stdout + result.stderr
+    assert "cannot be opened (No such file or directory)" in result.stdout
