@@ -683,6 +683,8 @@ def test_proto_run_has_a_colour_and_long_run_names_stay_in_the_compare_legend(pa
 def same_name_server(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("same_name")
     _write_named(str(logdir), "dupes", ["", "x", "x"], zero_rows=(1,))
+    # The same names, all updating: compare meets each "x" with its own.
+    _write_named(str(logdir), "dupes_fixed", ["", "x", "x"])
     with _serve(logdir) as url:
         yield url
 
@@ -720,4 +722,25 @@ def test_an_empty_name_and_two_of_one_name_open_as_themselves(page, same_name_se
     page.mouse.click(box["x"] + box["width"] - 5, box["y"] + 5)
     frame.locator(".vu-main > .vu-detail .vu-detail-name", has_text="x").wait_for()
     assert _wait_detail(frame, "never updated") == "never updated"
+    assert page.errors == []
+
+
+def test_compare_keeps_two_variables_of_one_name_apart(page, same_name_server):
+    frame = _open(page, same_name_server, "view=compare")
+    table = frame.locator(".vu-compare")
+    table.wait_for()
+    rows = table.locator("tbody tr").evaluate_all("els => els.map(e => e.dataset.variable)")
+    assert sorted(rows) == ["", "x", "x"]
+    # The disagreeing "x" (never updated in dupes) comes first.
+    first = table.locator("tbody tr").first
+    assert first.get_attribute("data-variable") == "x"
+    assert first.locator("td[data-run=dupes]").inner_text() == "never updated"
+    assert first.locator("td[data-run=dupes_fixed]").inner_text() == "updating"
+    first.locator("td[data-run=dupes]").click()
+    overlay = frame.locator(".vu-pane--compare .vu-detail")
+    overlay.locator(".uplot").first.wait_for()
+    legend = overlay.locator(".uplot").first.locator(".u-legend .u-label").all_inner_texts()
+    assert legend == ["step", "dupes", "dupes_fixed"]
+    assert "vu-row--selected" in first.get_attribute("class")
+    assert table.locator("tbody tr.vu-row--selected").count() == 1
     assert page.errors == []
