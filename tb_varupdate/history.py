@@ -131,6 +131,11 @@ def writers_warning(run, tag, count):
     )
 
 
+def is_writers_warning(text):
+    """True for a `writers_warning` line."""
+    return "trackers wrote to this tag: a second one started over" in text
+
+
 def read_history(run, tag, data):
     """A `History` from the TensorDatum list of an updates tag.
 

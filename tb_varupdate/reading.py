@@ -320,7 +320,12 @@ def _all_records(source, run, tag, rows):
                 "(first at step %d); their extra rows are not shown."
                 % (run, tag, len(too_wide), len(entries), too_wide[0])
             )
-    warnings += header_warnings(run, tag, history.newest, writers)
+    said = any(history_lib.is_writers_warning(warning) for warning in warnings)
+    for warning in header_warnings(run, tag, history.newest, writers):
+        # The history already said "N trackers wrote to this tag" from the
+        # updates records' headers: once is enough.
+        if not (said and history_lib.is_writers_warning(warning)):
+            warnings.append(warning)
     newest_step = int(history.steps[-1]) if len(history.steps) else None
     return TagRecords(run, tag, entries, newest_step, history.newest, tuple(warnings), history=history, rows=rows,
                       incomplete=tuple(skipped))
@@ -363,9 +368,12 @@ def read_tags(source, tag, updates_series):
         shape = np.shape(updates_data[-1].numpy) if updates_data else ()
         rows = shape[0] - 1 if len(shape) == 2 else 0
         writers, skipped = _writer_ids(run, tag, every_variables.get(run, {}).get(vtag, []))
-        found[run] = _newest_records(run, tag, updates_data, by_tag.get(vtag, []), writers, skipped) or _all_records(
-            source, run, tag, rows
-        )
+        # A thorough read (`tb-varupdate check`) reads every kept record, so a
+        # malformed older one is named too: the gate fails on what it could
+        # not read, not only on what the verdict needed.
+        quick = None if source.thorough else _newest_records(run, tag, updates_data, by_tag.get(vtag, []), writers,
+                                                             skipped)
+        found[run] = quick or _all_records(source, run, tag, rows)
     return found
 
 

@@ -275,3 +275,17 @@ def test_a_dangling_link_named_like_an_event_file_fails_the_gate(tmp_path):
     result = _run_cli(["check", str(tmp_path)])
     assert result.returncode == cli.EXIT_UNREADABLE, result.stdout + result.stderr
     assert "cannot be opened (No such file or directory)" in result.stdout
+
+
+def test_an_older_malformed_updates_record_fails_the_gate(tmp_path, capsys):
+    records, digest = logdirs._three_step_records()
+    # Step 1's record is float32 (a record no writer of this format writes);
+    # steps 0 and 2 are fine, and the newest alone would give the verdict.
+    records = [item if item[2] != 1 or item[1] != md.KIND_UPDATES else
+               (item[0], item[1], 1, item[3].astype("float32")) for item in records]
+    logdirs.write_records(str(tmp_path / "run"), records)
+    assert cli.main(["check", str(tmp_path)]) == cli.EXIT_PARTLY_UNREADABLE
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("UNREADABLE")]
+    assert "skipped 1 of 3 updates records (steps 1)" in line
+    assert "ok   updating" in out
