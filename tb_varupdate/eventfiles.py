@@ -92,12 +92,12 @@ def _check_records(handle, size, newest):
             return _cut_tail(offset, newest)
         length, length_crc = _HEADER.unpack(header)
         if _masked_crc(_tb_stub.crc32c(header[:8])) != length_crc:
-            return "the record at byte %d is damaged (its length field fails its checksum)" % offset
+            return "is damaged: the record at byte %d has a length field that fails its checksum" % offset
         left = size - offset - _HEADER.size - _FOOTER.size
         if length > left:
             if length > MAX_RECORD_BYTES:
-                return ("the record at byte %d says it holds %d bytes, more than the %d left in the file "
-                        "and more than any writer writes: the file is damaged" % (offset, length, max(left, 0)))
+                return ("is damaged: the record at byte %d says it holds %d bytes, more than the %d left in "
+                        "the file and more than any writer writes" % (offset, length, max(left, 0)))
             return _cut_tail(offset, newest)
         crc = 0
         remaining = length
@@ -111,7 +111,7 @@ def _check_records(handle, size, newest):
         if len(footer) < _FOOTER.size:
             return _cut_tail(offset, newest)
         if _masked_crc(crc) != _FOOTER.unpack(footer)[0]:
-            return "the record at byte %d is damaged (its data fails its checksum); records after it are not read" % offset
+            return "is damaged: the record at byte %d fails its checksum" % offset
         offset += _HEADER.size + length + _FOOTER.size
     return None
 
@@ -223,7 +223,7 @@ def _walk(logdir, path, ancestors, found):
     problems = []
     for index, item in enumerate(events):
         if not _utf8(item.name):
-            problems.append((item.path, "its name is not UTF-8, which TensorBoard cannot read; rename it"))
+            problems.append((item.path, "has a name that is not UTF-8, which TensorBoard cannot read; rename it"))
             continue
         reason = check_event_file(item.path, newest=index == len(events) - 1)
         if reason is not None:

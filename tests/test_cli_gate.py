@@ -195,7 +195,7 @@ def test_a_byte_flipped_inside_a_record_fails_the_gate(tmp_path):
         handle.write(bytes([byte[0] ^ 0x20]))
     result = _run_cli(["check", str(tmp_path)])
     assert result.returncode == cli.EXIT_UNREADABLE, result.stdout + result.stderr
-    assert "record at byte %d is damaged" % offset in result.stdout
+    assert "is damaged: the record at byte %d fails its checksum" % offset in result.stdout
     assert "as of step" not in result.stdout  # no verdict from the records before the damage
 
 
