@@ -214,7 +214,7 @@ def _walk(logdir, path, ancestors, found):
             # A stale link (`latest` to a deleted run): nothing to read. A
             # dangling link named like an event file is checked below, and
             # fails: its records are gone.
-            found.warnings.append("%r is a symlink to nothing (%s): not read" % (item.path, os.readlink(item.path)))
+            found.warnings.append("%r is a symlink to nothing: not read" % item.path)
             continue
         if is_dir:
             directories.append(item)
