@@ -37,10 +37,11 @@ class Source:
       ctx: the request context (`tensorboard.context.RequestContext`).
       experiment_id: the experiment id ("" for a plain logdir).
       samples: the plugin's `--samples_per_plugin` value (None: default).
-      thorough: also read every kept variables record of each tag (one more
-        provider call per tag for all runs), to tell when two trackers wrote
-        to one tag; `tb-varupdate check` sets it, the routes leave it off
-        (their history reads tell it from the updates records instead).
+      thorough: read every kept record of each tag (two more provider calls
+        per tag and run), to name any record that cannot be read and to tell
+        when two trackers wrote to one tag; `tb-varupdate check` sets it, the
+        routes leave it off (they read only the newest records for verdicts,
+        and their history reads tell two writers from the updates records).
     """
 
     provider: object
@@ -259,25 +260,7 @@ def header_warnings(run, tag, newest, writers):
     return warnings
 
 
-def _writer_ids(run, tag, variables_data):
-    """(writer ids, skipped-records message or None) of every kept variables record."""
-    ids = set()
-    failures = []
-    for datum in variables_data:
-        try:
-            writer_id = vr.parse_variables_record(datum.numpy).writer_id
-        except md.FormatError as err:
-            failures.append((datum.step, err))
-            continue
-        if writer_id:
-            ids.add(writer_id)
-    skipped = None
-    if failures:
-        skipped = history_lib.describe_skipped(run, tag, "variables", failures, len(variables_data))
-    return ids, skipped
-
-
-def _newest_records(run, tag, updates_data, variables_data, writers=(), skipped=None):
+def _newest_records(run, tag, updates_data, variables_data):
     """TagRecords from the newest updates and variables records, or None.
 
     None when they do not simply fit together (unreadable, or a names_hash
@@ -294,11 +277,10 @@ def _newest_records(run, tag, updates_data, variables_data, writers=(), skipped=
         return None
     if variables.names_hash != newest.names_hash or newest.num_variables > len(variables.entries):
         return None
-    writers = set(writers) | ({variables.writer_id} if variables.writer_id else set())
+    writers = {variables.writer_id} if variables.writer_id else set()
     warnings = header_warnings(run, tag, newest, writers)
-    incomplete = (skipped,) if skipped else ()
-    return TagRecords(run, tag, variables.entries, int(datum.step), newest, incomplete + tuple(warnings),
-                      rows=newest.num_variables, incomplete=incomplete)
+    return TagRecords(run, tag, variables.entries, int(datum.step), newest, tuple(warnings),
+                      rows=newest.num_variables)
 
 
 def _all_records(source, run, tag, rows):
@@ -361,18 +343,16 @@ def read_tags(source, tag, updates_series):
     # tag would add up over 20 runs.
     vtag = tag + md.VARIABLES_TAG_SUFFIX
     newest = source.read_tensors(readable, [tag, vtag], 1)
-    every_variables = source.read_tensors(readable, [vtag], history_lib.KEEP_ALL_SAMPLES) if source.thorough else {}
     for run in readable:
         by_tag = newest.get(run, {})
         updates_data = by_tag.get(tag, [])
         shape = np.shape(updates_data[-1].numpy) if updates_data else ()
         rows = shape[0] - 1 if len(shape) == 2 else 0
-        writers, skipped = _writer_ids(run, tag, every_variables.get(run, {}).get(vtag, []))
         # A thorough read (`tb-varupdate check`) reads every kept record, so a
-        # malformed older one is named too: the gate fails on what it could
-        # not read, not only on what the verdict needed.
-        quick = None if source.thorough else _newest_records(run, tag, updates_data, by_tag.get(vtag, []), writers,
-                                                             skipped)
+        # malformed older one is named too (the gate fails on what it could
+        # not read, not only on what the verdict needed), and every writer id
+        # of the variables and updates records is seen.
+        quick = None if source.thorough else _newest_records(run, tag, updates_data, by_tag.get(vtag, []))
         found[run] = quick or _all_records(source, run, tag, rows)
     return found
 
