@@ -146,8 +146,8 @@ def _label(row):
 
 
 def sort_key(row):
-    """Problems first, then by status order, then by name."""
-    return (-row["severity"], STATUSES.index(row["status"]), row["variable"])
+    """Problems first, then by status order, then by name, then by row (names may repeat)."""
+    return (-row["severity"], STATUSES.index(row["status"]), row["variable"], row.get("index", 0))
 
 
 def _non_finite_run(updates):
@@ -278,6 +278,9 @@ def verdicts(entries, updates, step):
     rows = []
     for index in range(updates.num_variables):
         row = _row(entries[index], ints[index], floats[index], updates, step, run, relative[index], states[index])
+        # The row's position in the records: names may repeat (or be ""), so
+        # the series, heatmap and the tab tell variables apart by this.
+        row["index"] = index
         row["severity"] = severity(row)
         row["problem"] = row["severity"] == 2
         row["quiet"] = row["severity"] == 0 and (row["status"] == EMPTY or not row["trainable"])

@@ -226,10 +226,10 @@ class RecordCache:
         document["unreadable"] = sorted(unreadable, key=lambda item: (item["run"], item["tag"]))
         return document
 
-    def series(self, ctx, experiment_id, run, tag, variables):
-        """The `series` route's document."""
+    def series(self, ctx, experiment_id, run, tag, variables, indices=()):
+        """The `series` route's document (`reports.series_report`)."""
         records, history = self.history(ctx, experiment_id, run, tag)
-        return reports.series_report(records, history, variables)
+        return reports.series_report(records, history, variables, indices)
 
     def heatmap(self, ctx, experiment_id, run, tag, buckets=buckets_lib.DEFAULT_BUCKETS, encode=None):
         """The `heatmap` route's document (`encode(document)` once per bucket count, if given)."""

@@ -6,16 +6,25 @@ TensorFlow import, even where it is installed) through the same
 
 Exit codes (README "In CI"):
 
-* 0 `EXIT_HEALTHY`: every tag was read and no trainable variable is a problem
-  (rows accepted with `--allow` count as healthy);
+* 0 `EXIT_HEALTHY`: every run directory, event file, tag and kept record was
+  read in full and no trainable variable is a problem (rows accepted with
+  `--allow` count as healthy);
 * 1 `EXIT_PROBLEMS`: a trainable variable never updated, stalled or went
   non-finite (whatever else was found);
 * 2 `EXIT_USAGE`: bad arguments, no logdir or event files, or no varupdate
   records at all;
-* 3 `EXIT_UNREADABLE`: varupdate records were found but none could be read
-  (another format version, malformed records);
-* 4 `EXIT_PARTLY_UNREADABLE`: the readable tags are healthy but some tags
-  could not be read (each is printed with its reason).
+* 3 `EXIT_UNREADABLE`: something could not be read and nothing that was read
+  gave verdicts (another format version, malformed records, an unreadable
+  directory or event file);
+* 4 `EXIT_PARTLY_UNREADABLE`: the tags that gave verdicts are healthy, but a
+  run directory, event file, tag or kept record could not be read in full.
+
+The gate's rule: whatever could not be read in full is printed as
+`UNREADABLE` with its reason and makes the exit code non-zero; only the cut
+tail of the newest event file of a directory (a record still being written)
+is not. Symlinked directories are read as TensorBoard reads them (followed,
+named by the link's path). A reader that closes the pipe (`| head`) ends the
+output quietly; the exit code is still the verdict's.
 """
 
 import argparse
@@ -67,56 +76,42 @@ def load_provider(logdir):
     return _load(logdir)[0]
 
 
-def _event_dirs(logdir, skipped):
-    """(run name, directory) of every directory under `logdir` holding event files.
-
-    What `EventMultiplexer.AddRunsFromDirectory` finds, except that a
-    directory whose name is not UTF-8 is left out and named in `skipped`:
-    TensorBoard's file layer cannot encode it and would stop the whole walk.
-    """
-    found = []
-    for dirpath, dirnames, filenames in os.walk(logdir):
-        keep = []
-        for name in sorted(dirnames):
-            try:
-                name.encode("utf-8")
-                keep.append(name)
-            except UnicodeEncodeError:
-                skipped.append(os.path.join(dirpath, name))
-        dirnames[:] = keep
-        if any("tfevents" in name for name in filenames):
-            found.append((os.path.relpath(dirpath, logdir), dirpath))
-    return found
-
-
 def _load(logdir):
-    """(provider, warnings) over `logdir`; see `load_provider`."""
+    """(provider, survey) over `logdir`; see `load_provider`.
+
+    Only the run directories whose event files `eventfiles.survey` read in
+    full are handed to TensorBoard's loader: it would stop silently at a
+    damaged record, fail on an unreadable file with a log line only, run out
+    of memory on a huge length field and block on a FIFO. The others are in
+    the survey's `unreadable`.
+    """
     # Imported here so `--help` answers without loading TensorBoard's readers.
     from tensorboard.backend.event_processing import data_provider
     from tensorboard.backend.event_processing import plugin_event_multiplexer
 
+    from tb_varupdate import eventfiles
     from tb_varupdate import metadata as md
 
     if not os.path.isdir(logdir):
         raise CheckError("logdir %r does not exist or is not a directory." % logdir)
+    try:
+        found = eventfiles.survey(logdir)
+    except OSError as err:
+        raise CheckError("logdir %r cannot be read: %s" % (logdir, err.strerror or err)) from err
     multiplexer = plugin_event_multiplexer.EventMultiplexer(
         tensor_size_guidance={md.PLUGIN_NAME: _SAMPLES_PER_TAG}
     )
-    skipped = []
-    for name, path in _event_dirs(logdir, skipped):
+    for name, path in found.runs:
         multiplexer.AddRun(path, name)
     multiplexer.Reload()
-    warnings = [
-        "skipped directory %r: its name is not UTF-8, which TensorBoard cannot read; rename it "
-        "to read its runs." % path for path in skipped
-    ]
-    if not multiplexer.Runs():
+    if not multiplexer.Runs() and not found.unreadable:
+        warnings = found.warnings
         raise CheckError(
             "no TensorBoard event files under %r. Point LOGDIR at the directory you "
             "passed to tf.summary.create_file_writer (or its parent).%s"
             % (logdir, " " + " ".join(warnings) if warnings else "")
         )
-    return data_provider.MultiplexerDataProvider(multiplexer, logdir), warnings
+    return data_provider.MultiplexerDataProvider(multiplexer, logdir), found
 
 
 def _compile(pattern, flag):
@@ -137,7 +132,10 @@ def check(logdir, run_pattern=None, allow=()):
 
     Returns:
       {"runs": {run: {tag: variables-route document}},
-       "unreadable": [{"run", "tag", "reason"}], "warnings": [...]}.
+       "unreadable": [{"run", "tag", "reason"}], "warnings": [...]}. An
+      unreadable directory or event file has `"tag": None` and its `"path"`;
+      a tag whose verdicts come from older records (newer or other kept
+      records could not be parsed) is both in "runs" and in "unreadable".
 
     Raises:
       CheckError: unreadable logdir, a bad regex, or no varupdate records.
@@ -149,7 +147,8 @@ def check(logdir, run_pattern=None, allow=()):
 
     pattern = _compile(run_pattern, "--run") if run_pattern else None
     allowed = [_compile(item, "--allow") for item in allow or ()]
-    provider, load_warnings = _load(logdir)
+    provider, survey = _load(logdir)
+    load_warnings = list(survey.warnings)
     cache = cache_lib.RecordCache(provider, thorough=True)
     scan, found = cache.check(tb_context.RequestContext(), "", pattern.search if pattern else None)
     result = {}
@@ -159,12 +158,21 @@ def check(logdir, run_pattern=None, allow=()):
         analysis.apply_allow(verdicts["rows"], allowed)
         result.setdefault(run, {})[tag] = verdicts
         reason = reports.unreadable_reason(records, verdicts)
+        if reason is None and records.incomplete:
+            # Verdicts from what was read, but some kept records were not:
+            # the gate must not call that healthy.
+            reason = records.incomplete[0]
         if reason is not None:
             unreadable.append({"run": run, "tag": tag, "reason": reason})
+    # Directories and event files that were not read at all: whatever runs
+    # they hold may have problems nobody saw (--run filters them by run name).
+    for run, path, reason in survey.unreadable:
+        if pattern is None or pattern.search(run):
+            unreadable.append({"run": run, "tag": None, "path": path, "reason": "%s: %s" % (path, reason)})
     if not result and not unreadable:
         where = " matching --run %r" % run_pattern if run_pattern else ""
         raise CheckError("no varupdate records under %r%s. %s" % (logdir, where, NO_RECORDS_HINT))
-    unreadable.sort(key=lambda item: (item["run"], item["tag"]))
+    unreadable.sort(key=lambda item: (item["run"], item["tag"] or "", item.get("path", "")))
     warnings = load_warnings + list(scan.warnings)
     for tags in result.values():
         for data in tags.values():
@@ -225,7 +233,7 @@ def format_report(report):
     for warning in report.get("load_warnings", []):
         lines.append("warning: %s" % printable(warning))
     for item in report.get("unreadable", []):
-        lines.append("UNREADABLE  %s  %s: %s" % (printable(item["run"] or "."), printable(item["tag"]),
+        lines.append("UNREADABLE  %s  %s: %s" % (printable(item["run"] or "."), printable(item["tag"] or "-"),
                                                  printable(item["reason"])))
     if report.get("unreadable"):
         lines.append("")
@@ -239,8 +247,11 @@ def exit_code(report):
             if not analysis.is_healthy(data["rows"]):
                 return EXIT_PROBLEMS
     if report.get("unreadable"):
+        # A tag read in part (its verdicts come from older records) still
+        # counts as read; one that gave no verdicts does not.
         bad = {(item["run"], item["tag"]) for item in report["unreadable"]}
-        readable = [(run, tag) for run, tags in report["runs"].items() for tag in tags if (run, tag) not in bad]
+        readable = [(run, tag) for run, tags in report["runs"].items() for tag, data in tags.items()
+                    if (run, tag) not in bad or data["rows"]]
         return EXIT_PARTLY_UNREADABLE if readable else EXIT_UNREADABLE
     return EXIT_HEALTHY
 
@@ -254,8 +265,11 @@ def _parser():
     check_parser = commands.add_parser(
         "check",
         help="print every variable's verdict; exit 1 if a trainable one never updated, stalled or went non-finite",
-        description="Exit codes: 0 healthy, 1 problems found, 2 usage error or no varupdate records, "
-                    "3 records found but none readable, 4 healthy but some tags unreadable.",
+        description="Exit codes: 0 everything read in full and healthy, 1 problems found, 2 usage error or "
+                    "no varupdate records, 3 something unreadable and nothing readable, 4 healthy but a run "
+                    "directory, event file, tag or record could not be read in full (each is printed as "
+                    "UNREADABLE with its reason; only a record still being written at the end of the newest "
+                    "event file is let pass). Symlinked directories are followed, as TensorBoard does.",
     )
     check_parser.add_argument("logdir", help="directory of event files (as for tensorboard --logdir)")
     check_parser.add_argument("--run", metavar="REGEX", help="only runs whose name matches this regex")
@@ -290,14 +304,34 @@ def main(argv=None):
     except CheckError as err:
         print("tb-varupdate: error: %s" % printable(err), file=sys.stderr)
         return EXIT_USAGE
-    if args.json:
-        json.dump(report, sys.stdout, indent=1, allow_nan=False)
-        sys.stdout.write("\n")
-        for warning in report["warnings"]:
-            print("tb-varupdate: warning: %s" % printable(warning), file=sys.stderr)
-    else:
-        sys.stdout.write(format_report(report))
+    try:
+        if args.json:
+            json.dump(report, sys.stdout, indent=1, allow_nan=False)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            for warning in report["warnings"]:
+                print("tb-varupdate: warning: %s" % printable(warning), file=sys.stderr)
+        else:
+            sys.stdout.write(format_report(report))
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_closed_stdout()
     return exit_code(report)
+
+
+def _quiet_closed_stdout():
+    """Points stdout at /dev/null after its reader went away (`check | head`).
+
+    Python flushes stdout again at exit; into a closed pipe that prints a
+    second traceback, so the descriptor is replaced, not just the object.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        # A stdout without a descriptor (captured in a test): nothing to flush later.
+        pass
 
 
 if __name__ == "__main__":

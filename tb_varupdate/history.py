@@ -94,6 +94,8 @@ class History:
         a record's num_rows.
       newest: the newest readable record as a `metadata.Updates`, or None.
       warnings: messages about records that could not be read.
+      skipped: the messages among `warnings` that say records could not be
+        read (the newest one's first), for `tb-varupdate check` to fail on.
     """
 
     steps: np.ndarray
@@ -102,6 +104,7 @@ class History:
     columns: dict
     newest: object
     warnings: tuple
+    skipped: tuple = ()
 
     @property
     def width(self):
@@ -128,6 +131,11 @@ def writers_warning(run, tag, count):
     )
 
 
+def is_writers_warning(text):
+    """True for a `writers_warning` line."""
+    return "trackers wrote to this tag: a second one started over" in text
+
+
 def read_history(run, tag, data):
     """A `History` from the TensorDatum list of an updates tag.
 
@@ -144,15 +152,19 @@ def read_history(run, tag, data):
             continue
         by_step[int(datum.step)] = datum.numpy
     warnings = []
+    skipped = []
     if failures:
-        warnings.append(describe_skipped(run, tag, "updates", failures, len(data)))
+        skipped.append(describe_skipped(run, tag, "updates", failures, len(data)))
     steps = sorted(by_step)
     newest_bad = max((step for step, _ in failures), default=None)
+    warnings.extend(skipped)
     if steps and newest_bad is not None and newest_bad > steps[-1]:
-        warnings.append(
+        newest_warning = (
             "%s %s: the newest updates record (step %d) is unreadable; verdicts are "
             "as of step %d." % (run, tag, newest_bad, steps[-1])
         )
+        warnings.append(newest_warning)
+        skipped.insert(0, newest_warning)
     arrays = [by_step[step] for step in steps]
     count = len(arrays)
     # Version 2 records hold 0 there; HEADER_WRITER_ID is the same column in both.
@@ -171,7 +183,8 @@ def read_history(run, tag, data):
     floats = block.view(np.float32)
     columns = {column: floats[position] for position, column in enumerate(SERIES_COLUMNS)}
     newest = md.parse_updates(arrays[-1]) if arrays else None
-    return History(np.asarray(steps, dtype=np.int64), logged, num_rows, columns, newest, tuple(warnings))
+    return History(np.asarray(steps, dtype=np.int64), logged, num_rows, columns, newest, tuple(warnings),
+                   tuple(skipped))
 
 
 def joined(entry):
@@ -191,8 +204,11 @@ def presence(history, entries):
     width = history.width
     # The smallest int lets every record through for rows without an entry.
     first = np.full(width, np.iinfo(np.int64).min, dtype=np.int64)
+    limit = np.iinfo(np.int64).max
     for index, entry in enumerate((entries or [])[:width]):
-        first[index] = joined(entry)
+        # A record may say joined = 2**63 (no int64 holds it): later than any
+        # record, which the largest int64 says as well.
+        first[index] = min(joined(entry), limit)
     mask = history.num_rows[:, np.newaxis] > np.arange(width)[np.newaxis, :]
     mask &= history.logged[:, np.newaxis] > first[np.newaxis, :]
     return mask

@@ -121,8 +121,15 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
         def impl():
             run, tag = _required(request, "run"), _required(request, "tag")
             # A variable may be called "": only a missing parameter is an error.
-            variables = _required_list(request, "variable", allow_empty=True)
-            return self._cache.series(*_scope(request), run, tag, variables)
+            # `index` reaches a variable by its row, the one way to tell two
+            # variables of one name apart.
+            variables = list(dict.fromkeys(request.args.getlist("variable")))
+            indices = [_index(text) for text in dict.fromkeys(request.args.getlist("index"))]
+            if not variables and not indices:
+                raise errors.InvalidArgumentError(
+                    "query parameter 'variable' or 'index' is required (repeat them for several)"
+                )
+            return self._cache.series(*_scope(request), run, tag, variables, indices)
 
         return _json(request, impl)
 
@@ -270,6 +277,16 @@ def _required_list(request, name, allow_empty=False):
         )
     # Keep the caller's order, drop repeats.
     return list(dict.fromkeys(values))
+
+
+def _index(text):
+    """A row index from the query: ASCII digits only, at most 9 of them."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        raise errors.InvalidArgumentError(
+            "index must be a variable's row index (the variables route's `index`), in ASCII digits. "
+            "Received: index=%r" % text
+        )
+    return int(text)
 
 
 def _bucket_count(text):

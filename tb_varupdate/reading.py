@@ -37,10 +37,11 @@ class Source:
       ctx: the request context (`tensorboard.context.RequestContext`).
       experiment_id: the experiment id ("" for a plain logdir).
       samples: the plugin's `--samples_per_plugin` value (None: default).
-      thorough: also read every kept variables record of each tag (one more
-        provider call per tag for all runs), to tell when two trackers wrote
-        to one tag; `tb-varupdate check` sets it, the routes leave it off
-        (their history reads tell it from the updates records instead).
+      thorough: read every kept record of each tag (two more provider calls
+        per tag and run), to name any record that cannot be read and to tell
+        when two trackers wrote to one tag; `tb-varupdate check` sets it, the
+        routes leave it off (they read only the newest records for verdicts,
+        and their history reads tell two writers from the updates records).
     """
 
     provider: object
@@ -102,6 +103,9 @@ class TagRecords:
       warnings: messages about the records the verdicts come from.
       history: the `history.History` when it was read on the way, else None.
       rows: variable rows of the newest updates record seen (sizes a history read).
+      incomplete: messages (among `warnings`) saying which kept records could
+        not be read, the newest updates record's first: the tag gave verdicts
+        but was not read in full, which `tb-varupdate check` fails on.
     """
 
     run: str
@@ -112,6 +116,7 @@ class TagRecords:
     warnings: tuple
     history: object = None
     rows: int = 0
+    incomplete: tuple = ()
 
     def names(self):
         """Variable names by row index (only as many as there are entries)."""
@@ -196,8 +201,11 @@ def check_updates_tag(tag, updates_series):
     return None
 
 
-def _choose_entries(run, tag, variables_data, newest, warnings):
-    """(entries, writer ids) from every kept variables record; `warnings` gets the why."""
+def _choose_entries(run, tag, variables_data, newest, warnings, skipped=None):
+    """(entries, writer ids) from every kept variables record; `warnings` gets the why.
+
+    `skipped`, when given, also gets the message about unreadable records.
+    """
     parsed = []
     failures = []
     for datum in variables_data:
@@ -209,6 +217,8 @@ def _choose_entries(run, tag, variables_data, newest, warnings):
         parsed.append((int(datum.step), record))
     if failures:
         warnings.append(history_lib.describe_skipped(run, tag, "variables", failures, len(variables_data)))
+        if skipped is not None:
+            skipped.append(warnings[-1])
     writers = {record.writer_id for _, record in parsed if record.writer_id}
     if not parsed:
         if newest is not None:
@@ -250,19 +260,7 @@ def header_warnings(run, tag, newest, writers):
     return warnings
 
 
-def _writer_ids(variables_data):
-    ids = set()
-    for datum in variables_data:
-        try:
-            writer_id = vr.parse_variables_record(datum.numpy).writer_id
-        except md.FormatError:
-            continue
-        if writer_id:
-            ids.add(writer_id)
-    return ids
-
-
-def _newest_records(run, tag, updates_data, variables_data, writers=()):
+def _newest_records(run, tag, updates_data, variables_data):
     """TagRecords from the newest updates and variables records, or None.
 
     None when they do not simply fit together (unreadable, or a names_hash
@@ -279,7 +277,7 @@ def _newest_records(run, tag, updates_data, variables_data, writers=()):
         return None
     if variables.names_hash != newest.names_hash or newest.num_variables > len(variables.entries):
         return None
-    writers = set(writers) | ({variables.writer_id} if variables.writer_id else set())
+    writers = {variables.writer_id} if variables.writer_id else set()
     warnings = header_warnings(run, tag, newest, writers)
     return TagRecords(run, tag, variables.entries, int(datum.step), newest, tuple(warnings),
                       rows=newest.num_variables)
@@ -294,7 +292,8 @@ def _all_records(source, run, tag, rows):
     # of them may be the one whose hash matches, so read all that were kept.
     variables_data = source.read_tensors([run], [vtag], history_lib.KEEP_ALL_SAMPLES).get(run, {}).get(vtag, [])
     warnings = list(history.warnings)
-    entries, writers = _choose_entries(run, tag, variables_data, history.newest, warnings)
+    skipped = list(history.skipped)
+    entries, writers = _choose_entries(run, tag, variables_data, history.newest, warnings, skipped)
     if entries is not None and len(history.steps):
         too_wide = history.steps[history.num_rows > len(entries)]
         if len(too_wide):
@@ -303,9 +302,15 @@ def _all_records(source, run, tag, rows):
                 "(first at step %d); their extra rows are not shown."
                 % (run, tag, len(too_wide), len(entries), too_wide[0])
             )
-    warnings += header_warnings(run, tag, history.newest, writers)
+    said = any(history_lib.is_writers_warning(warning) for warning in warnings)
+    for warning in header_warnings(run, tag, history.newest, writers):
+        # The history already said "N trackers wrote to this tag" from the
+        # updates records' headers: once is enough.
+        if not (said and history_lib.is_writers_warning(warning)):
+            warnings.append(warning)
     newest_step = int(history.steps[-1]) if len(history.steps) else None
-    return TagRecords(run, tag, entries, newest_step, history.newest, tuple(warnings), history=history, rows=rows)
+    return TagRecords(run, tag, entries, newest_step, history.newest, tuple(warnings), history=history, rows=rows,
+                      incomplete=tuple(skipped))
 
 
 def read_tags(source, tag, updates_series):
@@ -338,16 +343,17 @@ def read_tags(source, tag, updates_series):
     # tag would add up over 20 runs.
     vtag = tag + md.VARIABLES_TAG_SUFFIX
     newest = source.read_tensors(readable, [tag, vtag], 1)
-    every_variables = source.read_tensors(readable, [vtag], history_lib.KEEP_ALL_SAMPLES) if source.thorough else {}
     for run in readable:
         by_tag = newest.get(run, {})
         updates_data = by_tag.get(tag, [])
         shape = np.shape(updates_data[-1].numpy) if updates_data else ()
         rows = shape[0] - 1 if len(shape) == 2 else 0
-        writers = _writer_ids(every_variables.get(run, {}).get(vtag, []))
-        found[run] = _newest_records(run, tag, updates_data, by_tag.get(vtag, []), writers) or _all_records(
-            source, run, tag, rows
-        )
+        # A thorough read (`tb-varupdate check`) reads every kept record, so a
+        # malformed older one is named too (the gate fails on what it could
+        # not read, not only on what the verdict needed), and every writer id
+        # of the variables and updates records is seen.
+        quick = None if source.thorough else _newest_records(run, tag, updates_data, by_tag.get(vtag, []))
+        found[run] = quick or _all_records(source, run, tag, rows)
     return found
 
 

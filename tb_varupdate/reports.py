@@ -85,13 +85,48 @@ def runs_report(scan, verdicts):
     return {"runs": runs, "warnings": warnings}
 
 
-def _variable_index(records, name):
+def _row_indices(records, variables, indices):
+    """[(key, row index)] of the rows asked for, in the order asked.
+
+    Args:
+      records: a `reading.TagRecords`.
+      variables: names; a name that several rows carry gives the first of
+        them (the `index` parameter reaches the others).
+      indices: row indices (ints).
+
+    Returns:
+      (pairs, warnings).
+
+    Raises:
+      errors.NotFoundError: a name or index the tag does not have.
+    """
     names = records.names()
-    if name not in names:
-        raise errors.NotFoundError(
-            "no variable %r in %s %s; the variables route lists them" % (name, records.run, records.tag)
-        )
-    return names.index(name)
+    # One pass over the names, however many are asked for: a request naming
+    # 1,500 of 20,000 variables must not search the list 1,500 times.
+    rows_of = {}
+    for index, name in enumerate(names):
+        rows_of.setdefault(name, []).append(index)
+    pairs, warnings = [], []
+    for name in variables:
+        if name not in rows_of:
+            raise errors.NotFoundError(
+                "no variable %r in %s %s; the variables route lists them" % (name, records.run, records.tag)
+            )
+        if len(rows_of[name]) > 1:
+            warnings.append(
+                "%s %s: %d variables are named %r; this series is row %d's, ask for index=N (the "
+                "variables route's `index`) for the others" % (
+                    records.run, records.tag, len(rows_of[name]), name, rows_of[name][0])
+            )
+        pairs.append((("variable", name), rows_of[name][0]))
+    for index in indices:
+        if not 0 <= index < len(names):
+            raise errors.NotFoundError(
+                "no variable at index %d in %s %s (it has %d); the variables route lists them"
+                % (index, records.run, records.tag, len(names))
+            )
+        pairs.append((("index", index), index))
+    return pairs, warnings
 
 
 def _points(records, history):
@@ -109,34 +144,37 @@ def chart_warnings(records, history):
     return warnings + [warning for warning in history.warnings if warning not in warnings]
 
 
-def series_report(records, history, variables):
+def series_report(records, history, variables, indices=()):
     """The `series` route's document.
 
     Args:
       records: a `reading.TagRecords`.
       history: its `history.History`.
-      variables: variable names.
+      variables: variable names (`series`, keyed by name).
+      indices: row indices (`by_index`, keyed by the index as a string): the
+        only way to reach a variable whose name another one also has.
 
     Raises:
-      errors.NotFoundError: a name that the tag does not know.
+      errors.NotFoundError: a name or index that the tag does not have.
     """
+    pairs, warnings = _row_indices(records, variables, indices)
     mask_all = history_lib.presence(history, records.entries)
-    series = {}
-    for name in variables:
-        index = _variable_index(records, name)
+    names = records.names()
+    series, by_index = {}, {}
+    for (kind, key), index in pairs:
         if index < history.width:
             mask = mask_all[:, index]
             column = {
-                key: jsonutil.round_significant(matrix[mask, index], SERIES_DIGITS)
-                for key, matrix in history.columns.items()
+                key_: jsonutil.round_significant(matrix[mask, index], SERIES_DIGITS)
+                for key_, matrix in history.columns.items()
             }
             steps = history.steps[mask]
         else:
             # No kept record has this row (all unreadable, or it joined later).
-            column = {key: np.zeros(0) for key in history.columns}
+            column = {key_: np.zeros(0) for key_ in history.columns}
             steps = np.zeros(0, dtype=np.int64)
         grad = column[md.GRAD_L2]
-        series[name] = {
+        one = {
             "step": steps.tolist(),
             "delta_l2": column[md.DELTA_L2].tolist(),
             "value_l2": column[md.VALUE_L2].tolist(),
@@ -147,10 +185,15 @@ def series_report(records, history, variables):
             "gradient_l2": np.where(grad >= 0, grad, np.nan).tolist(),
             "gradient_state": md.grad_state(grad).tolist(),
         }
+        if kind == "variable":
+            series[key] = one
+        else:
+            by_index[str(key)] = dict(one, variable=names[index], index=index)
     document = {"run": records.run, "tag": records.tag}
     document.update(_points(records, history))
     document.update(
-        {"samples_hint": SAMPLES_HINT, "series": series, "warnings": chart_warnings(records, history)}
+        {"samples_hint": SAMPLES_HINT, "series": series, "by_index": by_index,
+         "warnings": chart_warnings(records, history) + warnings}
     )
     return jsonutil.json_safe(document)
 
@@ -179,16 +222,17 @@ def heatmap_report(records, verdicts, history, values, buckets):
     """
     names = records.names()
     # Verdict order when there are verdicts, else row order; only rows that
-    # some kept record carries and that have a name.
-    order = [row["variable"] for row in verdicts["rows"]] or names
-    row_of = {name: index for index, name in reversed(list(enumerate(names)))}
-    indices = [row_of[name] for name in order if row_of[name] < history.width]
+    # some kept record carries and that have a name. Rows are told apart by
+    # their index, never by name: two variables may share one.
+    order = [row["index"] for row in verdicts["rows"]] or range(len(names))
+    indices = [index for index in order if index < min(history.width, len(names))]
     order = [names[index] for index in indices]
     starts, ends, matrix = buckets_lib.bucket_max(history.steps, values, buckets)
     document = {
         "run": records.run,
         "tag": records.tag,
         "variables": order,
+        "indices": indices,
         "bucket_start": starts.tolist(),
         "bucket_end": ends.tolist(),
         # NaN already None: json_safe over 200,000 cells would cost more
@@ -226,7 +270,14 @@ def compare_report(tag, verdicts):
             by_run[run] = {}
             continue
         warnings.extend(report["warnings"])
-        by_run[run] = {row["variable"]: row for row in report["rows"]}
+        # Keyed by (name, occurrence): the second variable called "x" in a
+        # run meets the second one called "x" in another, never the first.
+        by_run[run] = {}
+        seen_names = {}
+        for row in sorted(report["rows"], key=lambda row: row.get("index", 0)):
+            occurrence = seen_names.get(row["variable"], 0)
+            seen_names[row["variable"]] = occurrence + 1
+            by_run[run][row["variable"], occurrence] = row
     names = []
     seen = set()
     for run in runs:
@@ -245,7 +296,9 @@ def compare_report(tag, verdicts):
                   for run in runs}
         rows.append(
             {
-                "variable": name,
+                "variable": name[0],
+                "occurrence": name[1],
+                "indices": {run: by_run[run][name].get("index") if name in by_run[run] else None for run in runs},
                 "trainable": any(row["trainable"] for row in found),
                 "statuses": statuses,
                 "gradients": gradients,
@@ -254,7 +307,7 @@ def compare_report(tag, verdicts):
                 "_severity": max(row["severity"] for row in found),
             }
         )
-    rows.sort(key=lambda row: (not row["disagree"], -row["_severity"], row["variable"]))
+    rows.sort(key=lambda row: (not row["disagree"], -row["_severity"], row["variable"], row["occurrence"]))
     for row in rows:
         del row["_severity"]
     return {"tag": tag, "runs": runs, "rows": rows, "warnings": warnings}

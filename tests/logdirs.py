@@ -280,6 +280,29 @@ def _one_variable_run(name="x", steps=(0, 1, 2), variables=None, first_update=No
     return out
 
 
+def _huge_ints_variables(**changes):
+    """The variables record of one variable "x" with integer fields no int64 holds."""
+    extra = changes.pop("document", {})
+    document = {"names_hash": vr.names_hash([entry("x")]), "variables": [dict(entry("x"), **changes)]}
+    document.update(extra)
+    return json.dumps(document).encode("utf-8")
+
+
+def same_name_records(name="x"):
+    """Two variables called `name` in one record: row 0 never changes, row 1 changes every record."""
+    entries = [entry(name), entry(name)]
+    names, digest = vr.encode_variables(entries)
+    out = [(TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 0, names)]
+    for step in range(3):
+        rows = [
+            {md.DELTA_L2: 0.0, md.VALUE_L2: 2.0},
+            {md.DELTA_L2: 1.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: step + 1, md.FIRST_UPDATE_STEP: 0,
+             md.LAST_UPDATE_STEP: step, md.LOGS_AT_LAST_UPDATE: step + 1, md.MAX_RELATIVE_UPDATE: 0.5},
+        ]
+        out.append((TAG, md.KIND_UPDATES, step, updates(step + 1, digest, rows)))
+    return out
+
+
 def hostile_runs():
     """{run: records} of every hostile case; "good" is a healthy run beside them."""
     list_name = json.dumps({"names_hash": vr.names_hash([entry("x")]),
@@ -298,6 +321,10 @@ def hostile_runs():
         "empty_name": _one_variable_run(name=""),
         "escape_name": _one_variable_run(name=ESCAPE_NAME),
         "surrogate_name": _one_variable_run(name=SURROGATE_NAME),
+        "huge_joined": _one_variable_run(variables=_huge_ints_variables(joined=2**63)),
+        "huge_ints": _one_variable_run(variables=_huge_ints_variables(
+            joined=2**64 + 1, shape=[2**63, 2**70], document={"writer_id": 2**64})),
+        "same_name": same_name_records(),
     }
 
 
@@ -335,3 +362,23 @@ def restarted_steps_records(writer_ids=(7,), step_regressions=4):
             out.append((TAG, md.KIND_UPDATES, number * 10 + index,
                         updates(logged, digest, rows, writer_id=writer_id, step_regressions=step_regressions)))
     return out
+
+
+def write_records_tb(run_dir, records):
+    """`write_records` with TensorBoard's own event file writer: no TensorFlow, a few ms a run.
+
+    For property tests that write a fresh run per example.
+    """
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.summary.writer import event_file_writer
+    from tensorboard.util import tensor_util
+
+    writer = event_file_writer.EventFileWriter(str(run_dir))
+    for tag, kind, step, value in records:
+        array = np.array(value, dtype=object) if isinstance(value, bytes) else np.asarray(value)
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+            tag=tag, metadata=md.create_summary_metadata(kind), tensor=tensor_util.make_tensor_proto(array))])
+        writer.add_event(event_pb2.Event(wall_time=1.0 + step, step=step, summary=summary))
+    writer.close()
+    return str(run_dir)

@@ -561,13 +561,16 @@ RTL_NAME = "layer/\u202egnp.exe"  # a right-to-left override inside a name
 LONG_RUN = "sweep_" + "very_long_experiment_name_" * 6 + "/trial_" + "with_a_long_description_" * 6
 
 
-def _write_named(logdir, run, names, zero=()):
-    """A run whose trainable variables `names` all update every step, except `zero` (value and delta 0)."""
+def _write_named(logdir, run, names, zero=(), zero_rows=()):
+    """A run whose trainable variables `names` all update every step, except `zero` (value and delta 0).
+
+    `zero_rows`: row indices that do not update either (for names that repeat).
+    """
     import tensorflow as tf
 
     entries = [{"name": n, "shape": [4], "dtype": "float32", "trainable": True, "joined": 0} for n in names]
     names_json, digest = vr.encode_variables(entries)
-    stuck = np.array([n in zero for n in names])
+    stuck = np.array([n in zero or i in zero_rows for i, n in enumerate(names)])
     writer = tf.summary.create_file_writer(os.path.join(logdir, run))
     with writer.as_default():
         tf.summary.write(md.variables_tag("model"), tf.constant(names_json), 0,
@@ -669,4 +672,75 @@ def test_proto_run_has_a_colour_and_long_run_names_stay_in_the_compare_legend(pa
     assert legend.evaluate("e => e.getBoundingClientRect().width") <= chart_width + 2  # sub-pixel rounding
     assert frame.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     _shot(page, "compare-hostile.png")
+    assert page.errors == []
+
+
+# Issue #21: names are no keys. A variable called "", and two called "x" (row 1
+# never updates, row 2 does), each open as themselves in the table and heatmap.
+
+
+@pytest.fixture(scope="module")
+def same_name_server(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("same_name")
+    _write_named(str(logdir), "dupes", ["", "x", "x"], zero_rows=(1,))
+    # The same names, all updating: compare meets each "x" with its own.
+    _write_named(str(logdir), "dupes_fixed", ["", "x", "x"])
+    with _serve(logdir) as url:
+        yield url
+
+
+def _wait_detail(frame, status):
+    """Waits for the detail panel to show a variable of `status`, with its charts."""
+    detail = frame.locator(".vu-main > .vu-detail")
+    detail.locator(".vu-detail-head .vu-badge", has_text=status).first.wait_for()
+    detail.locator(".uplot").first.wait_for()
+    return detail.locator(".vu-detail-head .vu-badge").first.inner_text()
+
+
+def test_an_empty_name_and_two_of_one_name_open_as_themselves(page, same_name_server):
+    frame = _open(page, same_name_server, "run=dupes")
+    rows = frame.locator(".vu-row[data-index]")
+    rows.first.wait_for()
+    found = rows.evaluate_all("els => els.map(e => [e.dataset.variable, e.dataset.index])")
+    assert sorted(found) == [["", "0"], ["x", "1"], ["x", "2"]]
+    frame.locator(".vu-row[data-index='0']").click()
+    assert frame.locator(".vu-main > .vu-detail .vu-detail-name").inner_text() == '""'
+    assert _wait_detail(frame, "updating") == "updating"
+    frame.locator(".vu-row[data-index='1']").click()
+    frame.locator(".vu-row--selected[data-index='1']").wait_for()
+    assert _wait_detail(frame, "never updated") == "never updated"
+    frame.locator(".vu-row[data-index='2']").click()
+    frame.locator(".vu-row--selected[data-index='2']").wait_for()
+    assert _wait_detail(frame, "updating") == "updating"
+    # The heatmap: row 0 is the never-updated "x" (problems first), painted "no change" red.
+    frame.get_by_role("tab", name="Heatmap").click()
+    canvas = frame.locator(".vu-heatmap-canvas")
+    frame.locator("#varupdate-root[data-heatmap-rendered='dupes|3']").wait_for()
+    pixel = canvas.evaluate("c => [...c.getContext('2d').getImageData(c.width - 5, 5, 1, 1).data]")
+    assert pixel == [229, 57, 53, 255]
+    box = canvas.bounding_box()
+    page.mouse.click(box["x"] + box["width"] - 5, box["y"] + 5)
+    frame.locator(".vu-main > .vu-detail .vu-detail-name", has_text="x").wait_for()
+    assert _wait_detail(frame, "never updated") == "never updated"
+    assert page.errors == []
+
+
+def test_compare_keeps_two_variables_of_one_name_apart(page, same_name_server):
+    frame = _open(page, same_name_server, "view=compare")
+    table = frame.locator(".vu-compare")
+    table.wait_for()
+    rows = table.locator("tbody tr").evaluate_all("els => els.map(e => e.dataset.variable)")
+    assert sorted(rows) == ["", "x", "x"]
+    # The disagreeing "x" (never updated in dupes) comes first.
+    first = table.locator("tbody tr").first
+    assert first.get_attribute("data-variable") == "x"
+    assert first.locator("td[data-run=dupes]").inner_text() == "never updated"
+    assert first.locator("td[data-run=dupes_fixed]").inner_text() == "updating"
+    first.locator("td[data-run=dupes]").click()
+    overlay = frame.locator(".vu-pane--compare .vu-detail")
+    overlay.locator(".uplot").first.wait_for()
+    legend = overlay.locator(".uplot").first.locator(".u-legend .u-label").all_inner_texts()
+    assert legend == ["step", "dupes", "dupes_fixed"]
+    assert "vu-row--selected" in first.get_attribute("class")
+    assert table.locator("tbody tr.vu-row--selected").count() == 1
     assert page.errors == []

@@ -106,7 +106,8 @@ def _write(path, records):
 
 
 def test_unreadable_tags_are_printed_with_their_reason_and_exit_four(hostile, capsys):
-    assert cli.main(["check", hostile]) == cli.EXIT_PARTLY_UNREADABLE
+    # same_name holds a variable that never updates on purpose (a problem: exit 1).
+    assert cli.main(["check", hostile, "--run", "^(?!same_name$)"]) == cli.EXIT_PARTLY_UNREADABLE
     out = capsys.readouterr().out
     for run, words in logdirs.HOSTILE_UNREADABLE.items():
         (line,) = [line for line in out.splitlines() if line.startswith("UNREADABLE  %s " % run)]

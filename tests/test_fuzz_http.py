@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
 
 import logdirs
 from test_hostile import RustServer, WsgiClient
@@ -81,3 +82,32 @@ def test_no_request_gets_a_5xx(client):
     one()
     # The fuzz reached past the argument checks: some answers were documents.
     assert seen.count(200) > 10 and any(400 <= code < 500 for code in seen)
+
+
+# Issue #21: any integer a variables entry can hold, through the routes (Python loader).
+INTEGERS = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from([2**63, 2**63 - 1, 2**64, -(2**63) - 1, 2**31]))
+
+
+@settings(max_examples=25, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(joined=INTEGERS, dims=st.lists(st.one_of(INTEGERS, st.none()), max_size=3), writer_id=INTEGERS,
+       hash_matches=st.booleans(), logged=st.integers(1, 2**31 - 1))
+def test_no_integer_in_a_variables_entry_gets_a_5xx(tmp_path_factory, joined, dims, writer_id, hash_matches, logged):
+    root = tmp_path_factory.mktemp("ints")
+    entries = [logdirs.entry("x"), dict(logdirs.entry("x"), joined=joined, shape=dims)]
+    digest = vr.names_hash(entries) if hash_matches else 7
+    names = json.dumps({"names_hash": digest, "variables": entries, "writer_id": writer_id}).encode("utf-8")
+    rows = [{md.DELTA_L2: 1.0, md.VALUE_L2: 2.0, md.CHANGED_STEPS: 1}] * 2
+    logdirs.write_records_tb(root / "run", [
+        (logdirs.TAG + md.VARIABLES_TAG_SUFFIX, md.KIND_VARIABLES, 0, names),
+        (logdirs.TAG, md.KIND_UPDATES, 0, logdirs.updates(logged, digest, rows)),
+        (logdirs.TAG, md.KIND_UPDATES, 1, logdirs.updates(logged, digest, rows)),
+    ])
+    client = WsgiClient(str(root))
+    tag = urllib.parse.quote(logdirs.TAG)
+    for route in ("runs", "variables?run=run&tag=" + tag, "series?run=run&tag=%s&index=0&index=1" % tag,
+                  "series?run=run&tag=%s&variable=x" % tag, "heatmap?run=run&tag=" + tag,
+                  "heatmap?run=run&tag=%s&buckets=1000" % tag, "compare?tag=%s&run=run&run=run" % tag):
+        code, mimetype, body = client.get(route)
+        assert code < 500 and mimetype == "application/json", (route, code, body[:300])
+        json.loads(body)

@@ -196,3 +196,54 @@ def test_plugin_content_version_true_is_not_called_older():
     with pytest.raises(md.FormatError, match="version True is not supported") as raised:
         md.parse_plugin_content(content)
     assert "older" not in str(raised.value) and "upgrade" in str(raised.value)
+
+
+# Issue #21: integer fields no int64 holds, and names that are not keys.
+
+
+@pytest.mark.parametrize("run", ["huge_joined", "huge_ints"])
+def test_integer_fields_beyond_int64_answer_documents(client, run):
+    for route in (query("series", run=run, tag=logdirs.TAG, variable="x"),
+                  query("series", run=run, tag=logdirs.TAG, index=0),
+                  query("heatmap", run=run, tag=logdirs.TAG), query("variables", run=run, tag=logdirs.TAG)):
+        code, body = get_json(client, route)
+        assert code == 200, (route, body)
+    # Tracked from a record later than any kept one: no points, no cells.
+    code, body = get_json(client, query("series", run=run, tag=logdirs.TAG, variable="x"))
+    assert body["series"]["x"]["step"] == []
+    code, body = get_json(client, query("heatmap", run=run, tag=logdirs.TAG))
+    assert body["values"] == [[None] * len(body["bucket_start"])]
+
+
+def test_two_variables_of_one_name_are_kept_apart(client):
+    code, body = get_json(client, query("variables", run="same_name", tag=logdirs.TAG))
+    assert code == 200
+    by_index = {row["index"]: row for row in body["rows"]}
+    assert (by_index[0]["status"], by_index[1]["status"]) == ("never_updated", "updating")
+    code, heatmap = get_json(client, query("heatmap", run="same_name", tag=logdirs.TAG))
+    assert heatmap["variables"] == ["x", "x"] and heatmap["indices"] == [0, 1]
+    never, updating = heatmap["values"]
+    assert set(never) == {0} and set(updating) == {0.5}
+    code, series = get_json(client, query("series", run="same_name", tag=logdirs.TAG, index=[0, 1]))
+    assert code == 200
+    assert series["by_index"]["0"]["delta_l2"] == [0, 0, 0]
+    assert series["by_index"]["1"]["delta_l2"] == [1, 1, 1]
+    assert series["by_index"]["1"]["variable"] == "x"
+    code, series = get_json(client, query("series", run="same_name", tag=logdirs.TAG, variable="x"))
+    assert code == 200 and any("2 variables are named 'x'" in warning for warning in series["warnings"])
+
+
+@pytest.mark.parametrize("index", ["2", "-1", "1e3", "\u0661", "9999999999"])
+def test_a_series_index_outside_the_rows_is_a_4xx(client, index):
+    code, body = get_json(client, query("series", run="same_name", tag=logdirs.TAG, index=index))
+    assert code in (400, 404) and "index" in body["error"]
+
+
+def test_compare_keeps_two_variables_of_one_name_apart(client):
+    code, body = get_json(client, query("compare", tag=logdirs.TAG, run=["same_name", "good"]))
+    assert code == 200
+    rows = {(row["variable"], row["occurrence"]): row for row in body["rows"]}
+    assert rows["x", 0]["statuses"] == {"same_name": "never_updated", "good": "updating"}
+    assert rows["x", 0]["indices"] == {"same_name": 0, "good": 0}
+    assert rows["x", 1]["statuses"] == {"same_name": "updating", "good": None}
+    assert rows["x", 1]["indices"] == {"same_name": 1, "good": None}

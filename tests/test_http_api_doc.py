@@ -19,7 +19,7 @@ DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "HTTP_API.md")
 
 # Values for the placeholders the doc's headings use.
 PLACEHOLDERS = {
-    "R": "hand", "T": logdirs.HAND_TAG, "V": "a", "V2": "c", "N": "3",
+    "R": "hand", "T": logdirs.HAND_TAG, "V": "a", "V2": "c", "N": "3", "I": "0", "I2": "1",
     "R1": "hand", "R2": logdirs.STEP500_RUN,
 }
 

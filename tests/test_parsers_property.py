@@ -128,3 +128,75 @@ def test_parse_variables_record_gives_the_writer_id():
     parsed = vr.parse_variables_record(data)
     assert (parsed.names_hash, parsed.writer_id) == (digest, 77)
     assert vr.parse_variables_record(json.dumps({"names_hash": 1, "variables": []})).writer_id is None
+
+
+# Issue #21: byte damage at random offsets of a real event file, read the way `check` reads.
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+from tb_varupdate import cli  # noqa: E402
+from tb_varupdate import eventfiles  # noqa: E402
+
+import logdirs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def event_file(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("source") / "run"
+    logdirs.write_records_tb(run_dir, logdirs.hand_records())
+    (name,) = os.listdir(run_dir)
+    with open(run_dir / name, "rb") as handle:
+        return name, handle.read()
+
+
+DAMAGE = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=3)
+
+
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(damage=DAMAGE, cut=st.one_of(st.none(), st.floats(0.05, 1)))
+def test_byte_damage_anywhere_is_named_never_raised_and_never_healthy(tmp_path_factory, event_file, damage, cut):
+    name, original = event_file
+    data = bytearray(original)
+    offsets = sorted({int(position * len(data)) for position, _ in damage})
+    for offset, (_, xor) in zip(offsets, damage):
+        data[offset] ^= xor
+    if cut is not None:
+        data = data[: max(int(cut * len(data)), offsets[-1] + 1)]
+    root = tmp_path_factory.mktemp("damaged")
+    os.makedirs(root / "run")
+    with open(root / "run" / name, "wb") as handle:
+        handle.write(bytes(data))
+    reason = eventfiles.check_event_file(str(root / "run" / name), newest=True)
+    if len(offsets) == 1:
+        # CRC-32C catches any one damaged byte of a complete record; a byte
+        # of the cut tail is not read yet, and that is allowed.
+        # Where the cut tail begins, from the undamaged framing.
+        tail = max(start for start, _ in _record_starts(original[: len(data)]))
+        assert reason is not None or offsets[0] >= tail
+    try:
+        report = cli.check(str(root))
+    except cli.CheckError:
+        return  # nothing readable at all, said as a usage error (exit 2)
+    code = cli.exit_code(report)
+    if reason is not None:
+        assert code in (cli.EXIT_UNREADABLE, cli.EXIT_PARTLY_UNREADABLE)
+        assert any(reason in item["reason"] for item in report["unreadable"])
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _record_starts(data):
+    """(offset, length) of each record whose frame is complete; the cut tail starts after the last."""
+    import struct
+
+    out, offset = [], 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[offset:offset + 8])
+        end = offset + 12 + length + 4
+        if end > len(data):
+            break
+        out.append((offset, length))
+        offset = end
+    # The first byte past the complete records is where the tail begins.
+    return out + [(offset, 0)]

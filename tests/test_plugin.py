@@ -135,7 +135,7 @@ def test_compare_route(client):
     assert body["runs"] == ["step500", "truncated"]
     badges = body["rows"][0].pop("badges")
     assert body["rows"][0] == {
-        "variable": "w", "trainable": True,
+        "variable": "w", "occurrence": 0, "indices": {"step500": 0, "truncated": 0}, "trainable": True,
         "statuses": {"step500": "stalled", "truncated": "updating"},
         "gradients": {"step500": "not_logged", "truncated": "not_logged"},
         "disagree": True,
@@ -162,7 +162,7 @@ def test_compare_with_a_run_lacking_the_tag(client):
         ("variables?tag=varupdate/model", "'run' is required"),
         ("variables?run=step500", "'tag' is required"),
         ("variables?run=&tag=varupdate/model", "'run' is required"),
-        ("series?run=step500&tag=varupdate/model", "'variable' is required"),
+        ("series?run=step500&tag=varupdate/model", "'variable' or 'index' is required"),
         ("heatmap?run=step500&tag=varupdate/model&buckets=abc", "buckets=%27abc%27|buckets='abc'"),
         ("heatmap?run=step500&tag=varupdate/model&buckets=0", "buckets=0"),
         ("heatmap?run=step500&tag=varupdate/model&buckets=1001", "buckets=1001"),

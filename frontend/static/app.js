@@ -70,7 +70,8 @@ export function createApp(root, client, initial = {}) {
     workerUrl: new URL("./match-worker.js", import.meta.url),
     runs: () => runs,
     variables: () => panes.overview.response(),
-    openDetail: (variable) => store.setState({ variable }),
+    // `index`: the row's index; a name is no key (two may share one, or be "").
+    openDetail: (index) => store.setState({ variable: index }),
   };
   const panes = {
     overview: createOverview(refs.panes.overview, ctx),
@@ -130,7 +131,7 @@ export function createApp(root, client, initial = {}) {
   async function showCurrent() {
     const state = store.get();
     showView(refs, state.view);
-    refs.detail.hidden = state.view === "compare" || !state.variable;
+    refs.detail.hidden = state.view === "compare" || state.variable == null;
     const run = runs.find((r) => r.run === state.run);
     if (state.view !== "compare" && run && !(run.tags || []).length) {
       const box = messageBox("empty", `Run "${run.run}" has no varupdate records yet`, "Its tracker has not logged a step; reload once training has run.");
@@ -138,7 +139,7 @@ export function createApp(root, client, initial = {}) {
       return;
     }
     await panes[state.view].show();
-    if (state.view !== "compare" && state.variable) await detail.show(false);
+    if (state.view !== "compare" && state.variable != null) await detail.show(false);
   }
 
   let resizeTimer = 0;

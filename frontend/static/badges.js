@@ -36,5 +36,7 @@ export function swatch(color, className = "") {
  * right-to-left override inside a name cannot reorder what follows it.
  */
 export function nameText(name, className = "") {
+  // A variable may be called "": shown as "" (as the CLI prints it), not as nothing.
+  if (String(name) === "") return el("bdi", { className: `${className} vu-dim`.trim(), text: '""', title: "the empty name" });
   return el("bdi", { className, text: String(name) });
 }

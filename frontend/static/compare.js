@@ -5,6 +5,7 @@ import { nameText, statusBadge, swatch } from "./badges.js";
 import { messageBox } from "./shell.js";
 import { statusLabel } from "./format.js";
 import { gradientLabel } from "./vocabulary.js";
+import { compareKey } from "./state.js";
 
 /** The compare matrix: variables x runs of status badges; disagreeing rows marked. */
 export function renderCompare(node, { response, rows, state, selected, runColors }, on) {
@@ -20,7 +21,7 @@ export function renderCompare(node, { response, rows, state, selected, runColors
   const body = rows.slice(0, LIMIT).map((row) =>
     el(
       "tr",
-      { className: `${row.disagree ? "vu-disagree" : ""}${row.variable === selected ? " vu-row--selected" : ""}`, dataset: { variable: row.variable } },
+      { className: `${row.disagree ? "vu-disagree" : ""}${compareKey(row) === selected ? " vu-row--selected" : ""}`, dataset: { variable: row.variable } },
       el("td", { className: "vu-name", title: row.variable }, nameText(row.variable)),
       runs.map((run) => {
         // Each run's badge as that run's own row draws it (label, quiet, accepted).
@@ -31,7 +32,7 @@ export function renderCompare(node, { response, rows, state, selected, runColors
           "td",
           {
             className: "vu-compare-cell", dataset: { run }, title: `${run}: ${cell ? statusLabel(cell) : "absent"}${gradient ? `, ${gradientLabel(gradient)}` : ""}`,
-            on: { click: () => on.cell(row.variable, run) },
+            on: { click: () => on.cell(compareKey(row), run) },
           },
           badge,
         );

@@ -78,11 +78,10 @@ function logToggle(state, on) {
  * The detail panel of one variable in one run: facts, diagnosis, charts of
  * update norm, relative update and gradient norm, and the gradient state.
  */
-export function renderDetail(node, { row, name, response, state }, on) {
+export function renderDetail(node, { row, name, series, response, state }, on) {
   node.hidden = false;
   const charts = el("div", { className: "vu-charts" });
   replace(node, detailHeader(row, name, on), el("div", { className: "vu-chart-tools" }, logToggle(state, on)), downsampleNote(response), charts);
-  const series = response?.series?.[name];
   if (!series || !(series.step || []).length) {
     charts.append(messageBox("info", "No per-step values for this variable", "It has no records in the steps TensorBoard kept."));
     return;
@@ -108,7 +107,8 @@ export function renderDetailMessage(node, name, box, on) {
  * Charts of one variable across runs, overlaid (one line per run).
  *
  * Args:
- *   responses: [{run, response}] from the series route, one per run.
+ *   responses: [{run, response, series}] from the series route, one per run
+ *     (`series`: the run's entry of `by_index`, or undefined).
  */
 export function renderCompareDetail(node, { name, responses, state, runColors }, on) {
   node.hidden = false;
@@ -125,9 +125,10 @@ export function renderCompareDetail(node, { name, responses, state, runColors },
     downsampleNote(responses.find(({ response }) => response?.downsampled)?.response),
     charts,
   );
-  const present = responses.filter(({ response }) => response?.series?.[name]);
+  // Each run's one series, asked for by that run's row index.
+  const present = responses.filter(({ series }) => series);
   for (const metric of METRICS) {
-    const data = alignSeries(present.map(({ response }) => ({ step: response.series[name].step, values: response.series[name][metric.key] })));
+    const data = alignSeries(present.map(({ series }) => ({ step: series.step, values: series[metric.key] })));
     lineChart(charts, {
       title: metric.title, data, log: state.log,
       series: present.map(({ run }) => ({ label: run, color: runColors.get(run) })),

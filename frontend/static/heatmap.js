@@ -33,7 +33,8 @@ function legend(domain) {
  * Creates the heatmap in `container`.
  *
  * Args:
- *   onOpen: called with a variable name when its row is clicked.
+ *   onOpen: called with a variable's row index (the answer's `indices`) when
+ *     its row is clicked: names are no key, two variables may share one.
  *
  * Returns:
  *   {update(data, selected), redraw()}; `data` is the heatmap route's answer.
@@ -90,13 +91,14 @@ export function createHeatmap(container, onOpen) {
       ctx.lineWidth = 1.5;
       ctx.strokeRect(left + 0.75, r * rowHeight + 0.75, width - left - 1.5, Math.max(1, rowHeight - 1.5));
     };
-    highlight(names.indexOf(selected), cssVar("--vu-accent", "#f57c00"));
+    const selectedRow = (data.indices || []).indexOf(selected);
+    highlight(selectedRow, cssVar("--vu-accent", "#f57c00"));
     highlight(hoverRow, cssVar("--vu-text", "#212121"));
     if (layout.showLabels) {
       ctx.font = `12px ${cssVar("--vu-font", "sans-serif")}`;
       ctx.textBaseline = "middle";
       names.forEach((name, r) => {
-        ctx.fillStyle = name === selected ? cssVar("--vu-accent", "#f57c00") : cssVar("--vu-text", "#212121");
+        ctx.fillStyle = r === selectedRow ? cssVar("--vu-accent", "#f57c00") : cssVar("--vu-text", "#212121");
         ctx.fillText(fitText(ctx, name, left - 10), 4, r * rowHeight + rowHeight / 2);
       });
     }
@@ -147,13 +149,13 @@ export function createHeatmap(container, onOpen) {
   canvas.addEventListener("click", (event) => {
     if (!layout) return;
     const row = rowAt(event.clientY - canvas.getBoundingClientRect().top, layout);
-    if (row !== null) onOpen(data.variables[row]);
+    if (row !== null && data.indices) onOpen(data.indices[row]);
   });
 
   return {
-    update(next, selectedName) {
+    update(next, selectedIndex) {
       data = next;
-      selected = selectedName;
+      selected = selectedIndex;
       domain = logDomain(next.values || []);
       const rows = (next.values || []).length;
       const cols = (next.bucket_start || []).length;
@@ -163,8 +165,8 @@ export function createHeatmap(container, onOpen) {
       replace(legendSlot, legend(domain));
       draw();
     },
-    select(name) {
-      selected = name;
+    select(index) {
+      selected = index;
       draw();
     },
     redraw: draw,

@@ -69,7 +69,8 @@ export function createClient({ base = "", fetchImpl = (...args) => globalThis.fe
   return {
     runs: () => get("runs"),
     variables: (run, tag) => get("variables", { run, tag }),
-    series: (run, tag, variables) => get("series", { run, tag, variable: variables }),
+    // By row index: names may repeat or be "" (docs/HTTP_API.md, `by_index`).
+    series: (run, tag, indices) => get("series", { run, tag, index: indices }),
     heatmap: (run, tag, buckets) => get("heatmap", { run, tag, buckets }),
     compare: (tag, runs) => get("compare", { tag, run: runs }),
     vocabulary: () => get("vocabulary"),

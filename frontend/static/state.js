@@ -9,7 +9,7 @@ export const DEFAULT_STATE = Object.freeze({
   tag: null,
   compare: [], // runs ticked for the compare view
   view: "overview",
-  variable: null, // variable whose detail is open
+  variable: null, // row index (the variables route's `index`) of the variable whose detail is open
   query: "",
   regex: false,
   status: "",
@@ -18,9 +18,24 @@ export const DEFAULT_STATE = Object.freeze({
   group: false,
   collapsed: [], // layer paths folded in the grouped table
   disagree: false, // compare view: only rows where runs disagree
-  compareVariable: null, // compare view: variable whose overlaid charts are open
+  compareVariable: null, // compare view: `compareKey` of the row whose overlaid charts are open
   log: true, // detail charts on a log y axis
 });
+
+/**
+ * A row index from a saved or linked state, else null. Names are not keys
+ * (two variables may share one, or be called ""): an older link that names a
+ * variable opens nothing rather than the wrong one.
+ */
+export function parseIndex(value) {
+  if (typeof value === "number") return Number.isSafeInteger(value) && value >= 0 ? value : null;
+  return typeof value === "string" && /^[0-9]{1,9}$/.test(value) ? Number(value) : null;
+}
+
+/** The compare view's key of a row: its name and which of the rows of that name it is. */
+export function compareKey(row) {
+  return `${row.occurrence ?? 0}:${row.variable}`;
+}
 
 const isStatusFilter = (value) => ["", "problems", "warnings"].includes(value) || statusNames().includes(value);
 
@@ -59,6 +74,7 @@ export function decodeState(text) {
   if (!SORT_KEYS.includes(state.sort)) state.sort = DEFAULT_STATE.sort;
   if (state.dir !== "asc" && state.dir !== "desc") state.dir = DEFAULT_STATE.dir;
   if (!isStatusFilter(state.status)) state.status = DEFAULT_STATE.status;
+  state.variable = parseIndex(state.variable);
   return state;
 }
 

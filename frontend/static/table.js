@@ -118,15 +118,16 @@ export function renderTableItem(item, { selected, grouped, onSelect, onToggleGro
   if (row.severity === 1) classes.push("vu-row--warning");
   if (row.allowed) classes.push("vu-row--accepted");
   if (row.quiet) classes.push("vu-row--quiet");
-  if (row.variable === selected) classes.push("vu-row--selected");
+  // Selected by row index: two variables may share a name.
+  if (row.index === selected) classes.push("vu-row--selected");
   const num = (text) => el("span", { className: "vu-cell vu-num", text });
   return el(
     "div",
     {
       className: classes.join(" "),
-      dataset: { variable: row.variable, status: row.status },
+      dataset: { variable: row.variable, index: String(row.index), status: row.status },
       attrs: { role: "row", tabindex: "0" },
-      on: { click: () => onSelect(row.variable), keydown: (e) => e.key === "Enter" && onSelect(row.variable) },
+      on: { click: () => onSelect(row.index), keydown: (e) => e.key === "Enter" && onSelect(row.index) },
     },
     el("span", { className: "vu-cell vu-name", title: row.variable }, nameText(shown)),
     el("span", { className: "vu-cell" }, statusBadge(row)),

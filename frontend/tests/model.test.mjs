@@ -20,6 +20,13 @@ test("routeUrl repeats array parameters and skips missing ones", () => {
   assert.equal(routeUrl("series", { run: "a b", tag: null, variable: ["x/y", "<z>"] }), "series?run=a+b&variable=x%2Fy&variable=%3Cz%3E");
 });
 
+test("series asks by row index, so 0 and two variables of one name are reachable", async () => {
+  const { impl, calls } = fakeFetch({ series: { body: { by_index: {} } } });
+  const client = createClient({ fetchImpl: impl });
+  await client.series("r", "t", [0, 1]);
+  assert.deepEqual(calls, ["series?run=r&tag=t&index=0&index=1"]);
+});
+
 test("the client caches answers until clear()", async () => {
   const { impl, calls } = fakeFetch({ runs: { body: { runs: [] } } });
   const client = createClient({ fetchImpl: impl });

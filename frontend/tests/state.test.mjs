@@ -1,18 +1,32 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
-import { DEFAULT_STATE, decodeState, encodeState, reconcile } from "../static/state.js";
+import { DEFAULT_STATE, compareKey, decodeState, encodeState, parseIndex, reconcile } from "../static/state.js";
 
 test("encodeState leaves defaults out and round-trips through decodeState", () => {
   assert.equal(encodeState(DEFAULT_STATE), "");
   const state = {
     ...DEFAULT_STATE, run: "run a&b", tag: "varupdate/model", compare: ["x", "y,z"], view: "heatmap",
-    variable: "dense/kernel", query: "dense[", regex: true, sort: "variable", dir: "desc", log: false,
+    variable: 3, query: "dense[", regex: true, sort: "variable", dir: "desc", log: false,
     collapsed: ["model/dense"],
   };
   const text = encodeState(state);
   assert.match(text, /run=run\+a%26b/);
   assert.deepEqual(decodeState("#" + text), state);
+});
+
+test("the open variable is a row index: 0 is one, a name (older links) opens none", () => {
+  assert.equal(decodeState("#" + encodeState({ ...DEFAULT_STATE, variable: 0 })).variable, 0);
+  assert.equal(decodeState("variable=dense%2Fkernel").variable, null);
+  assert.equal(decodeState("variable=").variable, null);
+  assert.equal(decodeState("variable=-1").variable, null);
+  assert.equal(parseIndex(2), 2);
+  assert.equal(parseIndex(1.5), null);
+});
+
+test("compare rows are keyed by name and occurrence, so two of one name (or \"\") differ", () => {
+  assert.notEqual(compareKey({ variable: "x", occurrence: 0 }), compareKey({ variable: "x", occurrence: 1 }));
+  assert.equal(compareKey({ variable: "", occurrence: 0 }), "0:");
 });
 
 test("decodeState falls back to defaults for invalid values and ignores unknown keys", () => {

@@ -8,6 +8,7 @@ import { el, replace } from "../dom.js";
 import { checkBox, filterBar } from "../filters.js";
 import { createStateFilter } from "../match.js";
 import { filterCompareRows } from "../rows.js";
+import { compareKey } from "../state.js";
 import { messageBox } from "../shell.js";
 
 /** Creates the compare pane in `pane`; returns {show()}. */
@@ -47,13 +48,15 @@ export function createComparePane(pane, ctx) {
 
 
   async function showDetail(scroll = false) {
-    const name = store.get().compareVariable;
-    if (!name || !response) {
+    const key = store.get().compareVariable;
+    if (key == null || !response) {
       detail.hidden = true;
       return;
     }
-    const row = (response.rows || []).find((r) => r.variable === name);
-    const runsShown = (response.runs || []).filter((run) => row?.statuses?.[run]);
+    // Matched by name and occurrence, fetched by each run's own row index.
+    const row = (response.rows || []).find((r) => compareKey(r) === key);
+    const name = row ? row.variable : key;
+    const runsShown = (response.runs || []).filter((run) => row?.statuses?.[run] && row?.indices?.[run] != null);
     const on = {
       close: () => store.setState({ compareVariable: null }),
       log: (log) => store.setState({ log }),
@@ -62,9 +65,13 @@ export function createComparePane(pane, ctx) {
     try {
       const answer = await ctx.latest(
         "compare-detail",
-        Promise.all(runsShown.map(async (run) => ({ run, response: await ctx.client.series(run, response.tag, [name]) }))),
+        Promise.all(runsShown.map(async (run) => {
+          const index = row.indices[run];
+          const one = await ctx.client.series(run, response.tag, [index]);
+          return { run, response: one, series: one.by_index?.[String(index)] };
+        })),
       );
-      if (answer.stale || store.get().compareVariable !== name) return;
+      if (answer.stale || store.get().compareVariable !== key) return;
       responses = answer.value;
     } catch (err) {
       detail.hidden = false;

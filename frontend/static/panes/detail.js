@@ -16,13 +16,17 @@ export function createDetailPane(node, ctx) {
 
   async function show(scroll) {
     const state = store.get();
-    const name = state.variable;
-    if (!name || state.view === "compare") {
+    // The row index, not the name: 0 and a variable called "" are selections too.
+    const index = state.variable;
+    if (index == null || state.view === "compare") {
       node.hidden = true;
       return;
     }
     const selection = { run: state.run, tag: state.tag };
-    const key = `${selection.run}\n${selection.tag}\n${name}`;
+    const known = ctx.variables();
+    const knownRow = known && matchesSelection(known, selection) ? (known.rows || []).find((r) => r.index === index) : null;
+    let name = knownRow ? knownRow.variable : `#${index}`;
+    const key = `${selection.run}\n${selection.tag}\n${index}`;
     // A reload redraws the open detail in place; a placeholder in between
     // would shrink the page and lose the user's scroll position.
     if (node.dataset.key !== key || node.hidden) renderDetailMessage(node, name, messageBox("info", "Loading\u2026"), on);
@@ -30,23 +34,24 @@ export function createDetailPane(node, ctx) {
     let rows;
     let series;
     try {
-      const known = ctx.variables();
       rows = known && matchesSelection(known, selection) ? known : await ctx.client.variables(selection.run, selection.tag);
-      const answer = await ctx.latest("series", ctx.client.series(selection.run, selection.tag, [name]));
+      const answer = await ctx.latest("series", ctx.client.series(selection.run, selection.tag, [index]));
       if (answer.stale) return;
       series = answer.value;
     } catch (err) {
-      if (store.get().variable === name) renderDetailMessage(node, name, messageBox("error", `Could not load ${name}`, err.message), on);
+      if (store.get().variable === index) renderDetailMessage(node, name, messageBox("error", `Could not load ${name}`, err.message), on);
       return;
     }
     const now = store.get();
-    if (now.variable !== name || !matchesSelection(series, { run: now.run, tag: now.tag })) return;
-    const row = (rows.rows || []).find((r) => r.variable === name) || null;
-    renderDetail(node, { row, name, response: series, state: now }, on);
+    if (now.variable !== index || !matchesSelection(series, { run: now.run, tag: now.tag })) return;
+    const row = (rows.rows || []).find((r) => r.index === index) || null;
+    if (row) name = row.variable;
+    const one = series.by_index?.[String(index)];
+    renderDetail(node, { row, name, series: one, response: series, state: now }, on);
     if (scroll) node.scrollIntoView({ block: "nearest" });
   }
 
-  store.subscribe(["variable"], (state) => (state.variable ? show(true) : (node.hidden = true)));
-  store.subscribe(["log"], (state) => state.view !== "compare" && state.variable && show(false));
+  store.subscribe(["variable"], (state) => (state.variable != null ? show(true) : (node.hidden = true)));
+  store.subscribe(["log"], (state) => state.view !== "compare" && state.variable != null && show(false));
   return { show };
 }

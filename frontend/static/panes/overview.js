@@ -70,7 +70,7 @@ export function createOverview(pane, ctx) {
     renderTableItem(item, {
       selected: store.get().variable,
       grouped: store.get().group,
-      onSelect: (variable) => ctx.openDetail(variable),
+      onSelect: (index) => ctx.openDetail(index),
       onToggleGroup: (key) => {
         const collapsed = new Set(store.get().collapsed);
         collapsed.has(key) ? collapsed.delete(key) : collapsed.add(key);
