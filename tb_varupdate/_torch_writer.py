@@ -7,11 +7,11 @@ and handed to the writer's file writer. That hand-over is private API of
 `SummaryWriter`: it is isolated in `_file_writer` with an error that says
 so. No TensorFlow import: the protos come from `tensorboard.compat.proto`.
 
-TensorBoard's event files carry a CRC32C of every record, which its record
-writer computes in pure Python (`tensorboard.compat.tensorflow_stub`): ~3 ms
-for one 300-tensor record, on a thread that holds the GIL while training
-runs. Where `google-crc32c` is installed (the `torch` extra), the record
-writer is given its native CRC instead: the same bytes (tests compare them).
+TensorBoard's record writer computes each record's CRC-32C in pure Python
+(`tensorboard.compat.tensorflow_stub`): ~3 ms for one 300-tensor record, on
+its writer thread, which holds the GIL while training runs. Where
+`google-crc32c` is installed, the record writer is given the native one of
+`crc32c` instead: the same bytes (tests compare them).
 """
 
 import numpy as np
@@ -21,17 +21,8 @@ from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 from tensorboard.summary.writer import record_writer
 from tensorboard.util import tensor_util
 
+from tb_varupdate import crc32c
 from tb_varupdate import metadata as md
-
-
-def native_masked_crc32c(data):
-    """TensorBoard's masked CRC32C of `data` (bytes), by `google_crc32c`; None when that is not installed."""
-    try:
-        import google_crc32c  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return None
-    crc = google_crc32c.value(bytes(data))
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def use_native_crc():
@@ -40,11 +31,11 @@ def use_native_crc():
     Returns:
       Whether the record writer computes its CRCs natively now.
     """
-    if record_writer.masked_crc32c is native_masked_crc32c:
+    if record_writer.masked_crc32c is crc32c.masked_crc32c:
         return True
-    if record_writer.masked_crc32c is not pywrap_tensorflow.masked_crc32c or native_masked_crc32c(b"") is None:
+    if record_writer.masked_crc32c is not pywrap_tensorflow.masked_crc32c or not crc32c.NATIVE:
         return False  # replaced by someone else, or no native CRC here: left as it is
-    record_writer.masked_crc32c = native_masked_crc32c
+    record_writer.masked_crc32c = crc32c.masked_crc32c
     return True
 
 

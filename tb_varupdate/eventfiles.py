@@ -11,7 +11,7 @@ does (symlinked directories followed), and checks every event file's record
 framing with bounded reads. The CLI then loads only the run directories that
 read in full and names every other path with its reason.
 
-No TensorFlow: checksums come from TensorBoard's own TensorFlow stub.
+No TensorFlow: checksums come from `crc32c` (native, or TensorBoard's stub).
 """
 
 import dataclasses
@@ -19,7 +19,8 @@ import os
 import stat
 import struct
 
-from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as _tb_stub
+from tb_varupdate import crc32c
+
 
 # A record longer than this is not a record being written, so a length field
 # past the end of the file and above this bound is damage, not a cut tail.
@@ -35,12 +36,6 @@ _CHUNK = 1 << 20
 
 _HEADER = struct.Struct("<QI")
 _FOOTER = struct.Struct("<I")
-
-
-def _masked_crc(crc):
-    """TFRecord's masked form of a finished CRC-32C."""
-    crc &= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def is_event_file(name):
@@ -91,7 +86,7 @@ def _check_records(handle, size, newest):
         if len(header) < _HEADER.size:
             return _cut_tail(offset, newest)
         length, length_crc = _HEADER.unpack(header)
-        if _masked_crc(_tb_stub.crc32c(header[:8])) != length_crc:
+        if crc32c.masked_crc32c(header[:8]) != length_crc:
             return "is damaged: the record at byte %d has a length field that fails its checksum" % offset
         left = size - offset - _HEADER.size - _FOOTER.size
         if length > left:
@@ -105,12 +100,12 @@ def _check_records(handle, size, newest):
             chunk = _read_exactly(handle, min(remaining, _CHUNK))
             if not chunk:
                 return _cut_tail(offset, newest)
-            crc = _tb_stub.crc_update(crc, chunk)
+            crc = crc32c.update(crc, chunk)
             remaining -= len(chunk)
         footer = _read_exactly(handle, _FOOTER.size)
         if len(footer) < _FOOTER.size:
             return _cut_tail(offset, newest)
-        if _masked_crc(crc) != _FOOTER.unpack(footer)[0]:
+        if crc32c.mask(crc) != _FOOTER.unpack(footer)[0]:
             return "is damaged: the record at byte %d fails its checksum" % offset
         offset += _HEADER.size + length + _FOOTER.size
     return None

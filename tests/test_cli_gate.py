@@ -22,6 +22,7 @@ import time
 import pytest
 
 from tb_varupdate import cli
+from tb_varupdate import crc32c
 from tb_varupdate import eventfiles
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
@@ -207,7 +208,7 @@ def test_a_length_field_of_2_62_is_named_without_allocating_it(tmp_path):
     header = struct.pack("<Q", 2**62)
     with open(path, "r+b") as handle:
         handle.seek(offset)
-        handle.write(header + struct.pack("<I", eventfiles._masked_crc(eventfiles._tb_stub.crc32c(header))))
+        handle.write(header + struct.pack("<I", crc32c.masked_crc32c(header)))
     result = _run_cli(["check", str(tmp_path)])
     assert result.returncode == cli.EXIT_PARTLY_UNREADABLE, result.stdout + result.stderr
     assert "says it holds %d bytes" % 2**62 in result.stdout
