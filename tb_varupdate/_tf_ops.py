@@ -47,7 +47,7 @@ class TFOps(counters.Ops):
         return tf.bitcast(tf.cast(x, tf.float32), tf.int32)
 
     def clip_int32(self, x):
-        return tf.cast(tf.clip_by_value(tf.cast(x, tf.int64), -1, counters.INT32_MAX), tf.int32)
+        return tf.cast(tf.clip_by_value(tf.cast(x, tf.int64), counters.INT32_MIN, counters.INT32_MAX), tf.int32)
 
     def constant(self, values, like_int64):
         return tf.constant(values, tf.int64)

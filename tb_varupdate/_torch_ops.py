@@ -64,7 +64,7 @@ class TorchOps(counters.Ops):
         return _tensor(x).to(torch.float32).contiguous().view(torch.int32)
 
     def clip_int32(self, x):
-        return torch.clamp(_tensor(x), -1, counters.INT32_MAX).to(torch.int32)
+        return torch.clamp(_tensor(x), counters.INT32_MIN, counters.INT32_MAX).to(torch.int32)
 
     def constant(self, values, like_int64):
         return torch.full((), values, dtype=torch.int64, device=like_int64.device)

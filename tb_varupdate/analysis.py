@@ -103,7 +103,7 @@ def _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_s
     # Everything is counted in records, never in steps: a step that restarts
     # each epoch or repeats (a LossScaleOptimizer's skipped steps) must not
     # hide a stall.
-    if non_finite_step >= 0:
+    if non_finite_step != -1:
         return NON_FINITE
     if changed == 0:
         return NEVER_UPDATED
@@ -198,7 +198,7 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state):
     empty = _is_empty(shape)
     status = EMPTY if empty else _status(
         logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel)
-    gradient = _gradient_verdict(counts, non_finite_step >= 0)
+    gradient = _gradient_verdict(counts, non_finite_step != -1)
     # A run of non-finite gradients at the end concerns the variables whose
     # newest gradient is non-finite; their value stayed finite (skipped steps).
     run = run if trainable and not empty and latest_state == md.GRAD_STATE_NON_FINITE and status != NON_FINITE else 0
@@ -228,7 +228,7 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state):
         "value_l2": value_l2,
         "gradient_l2": _finite_or_none(fcol[md.GRAD_L2]) if fcol[md.GRAD_L2] >= 0 else None,
         "gradient_steps": dict(counts, not_given=logs_tracked - sum(counts.values())),
-        "first_non_finite_step": non_finite_step if non_finite_step >= 0 else None,
+        "first_non_finite_step": non_finite_step if non_finite_step != -1 else None,
         "non_finite_gradient_run": run or None,
         "rows_changed": int(col[md.ROWS_CHANGED]),
         "rows_total": shape[0] if shape and shape[0] is not None else 0,

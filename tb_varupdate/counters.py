@@ -24,6 +24,12 @@ import numpy as np
 from tb_varupdate import metadata as md
 
 INT32_MAX = int(np.iinfo(np.int32).max)
+INT32_MIN = int(np.iinfo(np.int32).min)
+# "No such step yet" in the int64 state: no step a run logs (a resumed run's
+# offset may make steps negative, so -1 cannot mean none here). The record
+# keeps the format's -1 for none (docs/FORMAT.md).
+NO_STEP = int(np.iinfo(np.int64).min)
+STEP_COLUMNS = (md.FIRST_UPDATE_STEP, md.LAST_UPDATE_STEP, md.FIRST_NON_FINITE_STEP)
 
 # Counter columns of the per-variable int64 state (a subset of the record columns).
 STATE_COLUMNS = (
@@ -32,8 +38,9 @@ STATE_COLUMNS = (
     md.FIRST_NON_FINITE_STEP, md.ROWS_CHANGED,
 )
 STATE_INDEX = {column: i for i, column in enumerate(STATE_COLUMNS)}
-# -1 means "none yet" for steps and "not tracked" for ROWS_CHANGED.
-STATE_INITIAL = {md.FIRST_UPDATE_STEP: -1, md.LAST_UPDATE_STEP: -1, md.FIRST_NON_FINITE_STEP: -1, md.ROWS_CHANGED: -1}
+# NO_STEP means "none yet" for steps, -1 "not tracked" for ROWS_CHANGED.
+STATE_INITIAL = {md.FIRST_UPDATE_STEP: NO_STEP, md.LAST_UPDATE_STEP: NO_STEP, md.FIRST_NON_FINITE_STEP: NO_STEP,
+                 md.ROWS_CHANGED: -1}
 
 # Float state columns.
 PREVIOUS_VALUE_L2 = 0
@@ -103,7 +110,7 @@ class Ops:
     def bitcast_to_int32(self, x):  # float32 [V] -> int32 [V], same bits
         raise NotImplementedError
 
-    def clip_int32(self, x):  # int64 -> int32, saturated to [-1, 2**31 - 1]
+    def clip_int32(self, x):  # int64 -> int32, saturated to [-2**31, 2**31 - 1]
         raise NotImplementedError
 
     def constant(self, values, like_int64):  # Python ints -> int64 array on like's device
@@ -147,7 +154,7 @@ class NumPyOps(Ops):
         return np.ascontiguousarray(x, dtype=np.float32).view(np.int32)
 
     def clip_int32(self, x):
-        return np.clip(x, -1, INT32_MAX).astype(np.int32)
+        return np.clip(x, INT32_MIN, INT32_MAX).astype(np.int32)
 
     def constant(self, values, like_int64):
         return np.asarray(values, dtype=np.int64)
@@ -193,12 +200,13 @@ def fold(ops, counters, floats, header, measured, step, trainable, sized, names_
     as_int = ops.int64
     # A value that is NaN/Inf changed only in the first non-finite record:
     # NaN - NaN is not a change at every later record.
-    changed = ops.where(measured.finite, measured.changed, column(md.FIRST_NON_FINITE_STEP) < 0)
+    changed = ops.where(measured.finite, measured.changed, column(md.FIRST_NON_FINITE_STEP) == NO_STEP)
     grad_l2 = measured.grad_l2
     grad_finite = ops.isfinite(grad_l2)
     new = {
         md.CHANGED_STEPS: column(md.CHANGED_STEPS) + as_int(changed),
-        md.FIRST_UPDATE_STEP: ops.where(changed & (column(md.FIRST_UPDATE_STEP) < 0), step, column(md.FIRST_UPDATE_STEP)),
+        md.FIRST_UPDATE_STEP: ops.where(changed & (column(md.FIRST_UPDATE_STEP) == NO_STEP), step,
+                                        column(md.FIRST_UPDATE_STEP)),
         md.LAST_UPDATE_STEP: ops.where(changed, step, column(md.LAST_UPDATE_STEP)),
         md.LOGS_AT_LAST_UPDATE: ops.where(changed, logged, column(md.LOGS_AT_LAST_UPDATE)),
         md.GRAD_PRESENT_STEPS: column(md.GRAD_PRESENT_STEPS) + as_int(grad_finite & (grad_l2 > 0)),
@@ -206,7 +214,7 @@ def fold(ops, counters, floats, header, measured, step, trainable, sized, names_
         md.GRAD_ZERO_STEPS: column(md.GRAD_ZERO_STEPS) + as_int(grad_l2 == 0.0),
         md.GRAD_NON_FINITE_STEPS: column(md.GRAD_NON_FINITE_STEPS) + as_int(~grad_finite),
         md.FIRST_NON_FINITE_STEP: ops.where(
-            ~measured.finite & (column(md.FIRST_NON_FINITE_STEP) < 0), step, column(md.FIRST_NON_FINITE_STEP)
+            ~measured.finite & (column(md.FIRST_NON_FINITE_STEP) == NO_STEP), step, column(md.FIRST_NON_FINITE_STEP)
         ),
         md.ROWS_CHANGED: ops.where(measured.rows_changed >= 0, as_int(measured.rows_changed), column(md.ROWS_CHANGED)),
     }
@@ -249,8 +257,12 @@ def fold(ops, counters, floats, header, measured, step, trainable, sized, names_
         if index in float_columns:
             body.append(ops.bitcast_to_int32(float_columns[index]))
         else:
-            # Counters and steps saturate at 2**31 - 1 in the int32 record.
-            body.append(ops.clip_int32(int_columns[index]))
+            # Counters and steps saturate at the int32 range in the record,
+            # where -1 is a step column's "none" (NO_STEP in the state).
+            value = int_columns[index]
+            if index in STEP_COLUMNS:
+                value = ops.where(value == NO_STEP, ops.constant(-1, header), value)
+            body.append(ops.clip_int32(value))
     head = [0] * md.NUM_COLUMNS
     head[md.HEADER_LOGGED] = header[LOGGED]
     head[md.HEADER_NAMES_HASH] = names_hash

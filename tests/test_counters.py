@@ -74,3 +74,23 @@ def test_trainable_flag_is_this_records():
 def test_counters_saturate_in_the_int32_record():
     parsed, _ = _fold_all([_measured(0.1)], [2**40])
     assert parsed.ints[0, md.LAST_UPDATE_STEP] == counters.INT32_MAX
+
+
+def test_negative_steps_of_a_resumed_run_are_kept_as_steps():
+    # A run resumed with an offset can log steps below 0: "none yet" is not a step.
+    ops = counters.NumPyOps()
+    state, floats = counters.initial_state(2)
+    header = counters.initial_header()
+    for step, changed, finite in ((-30, (True, False), (True, True)), (-20, (False, False), (True, False)),
+                                  (-10, (True, False), (True, False))):
+        measured = counters.Measured(
+            delta_l2=np.array([1.0, 0.0]), value_l2=np.array([1.0, np.nan if not finite[1] else 1.0]),
+            grad_l2=np.array([1.0, 1.0]), changed=np.array(changed), finite=np.array(finite),
+            rows_changed=np.array([-1, -1]))
+        state, floats, header, record = counters.fold(
+            ops, state, floats, header, measured, np.int64(step), np.array([True, True]), np.array([True, True]),
+            7, 1, 12345)
+    updates = md.parse_updates(record)
+    assert updates.ints[0, md.FIRST_UPDATE_STEP] == -30 and updates.ints[0, md.LAST_UPDATE_STEP] == -10
+    assert updates.ints[1, md.FIRST_UPDATE_STEP] == -20  # the first non-finite value is a change
+    assert updates.ints[1, md.FIRST_NON_FINITE_STEP] == -20 and updates.ints[0, md.FIRST_NON_FINITE_STEP] == -1

@@ -631,3 +631,17 @@ def test_zero_init_marks_only_matching_names_that_are_zero(tmp_path):
     with tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN, zero_init=(r"lora_A",)) as tracker:
         tracker.log(0)
     assert {name for name, entry in _entries(tmp_path / RUN).items() if entry.get("zero_init")} == {"lora_A.weight"}
+
+
+def test_negative_steps_of_a_resumed_run_are_the_steps_shown(tmp_path):
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN) as tracker:
+        x, y = _data()
+        for step in range(-30, -5, 5):  # a run resumed with its step counter offset below 0
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+            tracker.log(step)
+    row = _verdicts(tmp_path)["weight"]
+    assert (row["first_update_step"], row["last_update_step"], row["changed_steps"]) == (-30, -10, 5)
