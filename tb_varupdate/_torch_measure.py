@@ -13,7 +13,7 @@ one device tensor, which `_torch_pending` reads every few records.
   the CPU, where a foreach kernel is a loop of per-tensor kernels, 300 small
   tensors cost ~10 ms a record as lists, a few as packs).
 * `delta="exact"` keeps one snapshot per float tensor, which doubles as
-  scratch: `snapshot -= value` and the L2 of that (`_exact_l2`), then the
+  scratch: `snapshot -= value` and the L2 of that (`_norms_of`), then the
   snapshot is copied back from the value. All in place.
 * Exact norms: a float32 sum of squares is 0 for changes below ~1e-19 and
   Inf for values above ~1e19. On CUDA the norms accumulate in float64 (one
@@ -40,14 +40,15 @@ EXACT, CHECKSUM = "exact", "checksum"
 DELTA_CHOICES = (EXACT, CHECKSUM)
 
 # Columns of `Measurement.measure`'s result, the `counters.Measured` fields.
-DELTA_L2, VALUE_L2, GRAD_L2, CHANGED, FINITE, ROWS_CHANGED = range(6)
+# The first four are filled for all float rows by one copy (`_measure_floats`).
+DELTA_L2, VALUE_L2, CHANGED, FINITE, GRAD_L2, ROWS_CHANGED = range(6)
 NUM_MEASURED = 6
 # Tensors of at least this many elements (256 KB of float32) are measured as
 # foreach lists; smaller ones packed by shape, where a stack copy costs less
 # than a kernel per tensor.
 LARGE_ELEMENTS = 1 << 16
 _BITS_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-# The second look's scale (see `_exact_l2`): a power of two, so scaling is
+# The second look's scale (see `_exact`): a power of two, so scaling is
 # exact, and the smallest float32 (1.4e-45) times it squares to a normal float32.
 _UP = 2.0 ** 100
 
@@ -62,7 +63,7 @@ class _Lists:
 
     @staticmethod
     def norms(tensors, dtype):
-        return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype)).to(torch.float64)  # pylint: disable=protected-access
+        return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))  # pylint: disable=protected-access
 
     @staticmethod
     def sub_(tensors, others):
@@ -82,7 +83,7 @@ class _Rows:
 
     @staticmethod
     def norms(matrix, dtype):
-        return torch.linalg.vector_norm(matrix, dim=1, dtype=dtype).to(torch.float64)
+        return torch.linalg.vector_norm(matrix, dim=1, dtype=dtype)
 
     @staticmethod
     def sub_(matrix, other):
@@ -97,26 +98,42 @@ class _Rows:
         matrix.copy_(other)
 
 
-def _exact_l2(ops, data, dtype, device, scratch):
-    """(float64 L2 [n], bool non-zero [n]) of a block's tensors, exact for tiny and huge values alike.
+# How a block's L2 norms are taken (see the module docstring).
+FLOAT64, PLAIN, SCALED = "float64", "plain", "scaled"
+
+
+def _norms_of(ops, data, dtype, how):
+    """(L2 [n], L2 of `data` times `_UP` [n] or None) of a block's tensors, in its dtype's opmath or float64.
 
     Args:
       ops: `_Lists` or `_Rows`.
       data: the block's tensors (a list or a matrix).
       dtype: their dtype.
-      device: their device.
-      scratch: whether `data` may be overwritten (the second look scales it in place).
+      how: FLOAT64 (accumulated in float64: no square underflows), PLAIN, or
+        SCALED (also the second look, which scales `data` in place).
     """
-    if device.type == "cuda":
-        norms = ops.norms(data, torch.float64)
-        return norms, norms != 0
-    opmath = _opmath(dtype)
-    plain = ops.norms(data, opmath)
-    if not scratch:
-        return plain, plain != 0
+    if how == FLOAT64:
+        return ops.norms(data, torch.float64), None
+    plain = ops.norms(data, _opmath(dtype))
+    if how == PLAIN:
+        return plain, None
     ops.mul_(data, _UP)
-    scaled = ops.norms(data, opmath) / _UP
-    # Where the scaling overflowed (values above ~1e-11) the plain norm has no underflow.
+    return plain, ops.norms(data, _opmath(dtype))
+
+
+def _exact(plains, scaleds):
+    """(float64 L2, bool non-zero) of the blocks' `_norms_of` results, concatenated.
+
+    The second look, where finite, has no square that underflows (the
+    smallest float32, 1.4e-45, times 2**100 is 1.8e-15) and is the more
+    precise; where the scaling overflowed (values above ~1e-11), the plain
+    norm has none. Either being non-zero is an exact "non-zero".
+    """
+    plain = torch.cat(plains).to(torch.float64)
+    if all(scaled is None for scaled in scaleds):
+        return plain, plain != 0
+    scaled = torch.cat([plain_part * _UP if scaled_part is None else scaled_part
+                        for plain_part, scaled_part in zip(plains, scaleds)]).to(torch.float64) / _UP
     return torch.where(torch.isfinite(scaled), scaled, plain), (plain != 0) | (scaled != 0)
 
 
@@ -146,7 +163,8 @@ class Row:
         else:
             # As `measure` takes it, so an unchanged value compares equal.
             self.bits = _bits_sum(data)
-            self.value_l2 = _exact_l2(_Lists, [data], data.dtype, data.device, scratch=False)[0][0]
+            how = FLOAT64 if data.device.type == "cuda" else PLAIN
+            self.value_l2 = _norms_of(_Lists, [data], data.dtype, how)[0][0].to(torch.float64)
 
 
 class _Block:
@@ -180,7 +198,6 @@ class _Block:
                             for row in self.rows]
         else:
             self.scratch = None  # checksum floats keep no copy
-        self._present = {}  # tuple of member positions with a gradient -> their row indices on `home`
 
     def now(self):
         """The members' values now: the list itself, or a pack's stacked copy."""
@@ -191,14 +208,6 @@ class _Block:
     def difference(self, k):
         """Member `k`'s difference from its snapshot, in its own shape, while the scratch holds differences."""
         return self.scratch[k].view(self.shape) if self.ops is _Rows else self.scratch[k]
-
-    def present(self, positions, home):
-        """The row indices (on `home`) of the members at `positions` (a tuple), cached."""
-        found = self._present.get(positions)
-        if found is None:
-            found = self._present[positions] = torch.tensor(
-                [self.members[k] for k in positions], dtype=torch.int64, device=home)
-        return found
 
 
 class Plan:
@@ -229,6 +238,12 @@ class Plan:
         for (is_float, _, _, shape), members in by_key.items():
             block = _Block(self.rows, members, shape is not None, self.home)
             (self.floats if is_float else self.others).append(block)
+        # On CUDA a float64 accumulation costs no more memory traffic than float32;
+        # elsewhere it is ~10x slower than the second look scaled in place.
+        self.how = FLOAT64 if self.home.type == "cuda" else SCALED
+        self.float_positions = torch.tensor([i for block in self.floats for i in block.members],
+                                            dtype=torch.int64, device=self.home)
+        self._present = {}  # the rows with a dense gradient, per block -> their indices on `home`
         # What the blocks hold (packing re-points snapshots): a row re-pointed since needs a new plan.
         self._held = [(row.tensor, row.snapshot) for row in self.rows]
         empty = [i for i, row in enumerate(self.rows) if row.tensor.numel() == 0]
@@ -240,6 +255,15 @@ class Plan:
         defaults[FINITE] = 1.0
         defaults[ROWS_CHANGED] = -1.0
         self.defaults = defaults.to(self.home)
+
+    def present(self, with_grad):
+        """The row indices (on `home`) of `with_grad` (per block, a tuple of rows), concatenated; cached."""
+        key = tuple(with_grad)
+        found = self._present.get(key)
+        if found is None:
+            found = self._present[key] = torch.tensor([i for rows in with_grad for i in rows],
+                                                      dtype=torch.int64, device=self.home)
+        return found
 
     def is_for(self, rows):
         """Whether this plan still measures exactly `rows` (same tensors, same snapshots)."""
@@ -283,54 +307,74 @@ class Measurement:
         with torch.no_grad():
             for block in plan.others:
                 _measure_others(block, out)
-            for block in plan.floats:
-                self._measure_floats(block, grads, out, track_rows)
+            if plan.floats:
+                self._measure_floats(plan, grads, out, track_rows)
         return out
 
-    def _measure_floats(self, block, grads, out, track_rows):
-        home, ops = out.device, block.ops
-        now = block.now()
-        value_l2, _ = _exact_l2(ops, now, block.dtype, block.device, scratch=False)
-        out[VALUE_L2].index_copy_(0, block.positions, value_l2.to(home))
-        out[FINITE].index_copy_(0, block.positions, torch.isfinite(value_l2).to(home, torch.float64))
-        dense, alone = [], []  # member positions: gradients measured together, and one at a time
-        for k, index in enumerate(block.members):
-            grad = grads[index]
-            if isinstance(grad, torch.Tensor):
-                same = not grad.is_sparse and grad.dtype == block.dtype and grad.device == block.device
-                (dense if same else alone).append(k)
+    def _measure_floats(self, plan, grads, out, track_rows):
+        """The float blocks: a few kernels each, then one assembly of all their results into `out`."""
+        home = out.device
+        values, deltas, scaled_deltas, checksum_changed = [], [], [], []
+        grad_norms, scaled_grad_norms, with_grad = [], [], []
+        for block in plan.floats:
+            ops, how = block.ops, plan.how
+            now = block.now()
+            value_l2, _ = _norms_of(ops, now, block.dtype, FLOAT64 if how == FLOAT64 else PLAIN)
+            values.append(value_l2)
+            dense, alone = [], []  # member positions: gradients measured together, and one at a time
+            for k, index in enumerate(block.members):
+                grad = grads[index]
+                if isinstance(grad, torch.Tensor):
+                    same = not grad.is_sparse and grad.dtype == block.dtype and grad.device == block.device
+                    (dense if same else alone).append(k)
+            if self.delta == EXACT:
+                ops.sub_(block.scratch, now)
+                for k in alone if track_rows else ():
+                    if grads[block.members[k]].is_sparse and block.values[k].dim() >= 2:
+                        _count_rows(block.rows[k], block.difference(k), out, block.members[k])
+                plain, scaled = _norms_of(ops, block.scratch, block.dtype, how)
+                deltas.append(plain)
+                scaled_deltas.append(scaled)
+            else:
+                checksum_changed.append(_checksum_changed(block, value_l2))
+            if dense:
+                plain, scaled = self._grad_norms(block, [grads[block.members[k]] for k in dense], dense, how)
+                grad_norms.append(plain)
+                scaled_grad_norms.append(scaled)
+                with_grad.append(tuple(block.members[k] for k in dense))
+            if self.delta == EXACT:
+                ops.copy_(block.scratch, now)
+            for k in alone:
+                grad = grads[block.members[k]]
+                norm = torch.linalg.vector_norm(grad.coalesce().values() if grad.is_sparse else grad,
+                                                dtype=torch.float64)
+                out[GRAD_L2, block.members[k]] = torch.where(torch.isnan(norm), math.inf, norm).to(home)
+        value_l2 = torch.cat(values).to(home, torch.float64)
         if self.delta == EXACT:
-            ops.sub_(block.scratch, now)
-            for k in alone if track_rows else ():
-                if grads[block.members[k]].is_sparse and block.values[k].dim() >= 2:
-                    _count_rows(block.rows[k], block.difference(k), out, block.members[k])
-            delta_l2, changed = _exact_l2(ops, block.scratch, block.dtype, block.device, scratch=True)
-            out[DELTA_L2].index_copy_(0, block.positions, delta_l2.to(home))
-            out[CHANGED].index_copy_(0, block.positions, changed.to(home, torch.float64))
+            delta_l2, changed = _exact(deltas, scaled_deltas)
         else:
-            _checksum_changed(block, value_l2, out)
-        if dense:
-            grad_l2 = self._grad_norms(block, [grads[block.members[k]] for k in dense], dense)
-            out[GRAD_L2].index_copy_(0, block.present(tuple(dense), home), grad_l2.to(home))
-        if self.delta == EXACT:
-            ops.copy_(block.scratch, now)
-        for k in alone:
-            grad = grads[block.members[k]]
-            norm = torch.linalg.vector_norm(grad.coalesce().values() if grad.is_sparse else grad, dtype=torch.float64)
-            out[GRAD_L2, block.members[k]] = torch.where(torch.isnan(norm), math.inf, norm).to(home)
+            delta_l2, changed = torch.full_like(value_l2, math.nan), torch.cat(checksum_changed)
+        measured = torch.stack([delta_l2.to(home), value_l2, changed.to(home, torch.float64),
+                                torch.isfinite(value_l2).to(torch.float64)])
+        out[DELTA_L2:FINITE + 1].index_copy_(1, plan.float_positions, measured)
+        if with_grad:
+            grad_l2, _ = _exact(grad_norms, scaled_grad_norms)
+            grad_l2 = torch.where(torch.isnan(grad_l2), math.inf, grad_l2)  # NaN gradients read as non-finite
+            out[GRAD_L2].index_copy_(0, plan.present(with_grad), grad_l2.to(home))
 
-    def _grad_norms(self, block, dense_grads, dense):
-        """float64 [len(dense)]: the exact L2 of the block's dense gradients; NaN reads as Inf (non-finite)."""
+    def _grad_norms(self, block, dense_grads, dense, how):
+        """`_norms_of` the block's dense gradients, exact wherever the snapshots or a stack give scratch."""
+        if how == FLOAT64:
+            data = torch.stack(dense_grads).reshape(len(dense), -1) if block.ops is _Rows else dense_grads
+            return _norms_of(block.ops, data, block.dtype, FLOAT64)
         if block.ops is _Rows:
-            data, scratch = torch.stack(dense_grads).reshape(len(dense), -1), True  # a copy of our own
-        elif self.delta == EXACT and block.device.type != "cuda":
+            return _norms_of(_Rows, torch.stack(dense_grads).reshape(len(dense), -1), block.dtype, how)
+        if self.delta == EXACT:
             # The snapshots are scratch until copied back: the gradients' turn.
-            data, scratch = [block.scratch[k] for k in dense], True
-            torch._foreach_copy_(data, dense_grads)  # pylint: disable=protected-access
-        else:
-            data, scratch = dense_grads, False
-        norms, _ = _exact_l2(block.ops, data, block.dtype, block.device, scratch)
-        return torch.where(torch.isnan(norms), math.inf, norms)
+            scratch = [block.scratch[k] for k in dense]
+            torch._foreach_copy_(scratch, dense_grads)  # pylint: disable=protected-access
+            return _norms_of(_Lists, scratch, block.dtype, how)
+        return _norms_of(_Lists, dense_grads, block.dtype, FLOAT64)  # checksum keeps no scratch
 
 
 def _measure_others(block, out):
@@ -342,14 +386,14 @@ def _measure_others(block, out):
     torch._foreach_copy_(block.scratch, block.values)  # pylint: disable=protected-access
 
 
-def _checksum_changed(block, value_l2, out):
-    """`delta="checksum"`: changed where the bits sum or the L2 differs from the previous record's."""
+def _checksum_changed(block, value_l2):
+    """`delta="checksum"`: bool [n], where the bits sum or the L2 differs from the previous record's."""
     changed = []
-    for row, value, norm in zip(block.rows, block.values, value_l2.unbind()):
+    for row, value, norm in zip(block.rows, block.values, value_l2.to(torch.float64).unbind()):
         bits = _bits_sum(value)
         changed.append((bits != row.bits) | (norm != row.value_l2))
         row.bits, row.value_l2 = bits, norm
-    out[CHANGED].index_copy_(0, block.positions, torch.stack(changed).to(out.device, torch.float64))
+    return torch.stack(changed).to(value_l2.device)
 
 
 def _count_rows(row, difference, out, index):
