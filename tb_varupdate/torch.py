@@ -21,6 +21,7 @@ rank gate and the rule that logging errors become warnings. No TensorFlow
 import anywhere on this path.
 """
 
+import threading
 import warnings
 
 import torch
@@ -31,6 +32,7 @@ from tb_varupdate import stuck
 from tb_varupdate._torch_hooks import GradientProbe, StepHooks, warn_not_in_optimizers
 from tb_varupdate._torch_params import Tensors
 from tb_varupdate._torch_record import Recorder
+from tb_varupdate._torch_writer import WriteFailed
 from tb_varupdate.errors import StuckVariableError
 
 __all__ = ["ParameterUpdateTracker", "StuckVariableError"]
@@ -62,6 +64,14 @@ def _check_one_writer(log_dir, writer):
             "writer (a torch.utils.tensorboard.SummaryWriter of yours, so records land in "
             "the same run as your scalars). Received: log_dir=%r, writer=%r" % (log_dir, writer)
         )
+
+
+_NO_COPY = (
+    "a ParameterUpdateTracker cannot be %s: it measures the very tensors of the model it was "
+    "given, so a copy would measure copies of them that no optimizer updates (every row "
+    "'never_updated') and write a second series into the same tag. Make a new tracker for the "
+    "copied model instead: ParameterUpdateTracker(model_copy, log_dir=...)."
+)
 
 
 def _no_records_reason(attached, calls, every_n_steps, warned):
@@ -166,6 +176,12 @@ class ParameterUpdateTracker:
         self._all_ranks = bool(all_ranks)
         self._tensors = Tensors(module_or_params, delta, buffers)
         self._calls, self._warned, self._closed = 0, set(), False
+        # log() from several threads (a hook on each of several optimizers stepped
+        # in threads, a data-parallel loop of the user's) is serialized: unserialized,
+        # each call opened a SummaryWriter of its own (one event file each) and
+        # folded into counters another call was replacing, so records went missing.
+        self._lock = threading.RLock()
+        self._lost_from = None  # the step of the first record a failed write lost
         self._steps, self._probe = StepHooks(), GradientProbe()
         self._recorder.refresh(self._tensors)
         if not self._tensors.rows:
@@ -212,25 +228,47 @@ class ParameterUpdateTracker:
           None. Errors inside logging become one warning each, and training
           goes on; only `on_stuck="raise"` raises (`StuckVariableError`).
         """
-        calls = self._calls
-        self._calls += 1
-        try:
-            if self._closed:
-                self._warn_once("closed", "tb_varupdate: log() on tracker %r after close(); nothing is "
-                                "recorded." % self.name)
-                return
-            if _rank() != 0 and not self._all_ranks:
-                return
-            step = calls if step is None else int(step)
-            if step % self.every_n_steps == 0:
-                self._record(step)
-        except StuckVariableError:
-            raise
-        except Exception as err:  # pylint: disable=broad-except
-            self._warn_once(
-                "error:%s" % type(err).__name__,
-                "tb_varupdate: logging failed and was skipped; training goes on. %s: %s" % (type(err).__name__, err),
-            )
+        with self._lock:
+            calls = self._calls
+            self._calls += 1
+            try:
+                if self._closed:
+                    self._warn_once("closed", "tb_varupdate: log() on tracker %r after close(); nothing is "
+                                    "recorded." % self.name)
+                    return
+                if _rank() != 0 and not self._all_ranks:
+                    return
+                if self._lost_from is not None:
+                    return  # the writer failed: said once, in _write_failed
+                step = calls if step is None else int(step)
+                if step % self.every_n_steps == 0:
+                    self._record(step)
+            except StuckVariableError:
+                raise
+            except WriteFailed as err:
+                self._write_failed(step, err)
+            except Exception as err:  # pylint: disable=broad-except
+                self._warn_once(
+                    "error:%s" % type(err).__name__,
+                    "tb_varupdate: logging failed and was skipped; training goes on. %s: %s" % (type(err).__name__, err),
+                )
+
+    def _write_failed(self, step, err):
+        """One warning for the first record the writer refused, saying what is lost; no more records after it."""
+        # SummaryWriter's background thread stops at its first error and every
+        # later add_summary raises it again: no later record can reach the disk
+        # through this writer, so the tracker stops measuring rather than fail
+        # every step.
+        self._lost_from = step
+        self._warn_once(
+            "write-failed",
+            "tb_varupdate: tracker %r could not write its record of step %d: %s. That record and every "
+            "later one of this tracker are lost, and so may be the last records before it (the "
+            "SummaryWriter writes in a background thread, which stopped at the error); %d record(s) "
+            "had been handed to the writer. Training goes on. Free disk space or use a log_dir with "
+            "room; `tb-varupdate check` reads the records that reached the disk."
+            % (self.name, step, err, self.records_written),
+        )
 
     def _record(self, step):
         if self.records_written % REFRESH_EVERY == 0:
@@ -266,15 +304,24 @@ class ParameterUpdateTracker:
         Warns when the tracker wrote nothing (on the rank that should have):
         a silent tracker would read as "no problems".
         """
-        if self._closed:
-            return
-        self._closed = True
-        self._steps.remove()
-        self._probe.remove()
-        if self.records_written == 0 and (_rank() == 0 or self._all_ranks):
-            reason = _no_records_reason(self._steps.attached, self._calls, self.every_n_steps, self._warned)
-            warnings.warn("tb_varupdate: tracker %r wrote no records: %s." % (self.name, reason), stacklevel=2)
-        self._recorder.close_writer()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._steps.remove()
+            self._probe.remove()
+            if self.records_written == 0 and (_rank() == 0 or self._all_ranks):
+                reason = _no_records_reason(self._steps.attached, self._calls, self.every_n_steps, self._warned)
+                warnings.warn("tb_varupdate: tracker %r wrote no records: %s." % (self.name, reason), stacklevel=2)
+            # After a failed write, closing fails with the same error, already said.
+            self._recorder.close_writer(quiet=self._lost_from is not None)
+
+    def __deepcopy__(self, memo):
+        raise TypeError(_NO_COPY % "copied")
+
+    def __reduce_ex__(self, protocol):
+        # Pickling and copy.copy() come here.
+        raise TypeError(_NO_COPY % "copied or pickled")
 
     def __enter__(self):
         return self
