@@ -119,13 +119,13 @@ class VariableUpdateCallback(keras.callbacks.Callback):
             with self._writer.as_default():
                 # The optimizer's step when it counts (a custom train_step may not use it).
                 self._tracker.log(iterations if iterations is not None and int(iterations.numpy()) else None)
-        self._writer.flush()
+        _fit.flush(self._writer, self._warn, self.name)
 
     def on_train_end(self, logs=None):
         if self._writer is None:
             return
         if self._hooks is not None:
             self._hooks.end()
-        self._writer.flush()
+        _fit.flush(self._writer, self._warn, self.name)
         if self._tracker is not None:
             _fit.warn_if_silent(self._warn, self._tracker, self._hooks, self._records_at_begin)

@@ -52,7 +52,12 @@ _NO_COPY = (
 def _cause_lines(err):
     """The lines of an error that say what went wrong, without TensorFlow's wrapping."""
     text = err.message if isinstance(err, tf.errors.OpError) and err.message else str(err)
-    lines = [re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line).strip() for line in text.splitlines()]
+    # An error inside a traced function opens with "Graph execution error:",
+    # "Detected at node ... defined at" and the op's Python trace (lines
+    # indented by spaces); the cause follows (its own lines indented by tabs).
+    lines = [line for line in text.splitlines()
+             if not line.startswith((" ", "Graph execution error", "Detected at node"))]
+    lines = [re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line).strip() for line in lines]
     lines = [re.sub(r"\s*\[Op:[^\]]*\]( name:\s*\S*)?$", "", line) for line in lines]
     return [line for line in lines if line and not line.startswith("[[")]
 
@@ -67,17 +72,33 @@ def describe_error(err):
 _WRITER_MARKS = ("SummaryWriter", "tfevents")
 
 
-def _writer_error(err):
+def writer_error(err):
     """What a failed summary write says ("Type: its lines"), or None when `err` is not one."""
     if not isinstance(err, tf.errors.OpError):
         return None
     lines = _cause_lines(err)
-    # A failure inside a traced function comes as "Graph execution error", the
-    # Python trace of the op, then the writer's own lines: keep those.
     first = next((i for i, line in enumerate(lines) if any(mark in line for mark in _WRITER_MARKS)), None)
     if first is None:
         return None
-    return "%s: %s" % (type(err).__name__, " ".join(lines[first:first + 3]))
+    return "%s: %s" % (type(err).__name__, "; ".join(line.rstrip(".") for line in lines[first:first + 3]))
+
+
+def write_failed_message(name, what, cause, later):
+    """The one warning of a failed summary write: what is lost, and what to do.
+
+    Args:
+      name: the tracker's name.
+      what: what could not be written ("its record of step 3").
+      cause: `writer_error`'s text, with TensorFlow's count of the events lost.
+      later: what happens to later records.
+    """
+    return (
+        "tb_varupdate: tracker %r could not write %s: the summary writer failed (%s). That is lost, "
+        "and so are the records the writer held since its last flush (the events TensorFlow counts "
+        "above, up to its max_queue, 10 by default); %s Training goes on. Free disk space or use a "
+        "log_dir with room; `tb-varupdate check` reads the records that reached the disk."
+        % (name, what, cause, later)
+    )
 
 
 class VariableUpdateTracker:
@@ -245,7 +266,7 @@ class VariableUpdateTracker:
 
     def _write_failed(self, err, step):
         """One warning, saying what was lost, when `err` is the summary writer's; False if it is not."""
-        cause = _writer_error(err)
+        cause = writer_error(err)
         if cause is None:
             return False
         try:
@@ -264,15 +285,9 @@ class VariableUpdateTracker:
                 stacklevel=4,
             )
             return True
-        self._warn.once(
-            "write-failed",
-            "tb_varupdate: tracker %r could not write its record of %s: the summary writer failed "
-            "(%s). That record is lost, and so are the records the writer held since its last flush "
-            "(the events TensorFlow counts above, up to its max_queue, 10 by default); later records "
-            "are lost for as long as writing fails. Training goes on. Free disk space or use a log_dir with room; "
-            "`tb-varupdate check` reads the records that reached the disk." % (self.name, step, cause),
-            stacklevel=4,
-        )
+        self._warn.once("write-failed", write_failed_message(
+            self.name, "its record of " + step, cause, "later records are lost for as long as writing fails."),
+            stacklevel=4)
         return True
 
     def _log_with(self, writer, step, gradients, when):
