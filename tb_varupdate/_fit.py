@@ -165,7 +165,12 @@ class FitHooks:
     def _call(self, traced_in, iterator):
         try:
             result = traced_in(iterator)
-        except (StopIteration, tf.errors.OutOfRangeError):
+        except (StopIteration, tf.errors.OutOfRangeError) as err:
+            # A file over its size limit (EFBIG) is an OutOfRangeError too: fit
+            # would take it for the end of the data and cut the epoch short.
+            cause = writer_error(err)
+            if cause is not None:
+                return self._write_failed(cause)
             raise  # the end of an epoch's data, which fit handles
         except tf.errors.InvalidArgumentError as err:
             self.end()

@@ -280,7 +280,11 @@ class ParameterUpdateTracker:
         if self._check.is_due(self.records_written):
             entries, _ = vr.parse_variables(self._recorder.document)
             if self._check.on_stuck == "raise":
-                self._recorder.writer.flush()  # the record that failed the check is on disk for `tb-varupdate check`
+                try:
+                    self._recorder.writer.flush()  # the record that failed the check is on disk for `tb-varupdate check`
+                except Exception as err:  # pylint: disable=broad-except
+                    # Said as a lost record; the check below still raises.
+                    self._write_failed(step, WriteFailed(err))
             self._check.run(entries, record, step)
 
     @property

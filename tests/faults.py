@@ -54,7 +54,7 @@ def _mount(mount):
     return done.returncode == 0
 
 
-def run_on_full_disk(tmp_path, module, function):
+def run_on_full_disk(tmp_path, module, function, rlimit=False):
     """Runs `module.function(log_dir)` with `log_dir` on a disk that fills up.
 
     Args:
@@ -62,6 +62,7 @@ def run_on_full_disk(tmp_path, module, function):
       module: the test module's name (importable from tests/).
       function: a function of it: trains, writing to `log_dir`; returns the
         warning messages it saw, as strings.
+      rlimit: use RLIMIT_FSIZE even where a tmpfs can be mounted.
 
     Returns:
       (the messages, a copy of the run directory as written, readable after
@@ -70,7 +71,7 @@ def run_on_full_disk(tmp_path, module, function):
     mount = tmp_path / "disk"
     mount.mkdir()
     copy = tmp_path / "written"
-    if _mount(mount):
+    if not rlimit and _mount(mount):
         try:
             _fill(str(mount / "filler"), FREE)
             messages = getattr(sys.modules[module], function)(str(mount / "run"))

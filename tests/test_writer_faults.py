@@ -120,6 +120,16 @@ def test_a_full_disk_is_one_warning_that_says_what_was_lost(tmp_path, train, run
     assert steps == list(range(len(on_disk)))
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_file_over_its_size_limit_does_not_cut_a_keras_epoch_short(tmp_path):
+    # EFBIG reaches Keras as an OutOfRangeError, which fit takes for the end of
+    # the data: train_keras_on asserts every step of both epochs ran.
+    messages, written, mode = faults.run_on_full_disk(tmp_path, __name__, "train_keras_on", rlimit=True)
+    assert mode == "rlimit"
+    assert len(messages) == 1 and "File too large" in messages[0], messages
+    assert 0 < len(readback.records(written / "train")) < STEPS
+
+
 # -- log() from four threads -------------------------------------------------------
 
 def _threads(work, count=4):
