@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tb_varupdate import metadata as md
 from tb_varupdate.errors import StuckVariableError
-from tb_varupdate.summary import write_failed_message, writer_error
+from tb_varupdate.summary import describe_error, write_failed_message, writer_error
 
 # Tracker (logdir, name) pairs written by live callbacks of this process.
 _LIVE = {}
@@ -275,11 +275,10 @@ def flush(writer, warn, name):
     try:
         writer.flush()
     except tf.errors.OpError as err:
-        cause = writer_error(err)
-        if cause is None:
-            raise
+        # Only the writer's op runs here: whatever it raises is a failed write.
         warn.once("write-failed", write_failed_message(
-            name, "the records it held", cause, "later records are lost for as long as writing fails."))
+            name, "the records it held", writer_error(err) or describe_error(err),
+            "later records are lost for as long as writing fails."))
 
 
 def warn_other_writers(warn, run_dir, tracker):

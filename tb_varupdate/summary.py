@@ -33,7 +33,7 @@ from tb_varupdate import options
 from tb_varupdate import stuck
 from tb_varupdate._tf_gradients import Matcher, Warnings, first_replica
 from tb_varupdate._tf_record import Recorder
-from tb_varupdate._tf_trace import UNKNOWN_WRITER, TraceCache, current_writer
+from tb_varupdate._tf_trace import UNKNOWN_WRITER, TraceCache, current_writer, writer_closed
 from tb_varupdate._tf_variables import Variables, initialized
 from tb_varupdate.errors import StuckVariableError
 
@@ -255,7 +255,7 @@ class VariableUpdateTracker:
         except Exception as err:  # pylint: disable=broad-except
             if not self._write_failed(err, step):
                 self._warn.once(
-                "error:%s" % type(err).__name__,
+                    "error:%s" % type(err).__name__,
                     "tb_varupdate: logging failed and was skipped; training goes on. "
                     "%s: %s" % (type(err).__name__, err),
                     stacklevel=3,
@@ -273,8 +273,7 @@ class VariableUpdateTracker:
             step = "step %d" % int(step if step is not None else self._recorder.calls.numpy() - 1)
         except (TypeError, ValueError, tf.errors.OpError):
             step = "this step"
-        writer = current_writer()
-        if getattr(writer, "_closed", False):
+        if writer_closed(current_writer()):
             self._warn.once(
                 "writer-closed",
                 "tb_varupdate: tracker %r could not write its record of %s: the default summary writer "
