@@ -144,7 +144,7 @@ class FitHooks:
             finally:
                 hooks._local.pairs = outer
             with hooks._writer.as_default():
-                hooks._tracker.log(None, gradients=pairs or None, when=hooks._active)
+                hooks._tracker.log(None, gradients=_last_per_variable(pairs) or None, when=hooks._active)
             return logs
 
         model.train_step = train_step
@@ -268,6 +268,19 @@ class FitHooks:
             return result
 
         return apply
+
+
+def _last_per_variable(pairs):
+    """The pairs of one train step, one per variable: the gradient it was applied last.
+
+    A step may apply one variable several times (a WGAN's critic steps); its
+    record holds one gradient per variable, by design the last one, so this
+    is no duplicate for the tracker to warn about.
+    """
+    last = {}
+    for grad, variable in pairs:
+        last[id(variable)] = (grad, variable)
+    return list(last.values())
 
 
 def flush(writer, warn, name):

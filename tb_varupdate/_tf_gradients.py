@@ -67,7 +67,7 @@ class Matcher:
         if gradients is not None:
             items = list(gradients)
             if items and all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
-                positions = {}  # row -> the pair that gave its gradient
+                positions, twice = {}, []  # row -> the pair that gave its gradient; (row, pair, later pair)
                 for position, (grad, variable) in enumerate(items):
                     grad, variable = first_replica(grad), first_replica(variable)
                     index = self._variables.index_of(variable)
@@ -75,9 +75,11 @@ class Matcher:
                         self._explain_unmatched(position, grad, variable)
                         continue
                     if index in positions:
-                        self._explain_duplicate(positions[index], position, index)
+                        twice.append((index, positions[index], position))
                     grads[index], given[index] = grad, True
                     positions[index] = position
+                if twice:
+                    self._explain_duplicates(twice)
             else:
                 items = [first_replica(item) for item in items]
                 trainable = [i for i, t in enumerate(tracked) if t.trainable]
@@ -151,17 +153,17 @@ class Matcher:
         )
         return measure.NOT_GIVEN
 
-    def _explain_duplicate(self, first, position, index):
+    def _explain_duplicates(self, twice):
         # A row holds one gradient: the last pair's is kept, and the warning says
-        # which pair was dropped (a variable in two optimizers, or apply() called
-        # twice in one step, gives it twice).
-        name = self._variables.tracked[index].name
+        # which pairs were dropped (a variable listed twice, or in two optimizers).
+        shown = ["pairs #%d and #%d both name variable %r" % (first, later, self._variables.tracked[index].name)
+                 for index, first, later in twice[:5]]
         self._warn.once(
-            "duplicate:%s" % name,
-            "tb_varupdate: gradient pairs #%d and #%d both name variable %r; a record holds one "
-            "gradient per variable, so the gradient of pair #%d is recorded and the one of pair #%d "
-            "is dropped. Pass each variable once (sum its gradients first if both are applied)."
-            % (first, position, name, position, first),
+            "duplicate",
+            "tb_varupdate: log(gradients=...) got a variable more than once: %s%s. A record holds one "
+            "gradient per variable, so the last pair's gradient is recorded and the earlier ones are "
+            "dropped. Pass each variable once (sum its gradients first if both are applied)."
+            % ("; ".join(shown), " and %d more" % (len(twice) - 5) if len(twice) > 5 else ""),
         )
 
     def _explain_unmatched(self, position, grad, variable):

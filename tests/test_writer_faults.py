@@ -225,7 +225,7 @@ def test_torch_tracker_copy_or_pickle_is_a_clear_error_and_the_model_still_copie
 # -- gradients= naming one variable twice ----------------------------------------------
 
 def test_tf_gradient_pairs_naming_a_variable_twice_warn_and_keep_the_last(tmp_path):
-    kept, other = tf.Variable([1.0, 1.0]), tf.Variable([2.0])
+    kept, other = tf.Variable([1.0, 1.0], name="kept"), tf.Variable([2.0], name="other")
     tracker = tb_varupdate.VariableUpdateTracker([kept, other])
     with warnings.catch_warnings(record=True) as caught, tf.summary.create_file_writer(str(tmp_path)).as_default():
         warnings.simplefilter("always")
@@ -235,10 +235,43 @@ def test_tf_gradient_pairs_naming_a_variable_twice_warn_and_keep_the_last(tmp_pa
             tracker.log(step, gradients=[(tf.constant([3.0, 4.0]), kept), (tf.constant([1.0]), other),
                                          (tf.constant([0.0, 0.6]), kept)])
     messages = _ours(caught)
-    assert len(messages) == 1 and "pairs #0 and #2 both name variable" in messages[0], messages
+    assert len(messages) == 1 and "pairs #0 and #2 both name variable 'kept'" in messages[0], messages
     _, newest = readback.records(tmp_path)[-1]
     assert newest.floats[0, md.GRAD_L2] == pytest.approx(0.6)
     assert newest.floats[1, md.GRAD_L2] == pytest.approx(1.0)
+
+
+class _TwiceAStep(tf.keras.Model):
+    """Applies its optimizer twice per train step, as a WGAN's critic steps do."""
+
+    def __init__(self):
+        super().__init__(name="twice")
+        self.dense = tf.keras.layers.Dense(1, name="dense")
+
+    def call(self, x):
+        return self.dense(x)
+
+    def train_step(self, data):
+        x, y = data
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((self(x) - y) ** 2)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+def test_keras_applying_a_variable_twice_in_a_step_is_no_duplicate(tmp_path):
+    # One record per train step holds each variable's last applied gradient, by design.
+    model = _TwiceAStep()
+    model.compile(tf.keras.optimizers.SGD(0.1))
+    x, y = np.ones((16, 3), np.float32), np.zeros((16, 1), np.float32)
+    callback = tbk.VariableUpdateCallback(str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
+    assert _ours(caught) == []
+    assert len(readback.records(tmp_path / "train")) == 4
 
 
 # -- the same optimizer attached twice ----------------------------------------------------
