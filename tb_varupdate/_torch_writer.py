@@ -46,6 +46,7 @@ class WriteFailed(RuntimeError):
 
 
 def _add(writer, summary, step):
+    """Hands `summary` to the writer's file writer; a refusal is `WriteFailed`."""
     file_writer = _file_writer(writer)
     try:
         file_writer.add_summary(summary, int(step))
@@ -65,10 +66,18 @@ def _summary(tag, array, kind):
 
 
 def write_updates(writer, name, record, step):
-    """Writes one updates record (int32 NumPy [1 + V, NUM_COLUMNS]) at `step`."""
+    """Writes one updates record (int32 NumPy [1 + V, NUM_COLUMNS]) at `step`.
+
+    Raises:
+      WriteFailed: the writer refused it (its background thread met a full disk).
+    """
     _add(writer, _summary(md.updates_tag(name), np.asarray(record, np.int32), md.KIND_UPDATES), step)
 
 
 def write_variables(writer, name, document, step):
-    """Writes the variables record (the JSON bytes of `variables_record.encode_variables`) at `step`."""
+    """Writes the variables record (the JSON bytes of `variables_record.encode_variables`) at `step`.
+
+    Raises:
+      WriteFailed: the writer refused it.
+    """
     _add(writer, _summary(md.variables_tag(name), np.asarray(document, dtype=object), md.KIND_VARIABLES), step)

@@ -22,6 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 import faults
 import readback
 import tb_varupdate
+from tb_varupdate import cli
 import tb_varupdate.keras as tbk
 import tb_varupdate.torch as tbt
 from tb_varupdate import metadata as md
@@ -115,9 +116,10 @@ def test_a_full_disk_is_one_warning_that_says_what_was_lost(tmp_path, train, run
     assert "could not write " + what in message and "lost" in message, message
     assert "No space left on device" in message or "too large" in message, message
     assert "Graph execution error" not in message and "function_node" not in message, message
-    # What reached the disk is whole and readable, steps in order.
+    # What reached the disk is whole and readable, steps in order, and checks healthy.
     steps = [step for step, _ in on_disk]
     assert steps == list(range(len(on_disk)))
+    assert cli.exit_code(cli.check(str(written / run))) == cli.EXIT_HEALTHY
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -164,6 +166,7 @@ def test_tf_log_from_eight_threads_keeps_every_record_in_one_file(tmp_path):
     assert sorted(step for step, _ in records) == list(range(total))
     assert tracker.records_written == total
     assert max(updates.logged for _, updates in records) == total
+    assert cli.exit_code(cli.check(str(tmp_path))) == cli.EXIT_HEALTHY
 
 
 def test_torch_log_from_four_threads_keeps_every_record_in_one_file(tmp_path):
@@ -175,6 +178,7 @@ def test_torch_log_from_four_threads_keeps_every_record_in_one_file(tmp_path):
         for _ in range(per_thread):
             with torch.no_grad():
                 model.weight.add_(0.1)
+                model.bias.add_(0.1)
             tracker.log()
 
     _threads(work)
@@ -184,6 +188,7 @@ def test_torch_log_from_four_threads_keeps_every_record_in_one_file(tmp_path):
     assert sorted(step for step, _ in records) == list(range(4 * per_thread))
     assert tracker.records_written == 4 * per_thread
     assert records[-1][1].logged == 4 * per_thread
+    assert cli.exit_code(cli.check(str(tmp_path))) == cli.EXIT_HEALTHY
 
 
 # -- copies -------------------------------------------------------------------------
