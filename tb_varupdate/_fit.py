@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tb_varupdate import metadata as md
 from tb_varupdate.errors import StuckVariableError
+from tb_varupdate.summary import describe_error, write_failed_message, writer_error
 
 # Tracker (logdir, name) pairs written by live callbacks of this process.
 _LIVE = {}
@@ -97,7 +98,7 @@ class FitHooks:
     def end(self):
         """Undoes what `begin` did (idempotent); our function stays, with logging off."""
         self._active.assign(False)
-        self._writer.flush()
+        flush(self._writer, self._warn, self._tracker.name)
         for optimizer in self._wrapped:
             if "apply" in vars(optimizer):
                 del optimizer.apply
@@ -143,7 +144,7 @@ class FitHooks:
             finally:
                 hooks._local.pairs = outer
             with hooks._writer.as_default():
-                hooks._tracker.log(None, gradients=pairs or None, when=hooks._active)
+                hooks._tracker.log(None, gradients=_last_per_variable(pairs) or None, when=hooks._active)
             return logs
 
         model.train_step = train_step
@@ -164,7 +165,12 @@ class FitHooks:
     def _call(self, traced_in, iterator):
         try:
             result = traced_in(iterator)
-        except (StopIteration, tf.errors.OutOfRangeError):
+        except (StopIteration, tf.errors.OutOfRangeError) as err:
+            # A file over its size limit (EFBIG) is an OutOfRangeError too: fit
+            # would take it for the end of the data and cut the epoch short.
+            cause = writer_error(err)
+            if cause is not None:
+                return self._write_failed(cause)
             raise  # the end of an epoch's data, which fit handles
         except tf.errors.InvalidArgumentError as err:
             self.end()
@@ -173,9 +179,12 @@ class FitHooks:
             if message and ("varupdate_stuck" in str(err) or message[:60] in str(err)):
                 raise StuckVariableError(message) from err
             raise
-        except tf.errors.OpError:
-            self.end()
-            raise
+        except tf.errors.OpError as err:
+            cause = writer_error(err)
+            if cause is None:
+                self.end()
+                raise
+            return self._write_failed(cause)
         except Exception as err:  # pylint: disable=broad-except
             # A Python error is raised while tracing, before any op ran: Keras'
             # own function gets the step (and raises it again if it is the model's).
@@ -185,11 +194,39 @@ class FitHooks:
             raise
         return result
 
-    def _stop(self, err):
+    def _write_failed(self, cause):
+        """The summary write in the train step failed (a full disk): logging stops, the fit goes on.
+
+        Returns:
+          What the failed step would have returned: the step ran up to the
+          write, its optimizer update and metric updates included.
+        """
+        try:
+            # log(None)'s step: the count of calls, which the failed step had already advanced.
+            what = "its record of step %d" % (int(self._tracker._recorder.calls.numpy()) - 1)  # pylint: disable=protected-access
+        except (AttributeError, tf.errors.OpError):
+            what = "its record of this train step"
+        self._warn.once("write-failed", write_failed_message(
+            self._tracker.name, what, cause,
+            "the callback records nothing more in this fit."))
+        self._fall_back("the summary writer failed (%s)" % cause)
+        return self.model.get_metrics_result()
+
+    def _fall_back(self, why):
+        """Ends the hooks and gives the model the train function Keras would have used; returns it."""
         model, saved = self.model, self._saved
-        self.stopped = "%s: %s" % (type(err).__name__, err)
+        self.stopped = why
         self._function = None
         self.end()
+        function = saved["train_function"] if saved else None
+        if function is None:
+            model.make_train_function(force=True)
+            function = model.train_function
+        model.train_function = function
+        return function
+
+    def _stop(self, err):
+        function = self._fall_back("%s: %s" % (type(err).__name__, err))
         hint = ""
         if "Unknown variable" in str(err) or "originally built with" in str(err):
             hint = " The trainable variables changed after compile(): call model.compile(...) again after changing `trainable`."
@@ -198,11 +235,6 @@ class FitHooks:
             "tb_varupdate: logging stopped for this fit: the train step could not be traced with "
             "the tracker (%s). Training goes on exactly as without the callback.%s" % (self.stopped, hint),
         )
-        function = saved["train_function"] if saved else None
-        if function is None:
-            model.make_train_function(force=True)
-            function = model.train_function
-        model.train_function = function
         return function
 
     # -- optimizers -----------------------------------------------------------
@@ -236,6 +268,30 @@ class FitHooks:
             return result
 
         return apply
+
+
+def _last_per_variable(pairs):
+    """The pairs of one train step, one per variable: the gradient it was applied last.
+
+    A step may apply one variable several times (a WGAN's critic steps); its
+    record holds one gradient per variable, by design the last one, so this
+    is no duplicate for the tracker to warn about.
+    """
+    last = {}
+    for grad, variable in pairs:
+        last[id(variable)] = (grad, variable)
+    return list(last.values())
+
+
+def flush(writer, warn, name):
+    """Flushes the run's writer; a failed flush (a full disk) is the one write-failed warning."""
+    try:
+        writer.flush()
+    except tf.errors.OpError as err:
+        # Only the writer's op runs here: whatever it raises is a failed write.
+        warn.once("write-failed", write_failed_message(
+            name, "the records it held", writer_error(err) or describe_error(err),
+            "later records are lost for as long as writing fails."))
 
 
 def warn_other_writers(warn, run_dir, tracker):

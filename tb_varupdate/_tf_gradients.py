@@ -5,7 +5,8 @@ identity) or as a bare list (by position, aligned with all or with the
 trainable tracked variables). Each gradient is checked against its variable
 before any op is built: a gradient whose shape or dtype does not fit is
 recorded as not given, with one warning that names the pair, rather than
-giving a confident wrong verdict or a raw graph error. Under
+giving a confident wrong verdict or a raw graph error; pairs naming one
+variable twice keep the last gradient, with one warning. Under
 `tf.distribute`, a per-replica gradient is read from the first replica.
 """
 
@@ -66,13 +67,19 @@ class Matcher:
         if gradients is not None:
             items = list(gradients)
             if items and all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
+                positions, twice = {}, []  # row -> the pair that gave its gradient; (row, pair, later pair)
                 for position, (grad, variable) in enumerate(items):
                     grad, variable = first_replica(grad), first_replica(variable)
                     index = self._variables.index_of(variable)
                     if index is None:
                         self._explain_unmatched(position, grad, variable)
                         continue
+                    if index in positions:
+                        twice.append((index, positions[index], position))
                     grads[index], given[index] = grad, True
+                    positions[index] = position
+                if twice:
+                    self._explain_duplicates(twice)
             else:
                 items = [first_replica(item) for item in items]
                 trainable = [i for i, t in enumerate(tracked) if t.trainable]
@@ -145,6 +152,19 @@ class Matcher:
             "variable." % (tracked.name, what),
         )
         return measure.NOT_GIVEN
+
+    def _explain_duplicates(self, twice):
+        # A row holds one gradient: the last pair's is kept, and the warning says
+        # which pairs were dropped (a variable listed twice, or in two optimizers).
+        shown = ["pairs #%d and #%d both name variable %r" % (first, later, self._variables.tracked[index].name)
+                 for index, first, later in twice[:5]]
+        self._warn.once(
+            "duplicate",
+            "tb_varupdate: log(gradients=...) got a variable more than once: %s%s. A record holds one "
+            "gradient per variable, so the last pair's gradient is recorded and the earlier ones are "
+            "dropped. Pass each variable once (sum its gradients first if both are applied)."
+            % ("; ".join(shown), " and %d more" % (len(twice) - 5) if len(twice) > 5 else ""),
+        )
 
     def _explain_unmatched(self, position, grad, variable):
         if tf.is_tensor(variable) and not is_variable(variable):

@@ -9,7 +9,8 @@ list of tensors takes a fraction of that. The flat call is TensorFlow's private
 `ConcreteFunction._call_flat`, used only when its signature is the one this was written
 against; the public call is the tested fallback. A traced function captures
 the default summary writer of its trace, so the writer is part of the cache
-key; TensorFlow has no public getter for it (`current_writer`).
+key; TensorFlow has no public getter for it (`current_writer`), nor for
+whether a writer was closed (`writer_closed`, which only words a warning).
 """
 
 import inspect
@@ -41,6 +42,11 @@ def current_writer():
         return summary_ops_v2._summary_state.writer  # pylint: disable=protected-access
     except (ImportError, AttributeError):
         return UNKNOWN_WRITER
+
+
+def writer_closed(writer):
+    """Whether `writer.close()` ran; TensorFlow keeps that in a private flag (False when it has none)."""
+    return bool(getattr(writer, "_closed", False))
 
 
 def call_flat(concrete, tensors, flat_ok=None):

@@ -2,7 +2,8 @@
 
 The record follows an optimizer's step through `register_step_post_hook`
 (torch>=2.0), so the training loop needs no `log()` call: `StepHooks`
-keeps them, and `Hooks` is the handle that takes one attach()'s off again. Two training bugs are only visible
+keeps them (one hook per optimizer, however often it is attached), and `Hooks` is the
+handle that takes one attach()'s off again. Two training bugs are only visible
 around the step, not in a record, so they are checked here:
 
 * a trainable parameter in no attached optimizer's `param_groups` (a layer
@@ -33,15 +34,14 @@ def _shown(names):
 class Hooks:
     """What `attach` returns: `remove()` takes its optimizer hooks off."""
 
-    def __init__(self, handles, on_remove):
-        self._handles, self._on_remove = handles, on_remove
+    def __init__(self, on_remove):
+        self._on_remove = on_remove
 
     def remove(self):
-        """Stops logging after these optimizers' steps."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        self._on_remove()
+        """Stops logging after these optimizers' steps (once; a second call does nothing)."""
+        on_remove, self._on_remove = self._on_remove, None
+        if on_remove is not None:
+            on_remove()
 
 
 class StepHooks:
@@ -49,14 +49,18 @@ class StepHooks:
 
     Only the last optimizer's step records (`is_last`): a GAN's loop steps
     two optimizers per training step and writes one record.
+
+    An optimizer attached again (a second `attach` call, or given twice) is
+    one attachment with one hook: two hooks would write every record twice,
+    and the hook stays until every `attach` handle naming it is removed.
     """
 
     def __init__(self):
         self.attached = []
-        self._handles = []
+        self._hooks = {}  # id(optimizer) -> [its step hook's handle, attach handles naming it]
 
     def add(self, optimizers, hook):
-        """Registers `hook(optimizer, args, kwargs)` after each one's step.
+        """Registers `hook(optimizer, args, kwargs)` after each one's step, once per optimizer.
 
         Returns:
           The `Hooks` handle of these optimizers.
@@ -72,15 +76,29 @@ class StepHooks:
                     "attach() needs torch.optim.Optimizer objects (with register_step_post_hook, "
                     "torch>=2.0). Received: %s" % type(optimizer).__name__
                 )
-        handles = []
+        named = []
         for optimizer in optimizers:
-            handles.append(optimizer.register_step_post_hook(hook))
-            self.attached.append(optimizer)
-        self._handles.extend(handles)
-        return Hooks(handles, lambda: self._detach(optimizers))
+            if any(optimizer is o for o in named):
+                continue
+            named.append(optimizer)
+            entry = self._hooks.get(id(optimizer))
+            if entry is None:
+                self._hooks[id(optimizer)] = [optimizer.register_step_post_hook(hook), 1]
+                self.attached.append(optimizer)
+            else:
+                entry[1] += 1
+        return Hooks(lambda: self._detach(named))
 
     def _detach(self, optimizers):
-        self.attached = [o for o in self.attached if all(o is not gone for gone in optimizers)]
+        for optimizer in optimizers:
+            entry = self._hooks.get(id(optimizer))
+            if entry is None:
+                continue
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[0].remove()
+                del self._hooks[id(optimizer)]
+                self.attached = [o for o in self.attached if o is not optimizer]
 
     def is_last(self, optimizer):
         """Whether `optimizer` is the last attached one, whose step writes the record."""
@@ -88,7 +106,7 @@ class StepHooks:
 
     def remove(self):
         """Takes every hook off (at `close()`); the optimizers stay listed."""
-        for handle in self._handles:
+        for handle, _ in self._hooks.values():
             handle.remove()
 
 

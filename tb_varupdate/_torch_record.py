@@ -174,11 +174,14 @@ class Recorder:
             warnings.warn("tb_varupdate: flushing tracker %r's writer failed: %s: %s"
                           % (self._name, type(err).__name__, err), stacklevel=3)
 
-    def close_writer(self):
+    def close_writer(self, quiet=False):
         """Closes the recorder's own writer, or flushes the user's; nothing if none was opened.
 
         Called by the tracker's `close()`, which does not raise: a failure is
         a warning, pointed (`stacklevel`) at the user's `close()` call.
+
+        Args:
+          quiet: no warning when closing fails (a write already failed and said so).
         """
         if self._writer is None:
             return
@@ -188,6 +191,8 @@ class Recorder:
             else:
                 self._writer.flush()
         except Exception as err:  # pylint: disable=broad-except
+            if quiet:
+                return
             warnings.warn("tb_varupdate: closing tracker %r's writer failed: %s: %s"
                           % (self._name, type(err).__name__, err), stacklevel=3)
 

@@ -5,7 +5,10 @@ TensorBoard serves a third-party plugin's tensors only when it is set, so the
 records are built as `Summary` protos here (with `metadata.py`'s metadata)
 and handed to the writer's file writer. That hand-over is private API of
 `SummaryWriter`: it is isolated in `_file_writer` with an error that says
-so. No TensorFlow import: the protos come from `tensorboard.compat.proto`.
+so. A write that fails (a full disk, a closed file) is raised as
+`WriteFailed`, so the tracker can say which records were lost rather than
+report a raw I/O error. No TensorFlow import: the protos come from
+`tensorboard.compat.proto`.
 
 TensorBoard's record writer computes each record's CRC-32C in pure Python
 (`tensorboard.compat.tensorflow_stub`): ~3 ms for one 300-tensor record, on
@@ -58,6 +61,28 @@ def _file_writer(writer):
     return file_writer
 
 
+class WriteFailed(RuntimeError):
+    """The writer could not take a record; `cause` is the error it raised, `step` the record's (if known)."""
+
+    def __init__(self, cause, step=None):
+        super().__init__("%s: %s" % (type(cause).__name__, cause))
+        self.cause = cause
+        self.step = step
+
+
+def _add(writer, summary, step):
+    """Hands `summary` to the writer's file writer; a refusal is `WriteFailed`."""
+    file_writer = _file_writer(writer)
+    try:
+        file_writer.add_summary(summary, int(step))
+    except Exception as err:  # pylint: disable=broad-except
+        # SummaryWriter writes in a background thread: the error of a write
+        # that failed there (ENOSPC is a TensorFlow ResourceExhaustedError
+        # when TensorFlow is installed, an OSError when not) is raised here,
+        # by a later record's add_summary, and again by every one after it.
+        raise WriteFailed(err, int(step)) from err
+
+
 def _summary(tag, array, kind):
     value = summary_pb2.Summary.Value(
         tag=tag, metadata=md.create_summary_metadata(kind), tensor=tensor_util.make_tensor_proto(array)
@@ -66,12 +91,18 @@ def _summary(tag, array, kind):
 
 
 def write_updates(writer, name, record, step):
-    """Writes one updates record (int32 NumPy [1 + V, NUM_COLUMNS]) at `step`."""
-    summary = _summary(md.updates_tag(name), np.asarray(record, np.int32), md.KIND_UPDATES)
-    _file_writer(writer).add_summary(summary, int(step))
+    """Writes one updates record (int32 NumPy [1 + V, NUM_COLUMNS]) at `step`.
+
+    Raises:
+      WriteFailed: the writer refused it (its background thread met a full disk).
+    """
+    _add(writer, _summary(md.updates_tag(name), np.asarray(record, np.int32), md.KIND_UPDATES), step)
 
 
 def write_variables(writer, name, document, step):
-    """Writes the variables record (the JSON bytes of `variables_record.encode_variables`) at `step`."""
-    summary = _summary(md.variables_tag(name), np.asarray(document, dtype=object), md.KIND_VARIABLES)
-    _file_writer(writer).add_summary(summary, int(step))
+    """Writes the variables record (the JSON bytes of `variables_record.encode_variables`) at `step`.
+
+    Raises:
+      WriteFailed: the writer refused it.
+    """
+    _add(writer, _summary(md.variables_tag(name), np.asarray(document, dtype=object), md.KIND_VARIABLES), step)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tb_varupdate import _fit
 from tb_varupdate._tf_gradients import Warnings
-from tb_varupdate.summary import VariableUpdateTracker
+from tb_varupdate.summary import VariableUpdateTracker, describe_error
 
 UPDATE_FREQ_CHOICES = ("batch", "epoch")
 
@@ -77,9 +77,10 @@ class VariableUpdateCallback(keras.callbacks.Callback):
         if self._tracker is None:
             every_n = 1 if self.update_freq in UPDATE_FREQ_CHOICES else self.update_freq
             self._tracker = VariableUpdateTracker(model, name=self.name, every_n_steps=every_n, **self._tracker_kwargs)
-            run_dir = os.path.join(self.log_dir, "train")
-            _fit.warn_other_writers(self._warn, run_dir, self._tracker)
-            self._writer = tf.summary.create_file_writer(run_dir)
+        if self._writer is None:
+            self._writer = self._open_writer(os.path.join(self.log_dir, "train"))
+            if self._writer is None:
+                return  # said in _open_writer; this fit trains without the callback's hooks
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
             # Continue the step count of a resumed fit, or of fits without this callback.
@@ -91,19 +92,40 @@ class VariableUpdateCallback(keras.callbacks.Callback):
             self._hooks = _fit.FitHooks(model, self._tracker, self._writer, self._warn)
         self._hooks.begin()
 
+    def _open_writer(self, run_dir):
+        """The run's summary writer, or None with one warning when it cannot be created."""
+        try:
+            writer = tf.summary.create_file_writer(run_dir)
+        except Exception as err:  # pylint: disable=broad-except
+            # A log_dir under a regular file, or one not writable: the tool must
+            # not take training down (Keras' own TensorBoard callback would).
+            self._warn.once(
+                "log-dir",
+                "tb_varupdate: VariableUpdateCallback cannot write to %r (%s), so no variable "
+                "updates are recorded in this fit; training goes on. Give a log_dir that is a "
+                "directory, or that can be created and written." % (run_dir, describe_error(err)),
+                stacklevel=2,
+            )
+            return None
+        _fit.warn_other_writers(self._warn, run_dir, self._tracker)
+        return writer
+
     def on_epoch_end(self, epoch, logs=None):
+        if self._writer is None:
+            return
         if self.update_freq == "epoch":
             optimizer = getattr(self.model, "optimizer", None)
             iterations = optimizer.iterations if optimizer is not None else None
             with self._writer.as_default():
                 # The optimizer's step when it counts (a custom train_step may not use it).
                 self._tracker.log(iterations if iterations is not None and int(iterations.numpy()) else None)
-        self._writer.flush()
+        _fit.flush(self._writer, self._warn, self.name)
 
     def on_train_end(self, logs=None):
+        if self._writer is None:
+            return
         if self._hooks is not None:
             self._hooks.end()
-        if self._writer is not None:
-            self._writer.flush()
+        _fit.flush(self._writer, self._warn, self.name)
         if self._tracker is not None:
             _fit.warn_if_silent(self._warn, self._tracker, self._hooks, self._records_at_begin)

@@ -22,7 +22,8 @@ Design notes:
   (once per kind), and the step goes on.
 """
 
-
+import re
+import threading
 
 import tensorflow as tf
 
@@ -32,13 +33,72 @@ from tb_varupdate import options
 from tb_varupdate import stuck
 from tb_varupdate._tf_gradients import Matcher, Warnings, first_replica
 from tb_varupdate._tf_record import Recorder
-from tb_varupdate._tf_trace import UNKNOWN_WRITER, TraceCache, current_writer
+from tb_varupdate._tf_trace import UNKNOWN_WRITER, TraceCache, current_writer, writer_closed
 from tb_varupdate._tf_variables import Variables, initialized
 from tb_varupdate.errors import StuckVariableError
 
 __all__ = ["VariableUpdateTracker", "StuckVariableError"]
 
 ON_STUCK_CHOICES = stuck.ON_STUCK_CHOICES
+
+_NO_COPY = (
+    "a VariableUpdateTracker cannot be %s: it measures the very variables it was given, so a "
+    "copy would measure copies of them that no optimizer updates (every row 'never_updated') "
+    "and write a second series into the same tag. Make a new tracker for the copied model "
+    "instead: VariableUpdateTracker(model_copy)."
+)
+
+
+def _cause_lines(err):
+    """The lines of an error that say what went wrong, without TensorFlow's wrapping."""
+    text = err.message if isinstance(err, tf.errors.OpError) and err.message else str(err)
+    # An error inside a traced function opens with "Graph execution error:",
+    # "Detected at node ... defined at" and the op's Python trace (lines
+    # indented by spaces); the cause follows (its own lines indented by tabs).
+    lines = [line for line in text.splitlines()
+             if not line.startswith((" ", "Graph execution error", "Detected at node"))]
+    lines = [re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line).strip() for line in lines]
+    lines = [re.sub(r"\s*\[Op:[^\]]*\]( name:\s*\S*)?$", "", line) for line in lines]
+    return [line for line in lines if line and not line.startswith("[[")]
+
+
+def describe_error(err):
+    """`err` as "Type: message", without TensorFlow's "{{function_node ...}}" and "[[{{node ...}}]]" wrapping."""
+    return "%s: %s" % (type(err).__name__, " ".join(_cause_lines(err)[:2]))
+
+
+# Words that mark a failed write or flush of a summary writer in an error's
+# lines: its resource (closed) or its event file (the disk).
+_WRITER_MARKS = ("SummaryWriter", "tfevents")
+
+
+def writer_error(err):
+    """What a failed summary write says ("Type: its lines"), or None when `err` is not one."""
+    if not isinstance(err, tf.errors.OpError):
+        return None
+    lines = _cause_lines(err)
+    first = next((i for i, line in enumerate(lines) if any(mark in line for mark in _WRITER_MARKS)), None)
+    if first is None:
+        return None
+    return "%s: %s" % (type(err).__name__, "; ".join(line.rstrip(".") for line in lines[first:first + 3]))
+
+
+def write_failed_message(name, what, cause, later):
+    """The one warning of a failed summary write: what is lost, and what to do.
+
+    Args:
+      name: the tracker's name.
+      what: what could not be written ("its record of step 3").
+      cause: `writer_error`'s text, with TensorFlow's count of the events lost.
+      later: what happens to later records.
+    """
+    return (
+        "tb_varupdate: tracker %r could not write %s: the summary writer failed (%s). That is lost, "
+        "and so are the records the writer held since its last flush (the events TensorFlow counts "
+        "above, up to its max_queue, 10 by default); %s Training goes on. Free disk space or use a "
+        "log_dir with room; `tb-varupdate check` reads the records that reached the disk."
+        % (name, what, cause, later)
+    )
 
 
 class VariableUpdateTracker:
@@ -105,6 +165,9 @@ class VariableUpdateTracker:
         self._recorder = Recorder(name, every_n_steps, self.writer_id, self._check, self._variables, self._matcher,
                                   self._warn, delta, track_rows)
         self._traces = TraceCache(self._recorder.ops)
+        # log() from several threads is serialized: the counters are read, folded
+        # and assigned by separate ops, so concurrent records lost increments.
+        self._lock = threading.RLock()
         self._refresh()
 
     # -- which variables ---------------------------------------------------
@@ -184,25 +247,60 @@ class VariableUpdateTracker:
                     lambda _, merged: self._log_with(writer, step, merged, when), args=(gradients,)
                 )
             else:
-                self._log(step, gradients, when)
+                with self._lock:
+                    self._log(step, gradients, when)
         except StuckVariableError:
             raise
         except Exception as err:  # pylint: disable=broad-except
-            self._warn.once(
-                "error:%s" % type(err).__name__,
-                "tb_varupdate: logging failed and was skipped; training goes on. "
-                "%s: %s" % (type(err).__name__, err),
-                stacklevel=3,
-            )
+            if not self._write_failed(err, step):
+                self._warn.once(
+                    "error:%s" % type(err).__name__,
+                    "tb_varupdate: logging failed and was skipped; training goes on. "
+                    "%s: %s" % (type(err).__name__, err),
+                    stacklevel=3,
+                )
         message, self._recorder.pending_stuck = self._recorder.pending_stuck, None
         if message is not None:
             raise StuckVariableError(message)
 
+    def _write_failed(self, err, step):
+        """One warning, saying what was lost, when `err` is the summary writer's; False if it is not."""
+        cause = writer_error(err)
+        if cause is None:
+            return False
+        try:
+            step = "step %d" % int(step if step is not None else self._recorder.calls.numpy() - 1)
+        except (TypeError, ValueError, tf.errors.OpError):
+            step = "this step"
+        if writer_closed(current_writer()):
+            self._warn.once(
+                "writer-closed",
+                "tb_varupdate: tracker %r could not write its record of %s: the default summary writer "
+                "was closed (writer.close() ran, but log() is still called inside its as_default()). "
+                "That record and every later one logged to this writer are lost; training goes on. "
+                "Close the writer after the last log(), or log inside an open writer's as_default()."
+                % (self.name, step),
+                stacklevel=4,
+            )
+            return True
+        self._warn.once("write-failed", write_failed_message(
+            self.name, "its record of " + step, cause, "later records are lost for as long as writing fails."),
+            stacklevel=4)
+        return True
+
     def _log_with(self, writer, step, gradients, when):
-        if writer is None or writer is UNKNOWN_WRITER or current_writer() is writer:
-            return self._log(step, gradients, when)
-        with writer.as_default():
-            return self._log(step, gradients, when)
+        with self._lock:
+            if writer is None or writer is UNKNOWN_WRITER or current_writer() is writer:
+                return self._log(step, gradients, when)
+            with writer.as_default():
+                return self._log(step, gradients, when)
+
+    def __deepcopy__(self, memo):
+        raise TypeError(_NO_COPY % "copied")
+
+    def __reduce_ex__(self, protocol):
+        # Pickling and copy.copy() come here.
+        raise TypeError(_NO_COPY % "copied or pickled")
 
     def _log(self, step, gradients, when=None):
         if self._variables.has_modules:

@@ -23,6 +23,7 @@ import anywhere on this path.
 
 import atexit
 import re
+import threading
 import warnings
 import weakref
 
@@ -34,6 +35,7 @@ from tb_varupdate._torch_hooks import GradientProbe, StepHooks, warn_not_in_opti
 from tb_varupdate._torch_params import Tensors
 from tb_varupdate._torch_pending import READ_EVERY_ACCELERATOR
 from tb_varupdate._torch_record import Recorder
+from tb_varupdate._torch_writer import WriteFailed
 from tb_varupdate.errors import StuckVariableError
 
 __all__ = ["ParameterUpdateTracker", "StuckVariableError"]
@@ -80,6 +82,14 @@ def _check_one_writer(log_dir, writer):
             "writer (a torch.utils.tensorboard.SummaryWriter of yours, so records land in "
             "the same run as your scalars). Received: log_dir=%r, writer=%r" % (log_dir, writer)
         )
+
+
+_NO_COPY = (
+    "a ParameterUpdateTracker cannot be %s: it measures the very tensors of the model it was "
+    "given, so a copy would measure copies of them that no optimizer updates (every row "
+    "'never_updated') and write a second series into the same tag. Make a new tracker for the "
+    "copied model instead: ParameterUpdateTracker(model_copy, log_dir=...)."
+)
 
 
 def _no_records_reason(attached, calls, every_n_steps, warned):
@@ -211,6 +221,12 @@ class ParameterUpdateTracker:
         self.read_every = read_every
         self._recorder = Recorder(name, every_n_steps, delta, log_dir, writer, read_every, self._written)
         self._calls, self._warned, self._closed = 0, set(), False
+        # log() from several threads (a hook on each of several optimizers stepped
+        # in threads, a data-parallel loop of the user's) is serialized: unserialized,
+        # each call opened a SummaryWriter of its own (one event file each) and
+        # folded into counters another call was replacing, so records went missing.
+        self._lock = threading.RLock()
+        self._lost_from = None  # the step of the first record a failed write lost
         self._steps, self._probe = StepHooks(), GradientProbe()
         self._recorder.refresh(self._tensors)
         _OPEN.add(self)
@@ -256,27 +272,49 @@ class ParameterUpdateTracker:
           None. Errors inside logging become one warning each, and training
           goes on; only `on_stuck="raise"` raises (`StuckVariableError`).
         """
-        calls = self._calls
-        self._calls += 1
-        try:
-            if self._closed:
-                self._warn_once("closed", "tb_varupdate: log() on tracker %r after close(); nothing is "
-                                "recorded." % self.name)
-                return
-            if _rank() != 0 and not self._all_ranks:
-                return
-            step = calls if step is None else int(step)
-            if step % self.every_n_steps == 0:
-                self._record(step)
-            else:
-                self._recorder.poll()
-        except StuckVariableError:
-            raise
-        except Exception as err:  # pylint: disable=broad-except
-            self._warn_once(
-                "error:%s" % type(err).__name__,
-                "tb_varupdate: logging failed and was skipped; training goes on. %s: %s" % (type(err).__name__, err),
-            )
+        with self._lock:
+            calls = self._calls
+            self._calls += 1
+            try:
+                if self._closed:
+                    self._warn_once("closed", "tb_varupdate: log() on tracker %r after close(); nothing is "
+                                    "recorded." % self.name)
+                    return
+                if _rank() != 0 and not self._all_ranks:
+                    return
+                if self._lost_from is not None:
+                    return  # the writer failed: said once, in _write_failed
+                step = calls if step is None else int(step)
+                if step % self.every_n_steps == 0:
+                    self._record(step)
+                else:
+                    self._recorder.poll()
+            except StuckVariableError:
+                raise
+            except WriteFailed as err:
+                self._write_failed(err.step if err.step is not None else step, err)
+            except Exception as err:  # pylint: disable=broad-except
+                self._warn_once(
+                    "error:%s" % type(err).__name__,
+                    "tb_varupdate: logging failed and was skipped; training goes on. %s: %s" % (type(err).__name__, err),
+                )
+
+    def _write_failed(self, step, err):
+        """One warning for the first record the writer refused, saying what is lost; no more records after it."""
+        # SummaryWriter's background thread stops at its first error and every
+        # later add_summary raises it again: no later record can reach the disk
+        # through this writer, so the tracker stops measuring rather than fail
+        # every step.
+        self._lost_from = step
+        self._warn_once(
+            "write-failed",
+            "tb_varupdate: tracker %r could not write its record of step %d: %s. That record and every "
+            "later one of this tracker are lost, and so may be the last records before it (the "
+            "SummaryWriter writes in a background thread, which stopped at the error); %d record(s) "
+            "had been handed to the writer. Training goes on. Free disk space or use a log_dir with "
+            "room; `tb-varupdate check` reads the records that reached the disk."
+            % (self.name, step, err, self.records_written),
+        )
 
     def _record(self, step):
         if self._recorder.taken % REFRESH_EVERY == 0:
@@ -290,7 +328,11 @@ class ParameterUpdateTracker:
             self._probe.finish(self._recorder.grad_column(record), entries, self._warn_once)
         if self._check.is_due(written):
             if self._check.on_stuck == "raise":
-                self._recorder.writer.flush()  # the record that failed the check is on disk for `tb-varupdate check`
+                try:
+                    self._recorder.writer.flush()  # the record that failed the check is on disk for `tb-varupdate check`
+                except Exception as err:  # pylint: disable=broad-except
+                    # Said as a lost record; the check below still raises.
+                    self._write_failed(step, WriteFailed(err))
             self._check.run(entries, record, step, seen_at)
 
     @property
@@ -322,26 +364,38 @@ class ParameterUpdateTracker:
         Warns when the tracker wrote nothing (on the rank that should have):
         a silent tracker would read as "no problems".
         """
-        if self._closed:
-            return
-        self._closed = True
-        _OPEN.discard(self)
-        self._steps.remove()
-        self._probe.remove()
-        try:
-            pending = self._recorder.pending
-            self._recorder.flush()
-        except StuckVariableError:
-            self._recorder.close_writer()
-            raise
-        except Exception as err:  # pylint: disable=broad-except
-            self._warn_once("error:%s" % type(err).__name__,
-                            "tb_varupdate: writing tracker %r's last %d record(s) failed: %s: %s"
-                            % (self.name, pending, type(err).__name__, err))
-        if self.records_written == 0 and (_rank() == 0 or self._all_ranks):
-            reason = _no_records_reason(self._steps.attached, self._calls, self.every_n_steps, self._warned)
-            warnings.warn("tb_varupdate: tracker %r wrote no records: %s." % (self.name, reason), stacklevel=2)
-        self._recorder.close_writer()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            _OPEN.discard(self)
+            self._steps.remove()
+            self._probe.remove()
+            try:
+                pending = self._recorder.pending
+                if self._lost_from is None:
+                    self._recorder.flush()
+            except StuckVariableError:
+                self._recorder.close_writer()
+                raise
+            except WriteFailed as err:
+                self._write_failed(err.step if err.step is not None else -1, err)
+            except Exception as err:  # pylint: disable=broad-except
+                self._warn_once("error:%s" % type(err).__name__,
+                                "tb_varupdate: writing tracker %r's last %d record(s) failed: %s: %s"
+                                % (self.name, pending, type(err).__name__, err))
+            if self.records_written == 0 and (_rank() == 0 or self._all_ranks):
+                reason = _no_records_reason(self._steps.attached, self._calls, self.every_n_steps, self._warned)
+                warnings.warn("tb_varupdate: tracker %r wrote no records: %s." % (self.name, reason), stacklevel=2)
+            # After a failed write, closing fails with the same error, already said.
+            self._recorder.close_writer(quiet=self._lost_from is not None)
+
+    def __deepcopy__(self, memo):
+        raise TypeError(_NO_COPY % "copied")
+
+    def __reduce_ex__(self, protocol):
+        # Pickling and copy.copy() come here.
+        raise TypeError(_NO_COPY % "copied or pickled")
 
     def __enter__(self):
         return self
