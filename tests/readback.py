@@ -21,3 +21,23 @@ def records(run_dir, name="model"):
         (event.step, md.parse_updates(tensor_util.make_ndarray(event.tensor_proto)))
         for event in accumulator.Tensors(md.updates_tag(name))
     ]
+
+
+def write_scenarios(logdir, scenarios):
+    """Trains every demo scenario of `scenarios` into `logdir` (their warnings are part of the stories)."""
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for scenario in scenarios:
+            scenario.write(str(logdir))
+    return logdir
+
+
+def assert_scenario(logdir, scenario):
+    """A demo scenario's run reads back with the verdicts, trainable flags and health it is about."""
+    report = cli.check(str(logdir), run_pattern="^%s$" % scenario.run)
+    rows = report["runs"][scenario.run]["varupdate/model"]["rows"]
+    assert {row["variable"]: (row["status"], row["gradient"]) for row in rows} == scenario.expected
+    assert {row["variable"] for row in rows if not row["trainable"]} == scenario.not_trainable
+    assert scenario.healthy == (not any(row["problem"] for row in rows))

@@ -118,9 +118,8 @@ def _scalar_steps(run_dir, tag):
     return [event.step for event in accumulator.Scalars(tag)]
 
 
-def _fit(tmp_path, module, callback=None, **kwargs):
-    callback = callback or VariableUpdateCallback()
-    trainer = _trainer(tmp_path, [callback], **kwargs)
+def _fit(tmp_path, module, callback=None, callbacks=None, **kwargs):
+    trainer = _trainer(tmp_path, callbacks or [callback or VariableUpdateCallback()], **kwargs)
     before = _values(module)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lightning's own hints (few workers, small logging interval)
@@ -131,11 +130,7 @@ def _fit(tmp_path, module, callback=None, **kwargs):
 def test_healthy_run_every_parameter_updates_at_the_logged_scalars_steps(tmp_path):
     module = Regressor()
     every_4 = VariableUpdateCallback(name="every_4", every_n_steps=4)
-    trainer = _trainer(tmp_path, [VariableUpdateCallback(), every_4])
-    before = _values(module)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, _data())
+    trainer, before = _fit(tmp_path, module, callbacks=[VariableUpdateCallback(), every_4])
     rows = readback.verdicts(tmp_path, run="run/version_0")
     _assert_verdicts_match(rows, before, module)
     assert {row["status"] for row in rows.values()} == {"updating"}
@@ -195,11 +190,7 @@ def test_backbone_finetuning_unfreezes_and_the_trainable_flag_follows(tmp_path):
     module = Regressor()
     finetuning = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.5, verbose=False)
     callback = VariableUpdateCallback()
-    trainer = _trainer(tmp_path, [finetuning, callback], max_epochs=3)
-    before = _values(module)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, _data())
+    trainer, before = _fit(tmp_path, module, callbacks=[finetuning, callback], max_epochs=3)
     rows = readback.verdicts(tmp_path, run="run/version_0")
     _assert_verdicts_match(rows, before, module)
     backbone = rows["backbone.0.weight"]

@@ -1,7 +1,6 @@
 """Every PyTorch demo scenario, trained for real, gets the verdicts it is about."""
 
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -11,26 +10,18 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `demo` lives at the top of the repository
 
 from demo import torch_scenarios  # noqa: E402
+import readback  # noqa: E402
 from tb_varupdate import cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("torch_demo")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the stuck and attach warnings are part of the stories
-        for scenario in torch_scenarios.SCENARIOS:
-            scenario.write(str(logdir))
-    return logdir
+    return readback.write_scenarios(tmp_path_factory.mktemp("torch_demo"), torch_scenarios.SCENARIOS)
 
 
 @pytest.mark.parametrize("scenario", torch_scenarios.SCENARIOS, ids=lambda s: s.name)
 def test_scenario_verdicts(logdir, scenario):
-    report = cli.check(str(logdir), run_pattern="^%s$" % scenario.run)
-    rows = report["runs"][scenario.run]["varupdate/model"]["rows"]
-    assert {row["variable"]: (row["status"], row["gradient"]) for row in rows} == scenario.expected
-    assert {row["variable"] for row in rows if not row["trainable"]} == scenario.not_trainable
-    assert scenario.healthy == (not any(row["problem"] for row in rows))
+    readback.assert_scenario(logdir, scenario)
 
 
 def test_demo_shape_matches_the_tensorflow_scenarios():
