@@ -23,8 +23,8 @@ one device tensor, which `_torch_pending` reads every few records.
 * `delta="checksum"` keeps no copy: a tensor changed when the sum of its
   bits or its L2 norm changed (one kernel pair per tensor); the size of the
   change is not measured (NaN).
-* Integer and bool tensors (BatchNorm's `num_batches_tracked`) are compared
-  with their snapshot by multi-tensor kernels; they have no size.
+* Integer and bool tensors (BatchNorm's `num_batches_tracked`) are packed by
+  shape and compared with their snapshot by one `!=`; they have no size.
 * Sparse gradients (`nn.Embedding(sparse=True)`), and gradients of another
   dtype than their tensor, are measured one tensor at a time: rare, and a
   sparse one's changed rows are counted.
@@ -185,17 +185,13 @@ class _Block:
         self.dtype, self.device = self.values[0].dtype, self.values[0].device
         self.shape = self.values[0].shape
         self.ops = _Rows if packed else _Lists
-        if self.dtype == torch.bool:
-            # foreach arithmetic has no bool kernels: the same bytes as int8.
-            self.values = [v.view(torch.int8) for v in self.values]
         if packed:
             # The snapshots become rows of one matrix; each row's snapshot a view of it.
             self.scratch = torch.stack([row.snapshot for row in self.rows]).reshape(len(members), -1)
             for k, row in enumerate(self.rows):
                 row.snapshot = self.scratch[k].view(self.shape)
         elif self.rows[0].snapshot is not None:
-            self.scratch = [row.snapshot.view(torch.int8) if self.dtype == torch.bool else row.snapshot
-                            for row in self.rows]
+            self.scratch = [row.snapshot for row in self.rows]
         else:
             self.scratch = None  # checksum floats keep no copy
 
@@ -231,7 +227,9 @@ class Plan:
             if row.tensor.numel() == 0:
                 continue  # never changes: the defaults below hold
             tensor = row.tensor
-            packed = row.is_float and delta == EXACT and tensor.numel() < LARGE_ELEMENTS
+            # Integer and bool tensors are packed whatever their size: few, mostly
+            # 0-d counters, and compared by one `!=` of plain kernels on any device.
+            packed = not row.is_float or (delta == EXACT and tensor.numel() < LARGE_ELEMENTS)
             key = (row.is_float, tensor.device, tensor.dtype, tuple(tensor.shape) if packed else None)
             by_key.setdefault(key, []).append(index)
         self.floats, self.others = [], []
@@ -378,12 +376,11 @@ class Measurement:
 
 
 def _measure_others(block, out):
-    """Integer and bool tensors: changed when any element differs from the snapshot."""
-    torch._foreach_sub_(block.scratch, block.values)  # pylint: disable=protected-access
-    torch._foreach_abs_(block.scratch)  # pylint: disable=protected-access
-    largest = torch.stack(torch._foreach_max(block.scratch))  # pylint: disable=protected-access
-    out[CHANGED].index_copy_(0, block.positions, (largest != 0).to(out.device, torch.float64))
-    torch._foreach_copy_(block.scratch, block.values)  # pylint: disable=protected-access
+    """Integer and bool tensors (one pack): changed when any element differs from the snapshot."""
+    now = block.now()
+    changed = (now != block.scratch).any(dim=1)
+    out[CHANGED].index_copy_(0, block.positions, changed.to(out.device, torch.float64))
+    block.scratch.copy_(now)
 
 
 def _checksum_changed(block, value_l2):
