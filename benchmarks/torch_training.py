@@ -180,6 +180,20 @@ def _targets(short, times, with_ratio):
     return targets
 
 
+def crc_times(record_bytes):
+    """Seconds per masked CRC-32C of one record of `record_bytes`: TensorBoard's pure Python, and `crc32c`'s."""
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow  # pylint: disable=import-outside-toplevel
+
+    from tb_varupdate import crc32c  # pylint: disable=import-outside-toplevel
+
+    data = os.urandom(record_bytes)
+    return {
+        "TensorBoard's pure Python": common.median_seconds(lambda: pywrap_tensorflow.masked_crc32c(data), 5),
+        "google-crc32c" if crc32c.NATIVE else "crc32c (not installed: pure Python)":
+            common.median_seconds(lambda: crc32c.masked_crc32c(data), 50),
+    }
+
+
 def run(quick):
     # As in a PyTorch-only environment: torch's SummaryWriter would otherwise
     # import TensorFlow (through tensorboard.compat) when it is installed, as it
@@ -204,6 +218,11 @@ def run(quick):
             description, rounds, steps, torch.__version__, torch.get_num_threads(),
             common.table(("variant", "step", "ratio", "added", "CPU time", "CPU ratio"), _rows(times, cpu))))
         targets += _targets(short, cpu, with_ratio)
+    record_bytes = 301 * 15 * 4  # a 300-tensor updates record: 15 int32 columns, a header row
+    crc_rows = [(name, "%.3f ms" % (seconds * 1e3)) for name, seconds in crc_times(record_bytes).items()]
+    parts.append("**The event record's CRC-32C** (two per record, over %d bytes, median of repeats; the "
+                 "tracker's record writer uses the native one where `google-crc32c` is installed):\n\n%s" % (
+                     record_bytes, common.table(("CRC-32C", "per record"), crc_rows)))
     body = "\n\n".join(parts + [
         "The tracker's per-record work, a fixed number of multi-tensor kernels per (device, dtype) "
         "group whatever the number of tensors: the value norms; `snapshot -= value` and the norm of "
