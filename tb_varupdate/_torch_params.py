@@ -14,10 +14,13 @@ import torch
 
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
+from tb_varupdate._torch_dist import is_dtensor, local
 from tb_varupdate._torch_measure import Row
 
-# torch.compile wraps a module in OptimizedModule, whose names gain this segment.
-_COMPILED_SEGMENT = re.compile(r"(^|\.)_orig_mod\.")
+# torch.compile wraps a module in OptimizedModule, whose names gain this segment;
+# FSDP1 (FullyShardedDataParallel) and activation checkpointing wrap submodules,
+# whose names gain theirs.
+_COMPILED_SEGMENT = re.compile(r"(^|\.)(_orig_mod|_fsdp_wrapped_module|_checkpoint_wrapped_module)\.")
 
 
 def unwrap(module):
@@ -32,7 +35,7 @@ def unwrap(module):
 
 
 def clean_name(name):
-    """`name` without torch.compile's `_orig_mod.` segments."""
+    """`name` without torch.compile's `_orig_mod.` and FSDP1's / checkpointing's wrapper segments."""
     return _COMPILED_SEGMENT.sub(lambda m: m.group(1), name)
 
 
@@ -135,7 +138,7 @@ class Tensors:
                 grads.append(md.GRAD_NOT_GIVEN)
             else:
                 grad = row.tensor.grad
-                grads.append(md.GRAD_NONE if grad is None else grad)
+                grads.append(md.GRAD_NONE if grad is None else local(grad) if is_dtensor(grad) else grad)
         return grads
 
     def trainable(self):
