@@ -156,7 +156,8 @@ def test_rows_sort_problems_first_then_by_name():
     assert [(r["variable"], r["status"]) for r in rows] == [("b", "never_updated"), ("c", "tiny_updates"), ("a", "updating")]
     assert analysis.summarize(rows) == {
         "variables": 3, "trainable": 3, "problems": 1, "warnings": 1,
-        "by_status": {"non_finite": 0, "never_updated": 1, "stalled": 0, "tiny_updates": 1, "updating": 1},
+        "by_status": {"non_finite": 0, "replicas_diverged": 0, "never_updated": 1, "stalled": 0, "tiny_updates": 1,
+                      "updating": 1},
     }
     assert not analysis.is_healthy(rows)
 

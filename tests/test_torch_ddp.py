@@ -14,6 +14,7 @@ import torch.distributed as dist
 from demo import localnet
 import readback
 import tb_varupdate.torch as tbt
+from tb_varupdate import cli
 
 WORLD = 2
 STEPS = 12
@@ -87,3 +88,49 @@ def test_pairs_from_a_ddp_model_lose_the_module_prefix(tmp_path):
     with tbt.ParameterUpdateTracker([("module.layer.w", w)], log_dir=tmp_path / "run") as tracker:
         tracker.log(0)
     assert set(readback.verdicts(tmp_path, run="run")) == {"layer.w"}
+
+
+def _diverging_worker(rank, port, logdir, results):
+    """DDP with the tracker on every rank; rank 1 writes to `out.bias` alone after step 4."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        model = _Net()
+        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        generator = torch.Generator().manual_seed(rank)
+        tracker = tbt.ParameterUpdateTracker(ddp, log_dir=os.path.join(logdir, "ddp"), on_stuck="ignore")
+        tracker.attach(optimizer)
+        for step in range(STEPS):
+            x = torch.rand(8, 3, generator=generator)
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(ddp(x), x.sum(dim=1, keepdim=True)).backward()
+            optimizer.step()
+            if step == 4 and rank == 1:
+                with torch.no_grad():
+                    model.out.bias.add_(0.25)  # DDP syncs gradients, never values: the copies part
+        tracker.close()
+        torch.save({"bias": model.out.bias.detach()}, os.path.join(results, "rank%d.pt" % rank))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_replica_written_on_one_rank_is_replicas_diverged(tmp_path):
+    logdir, results = tmp_path / "logs", tmp_path / "results"
+    results.mkdir()
+    localnet.spawn_bounded(_diverging_worker, (str(logdir), str(results)), WORLD, DEADLINE_S)
+    biases = [torch.load(results / ("rank%d.pt" % rank))["bias"] for rank in range(WORLD)]
+    rows = readback.verdicts(logdir, run="ddp")
+    diverged = {name: row for name, row in rows.items() if row["status"] == "replicas_diverged"}
+    assert set(diverged) == {"out.bias"}
+    row = diverged["out.bias"]
+    # The check runs every 10 records: the 10th record is step 9.
+    assert row["problem"] and row["replicas_diverged_step"] == 9
+    assert abs(row["replica_spread"] - abs(float(biases[1] - biases[0]))) < 1e-6
+    assert "differ" in row["diagnosis"] and "step 9" in row["diagnosis"]
+    assert all(r["replica_spread"] == 0.0 for name, r in rows.items() if name != "out.bias" and name.startswith(("hidden", "out")))
+    # The unused layer accepted, the diverged bias alone fails `check`.
+    assert cli.main(["check", str(logdir), "--allow", "^unused\\."]) == cli.EXIT_PROBLEMS
+    assert cli.main(["check", str(logdir), "--allow", "^unused\\.", "--allow", "^out\\.bias$"]) == cli.EXIT_HEALTHY
