@@ -76,16 +76,25 @@ def _sharded_model():
 
 
 def _worker(rank, port, logdir, results):
+    import warnings  # pylint: disable=import-outside-toplevel
+
     _init(rank, port)
     try:
         model = _sharded_model()
         optimizer = _optimizer(model)
-        tracker = tbt.ParameterUpdateTracker(model, log_dir=os.path.join(logdir, "fsdp"), on_stuck="ignore")
-        tracker.attach(optimizer)
-        batches = [x[rank * BATCH:(rank + 1) * BATCH] for x in _data()]
-        _train(model, optimizer, batches)
-        tracker.close()
-        torch.save({"written": tracker.records_written}, os.path.join(results, "rank%d.pt" % rank))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # The attach-time check, by full names: an optimizer that holds one parameter only.
+            lacking = tbt.ParameterUpdateTracker(model, log_dir=os.path.join(logdir, "lacking"), name="lacking")
+            lacking.attach(torch.optim.SGD([model.hidden.weight], lr=0.0))
+            lacking.close()
+            tracker = tbt.ParameterUpdateTracker(model, log_dir=os.path.join(logdir, "fsdp"), stuck_after=10)
+            tracker.attach(optimizer)
+            batches = [x[rank * BATCH:(rank + 1) * BATCH] for x in _data()]
+            _train(model, optimizer, batches)
+            tracker.close()
+        torch.save({"written": tracker.records_written, "warnings": [str(w.message) for w in caught]},
+                   os.path.join(results, "rank%d.pt" % rank))
     finally:
         dist.destroy_process_group()
 
@@ -187,3 +196,18 @@ def test_fsdp2_tracker_on_rank_0_only_warns_and_training_finishes(tmp_path):
     assert "every rank must create the tracker" in stopped[0]
     assert lone[0]["written"] == 0
     assert lone[0]["seconds"] < 3.0 + 60  # the handshake's bound, and the training itself
+
+
+def test_fsdp2_training_time_warnings_name_full_parameters(fsdp_run):
+    _, ranks, _ = fsdp_run
+    for rank in ranks:
+        lacking = [w for w in rank["warnings"] if "in none of the attached optimizers' param_groups" in w]
+        assert len(lacking) == 1
+        assert "hidden.bias, out.weight, out.bias, unused.weight, unused.bias" in lacking[0]
+        assert "frozen.weight" not in lacking[0]
+    stuck = [w for w in ranks[0]["warnings"] if "are stuck" in w]
+    assert len(stuck) == 1
+    assert "unused.weight: never_updated" in stuck[0] and "unused.bias: never_updated" in stuck[0]
+    assert "hidden" not in stuck[0] and "out." not in stuck[0]
+    assert not [w for w in ranks[1]["warnings"] if "are stuck" in w]  # rank 0 writes and checks
+    assert not [w for w in ranks[0]["warnings"] + ranks[1]["warnings"] if "logging failed" in w]
