@@ -65,6 +65,54 @@ class Unsupported(ValueError):
     """A DTensor layout that cannot be reduced exactly here (said once, in a warning)."""
 
 
+def _fsdp1_type():
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return FullyShardedDataParallel
+
+
+def flat_shards(module):
+    """FSDP1 (`FullyShardedDataParallel`) in `module`: what its sharded flat parameters hold.
+
+    Under FSDP1 a rank holds a slice of each flat parameter: with
+    `use_orig_params=True` every original parameter is a (flattened, maybe
+    empty) view of its part of this rank's slice; without it the tracker
+    sees the flat parameters themselves. Each element lies in one rank's slice
+    of the FSDP instance's process group, so the slices' squares add up to
+    the whole parameter's. NO_SHARD keeps whole replicas (compared as DDP's).
+
+    Returns:
+      (groups, shapes, flat): {id(tensor): process group, None for the default
+      one}, {id(tensor): the whole parameter's shape} and whether flat
+      parameters (`use_orig_params=False`) are among them.
+    """
+    fsdp = _fsdp1_type()
+    groups, shapes, flat = {}, {}, False
+    if fsdp is None or not dist.is_available() or not dist.is_initialized():
+        return groups, shapes, flat
+    _, world_size = world()
+    for wrapper in module.modules():
+        if not isinstance(wrapper, fsdp):
+            continue
+        handle = getattr(wrapper, "_handle", None)
+        flat_param = getattr(handle, "flat_param", None)
+        if flat_param is None or not getattr(handle, "uses_sharded_strategy", True):
+            continue
+        group = wrapper.process_group
+        group = None if dist.get_world_size(group) == world_size else group
+        params = getattr(flat_param, "_params", None)
+        if params:  # use_orig_params=True
+            for param, shape in zip(params, flat_param._shapes):  # pylint: disable=protected-access
+                groups[id(param)], shapes[id(param)] = group, list(shape)
+        else:
+            flat = True
+            groups[id(flat_param)] = group
+            shapes[id(flat_param)] = list(flat_param._unpadded_unsharded_size)  # pylint: disable=protected-access
+    return groups, shapes, flat
+
+
 def _layout(tensor, world_size):
     """(group, contributes, replicated) of a DTensor: where to reduce it, whether this rank adds its part.
 
@@ -94,15 +142,20 @@ class Sharded:
     Args:
       rows: the tracked `Row`s, in record order.
       home: the device the measurements land on.
+      flat: {id(tensor): process group} of FSDP1's sharded tensors (`flat_shards`).
     """
 
-    def __init__(self, rows, home):
+    def __init__(self, rows, home, flat=None):
         _, world_size = world()
+        flat = flat or {}
         by_group = {}
         for index, row in enumerate(rows):
-            if not is_dtensor(row.tensor):
+            if id(row.tensor) in flat:
+                group, contributes = flat[id(row.tensor)], True
+            elif is_dtensor(row.tensor):
+                group, contributes, _ = _layout(row.tensor, world_size)
+            else:
                 continue
-            group, contributes, _ = _layout(row.tensor, world_size)
             by_group.setdefault(group, ([], []))
             by_group[group][0].append(index)
             by_group[group][1].append(contributes)
@@ -154,13 +207,14 @@ class Replicas:
     Args:
       rows: the tracked `Row`s, in record order; None for rows not compared (buffers).
       home: the device the results land on.
+      sharded: ids of FSDP1's sharded tensors (not replicas).
     """
 
-    def __init__(self, rows, home):
+    def __init__(self, rows, home, sharded=()):
         _, world_size = world()
         self.members = []
         for index, row in enumerate(rows):
-            if row is None or not row.is_float:
+            if row is None or not row.is_float or id(row.tensor) in sharded:
                 continue
             if is_dtensor(row.tensor):
                 try:

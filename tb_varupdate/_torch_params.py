@@ -14,7 +14,7 @@ import torch
 
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
-from tb_varupdate._torch_dist import is_dtensor, local
+from tb_varupdate._torch_dist import flat_shards, is_dtensor, local
 from tb_varupdate._torch_measure import Row
 
 # torch.compile wraps a module in OptimizedModule, whose names gain this segment;
@@ -77,6 +77,10 @@ class Tensors:
         self._buffers = bool(buffers)
         self._module = unwrap(module_or_params) if isinstance(module_or_params, torch.nn.Module) else None
         self._fixed = None if self._module is not None else pairs(module_or_params)
+        # FSDP1's sharded tensors: their process groups and whole shapes (`_torch_dist.flat_shards`).
+        self.flat_groups, self._flat_shapes, self.flat = {}, {}, False
+        if self._module is not None:
+            self.flat_groups, self._flat_shapes, self.flat = flat_shards(self._module)
         self.rows, self.entries, self._by_name = [], [], {}
         self._seen = None  # the (name, id) list of the last refresh, to skip unchanged ones
 
@@ -116,7 +120,7 @@ class Tensors:
             self.rows.append(Row(tensor, self._delta))
             self.entries.append({
                 "name": name,
-                "shape": list(tensor.shape),
+                "shape": self._flat_shapes.get(id(tensor), list(tensor.shape)),
                 "dtype": str(tensor.dtype).replace("torch.", ""),
                 "trainable": bool(tensor.requires_grad) if role == vr.ROLE_PARAMETER else False,
                 "joined": int(joined),

@@ -140,7 +140,7 @@ class Recorder:
         """Whether any tracked tensor is a DTensor, whose records every rank must take together."""
         plan = self._measurement.plan_for(tensors.rows, tensors.grads() if grads is None else grads)
         if self._sharded[0] is not plan:
-            self._sharded = (plan, Sharded(plan.rows, plan.home))
+            self._sharded = (plan, Sharded(plan.rows, plan.home, tensors.flat_groups))
         return bool(self._sharded[1])
 
     def check_replicas(self, tensors):
@@ -151,7 +151,7 @@ class Recorder:
                     for entry, row in zip(tensors.entries, tensors.rows)]
             devices = [row.local.device for row in tensors.rows]
             home = next((d for d in devices if d.type != "cpu"), torch.device("cpu"))
-            self._replicas = (key, Replicas(rows, home))
+            self._replicas = (key, Replicas(rows, home, tensors.flat_groups))
         return self._replicas[1].check(tensors.rows)
 
     def take(self, tensors, step, replicas=None, writes=True):

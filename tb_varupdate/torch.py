@@ -236,6 +236,13 @@ class ParameterUpdateTracker:
         self._tensors = Tensors(module_or_params, delta, buffers)
         if not self._tensors.current():
             raise ValueError(_NOTHING_TO_TRACK % type(module_or_params).__name__)
+        if self._tensors.flat:
+            warnings.warn(
+                "tb_varupdate: FullyShardedDataParallel with use_orig_params=False flattens each wrapped "
+                "module's parameters into one, so tracker %r sees one row per wrapped module (named "
+                "'..._flat_param', measured whole across ranks), not one per parameter. Wrap with "
+                "use_orig_params=True for per-parameter rows, or move to FSDP2 (fully_shard)." % name,
+                stacklevel=2)
         if read_every is None:
             on_cpu = all(tensor.device.type == "cpu" for _, tensor, _ in self._tensors.current())
             read_every = 1 if on_cpu else READ_EVERY_ACCELERATOR
