@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from tb_varupdate import metadata as md
+from tb_varupdate._torch_measure import CHANGED, DELTA_L2, FINITE, GRAD_L2, ROWS_CHANGED, VALUE_L2, is_dtensor, local
 
 # Seconds a rank waits for the other ranks' trackers before it gives up logging.
 HANDSHAKE_S = 60.0
@@ -38,27 +39,6 @@ def world():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _dtensor_type():
-    try:
-        from torch.distributed.tensor import DTensor  # pylint: disable=import-outside-toplevel
-    except ImportError:  # torch without DTensor
-        return None
-    return DTensor
-
-
-def is_dtensor(tensor):
-    """Whether `tensor` is a `DTensor` (a sharded or replicated parameter)."""
-    dtensor = _dtensor_type()
-    return dtensor is not None and isinstance(tensor, dtensor)
-
-
-def local(tensor):
-    """The tensor this rank holds: a DTensor's local shard (detached), else the tensor detached."""
-    if is_dtensor(tensor):
-        return tensor.to_local().detach()
-    return tensor.detach()
 
 
 class Unsupported(ValueError):
@@ -176,8 +156,6 @@ class Sharded:
           measured: float64 [NUM_MEASURED, rows] on the device (`Measurement.measure`).
           present: bool [rows] on the device: a gradient tensor on this rank.
         """
-        from tb_varupdate._torch_measure import CHANGED, DELTA_L2, FINITE, GRAD_L2, VALUE_L2  # pylint: disable=import-outside-toplevel
-
         for group, positions, weights in self.groups:
             mine = measured.index_select(1, positions)
             grad = mine[GRAD_L2]
@@ -196,7 +174,7 @@ class Sharded:
                 parts[_DELTA2].sqrt(), parts[_VALUE2].sqrt(),
                 torch.where(parts[_PRESENT] > 0, parts[_GRAD2].sqrt(), not_given),
                 (parts[_CHANGED] > 0).to(mine.dtype), (parts[_NON_FINITE] == 0).to(mine.dtype),
-                mine[5],
+                mine[ROWS_CHANGED],
             ])
             measured.index_copy_(1, positions, whole)
 

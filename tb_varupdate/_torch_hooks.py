@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from tb_varupdate import metadata as md
-from tb_varupdate._torch_dist import is_dtensor, local
+from tb_varupdate._torch_measure import is_dtensor, local
 
 # A warning names this many parameters, then counts the rest.
 _SHOWN = 20

@@ -35,7 +35,6 @@ import math
 import torch
 
 from tb_varupdate import metadata as md
-from tb_varupdate._torch_dist import local
 
 EXACT, CHECKSUM = "exact", "checksum"
 DELTA_CHOICES = (EXACT, CHECKSUM)
@@ -51,6 +50,27 @@ _BITS_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 # The second look's scale (see `_exact_l2`): a power of two, so scaling is
 # exact, and the smallest float32 (1.4e-45) times it squares to a normal float32.
 _UP = 2.0 ** 100
+
+
+def _dtensor_type():
+    try:
+        from torch.distributed.tensor import DTensor  # pylint: disable=import-outside-toplevel
+    except ImportError:  # torch without DTensor
+        return None
+    return DTensor
+
+
+def is_dtensor(tensor):
+    """Whether `tensor` is a `DTensor` (a sharded or replicated parameter: FSDP2, tensor parallel)."""
+    dtensor = _dtensor_type()
+    return dtensor is not None and isinstance(tensor, dtensor)
+
+
+def local(tensor):
+    """What this rank holds and measures, detached: a DTensor's local shard, else the tensor itself."""
+    if is_dtensor(tensor):
+        return tensor.to_local().detach()
+    return tensor.detach()
 
 
 def _opmath(dtype):

@@ -14,8 +14,8 @@ import torch
 
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
-from tb_varupdate._torch_dist import flat_shards, is_dtensor, local
-from tb_varupdate._torch_measure import Row
+from tb_varupdate._torch_dist import flat_shards
+from tb_varupdate._torch_measure import Row, is_dtensor, local
 
 # torch.compile wraps a module in OptimizedModule, whose names gain this segment;
 # FSDP1 (FullyShardedDataParallel) and activation checkpointing wrap submodules,
