@@ -19,7 +19,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SECTIONS = ("training", "callback", "torch_training", "storage", "backend", "dashboard")
+SECTIONS = ("training", "callback", "torch_training", "torch_fsdp", "storage", "backend", "dashboard")
 RESULTS = os.path.join(HERE, "results")
 
 

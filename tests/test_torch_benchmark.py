@@ -22,3 +22,10 @@ def test_run_py_lists_the_section():
     import run
 
     assert "torch_training" in run.SECTIONS
+
+
+def test_run_py_lists_the_fsdp_section():
+    import run
+    import torch_fsdp
+
+    assert "torch_fsdp" in run.SECTIONS and torch_fsdp.VARIANTS == ("no logging", "tracker every step")
