@@ -81,8 +81,14 @@ class Tensors:
         self.flat_groups, self._flat_shapes, self.flat = {}, {}, False
         if self._module is not None:
             self.flat_groups, self._flat_shapes, self.flat = flat_shards(self._module)
+        # Replicas that must stay equal across ranks: a DistributedDataParallel model's.
+        self.replicated = isinstance(module_or_params, torch.nn.parallel.DistributedDataParallel)
         self.rows, self.entries, self._by_name = [], [], {}
         self._seen = None  # the (name, id) list of the last refresh, to skip unchanged ones
+
+    def sharded(self):
+        """Whether any tensor is sharded across ranks (a DTensor, an FSDP1 slice)."""
+        return any(is_dtensor(tensor) or id(tensor) in self.flat_groups for _, tensor, _ in self.current())
 
     def current(self):
         """`(name, tensor, role)` of every tensor to track now."""

@@ -180,10 +180,13 @@ class ParameterUpdateTracker:
       rank must take part: a tracker missing on some rank is found out at
       the first record (within `_torch_dist.HANDSHAKE_S`, 60 s) and stops with a
       warning, and training goes on.
-    * Replicated parameters (DDP's, replicated DTensors) are compared across
-      ranks every 10 records (one small all-reduce of a fingerprint of each
-      value): replicas that differ are the verdict "replicas diverged". Under
-      DDP a tracker on rank 0 only still records, without this check.
+    * Replicated parameters (of a `DistributedDataParallel` model given as
+      such, replicated DTensors, plain tensors beside DTensors) are compared
+      across ranks every 10 records (one small all-reduce of a fingerprint of
+      each value): replicas that differ are the verdict "replicas diverged".
+      Under DDP a tracker on rank 0 only still records, without this check
+      (it says so once). Other tensors under torch.distributed (a model of
+      each rank's own) are rank 0's alone, as in one process.
 
     Args:
       module_or_params: a `torch.nn.Module` (parameters by `named_parameters()`
@@ -247,7 +250,9 @@ class ParameterUpdateTracker:
             on_cpu = all(tensor.device.type == "cpu" for _, tensor, _ in self._tensors.current())
             read_every = 1 if on_cpu else READ_EVERY_ACCELERATOR
         self.read_every = read_every
-        distributed = _torch_dist.world()[1] > 1
+        # The ranks take part together for sharded tensors (DTensor, FSDP1) and for DDP's replicas;
+        # other tensors under torch.distributed (a model of each rank's own) are rank 0's alone, as before.
+        distributed = _torch_dist.world()[1] > 1 and (self._tensors.replicated or self._tensors.sharded())
         self._ranks = _Ranks(name) if distributed else None
         self._writes = _rank() == 0 or self._all_ranks
         self._recorder = Recorder(name, every_n_steps, delta, log_dir, writer, read_every, self._written,

@@ -134,3 +134,46 @@ def test_ddp_replica_written_on_one_rank_is_replicas_diverged(tmp_path):
     # The unused layer accepted, the diverged bias alone fails `check`.
     assert cli.main(["check", str(logdir), "--allow", "^unused\\."]) == cli.EXIT_PROBLEMS
     assert cli.main(["check", str(logdir), "--allow", "^unused\\.", "--allow", "^out\\.bias$"]) == cli.EXIT_HEALTHY
+
+
+def _rank0_only_worker(rank, port, logdir, results):
+    """DDP with the tracker on rank 0 only (a common pattern): rank 0 still records, without replica checks."""
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        ddp = torch.nn.parallel.DistributedDataParallel(_Net(), find_unused_parameters=True)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        generator = torch.Generator().manual_seed(rank)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tracker = tbt.ParameterUpdateTracker(ddp, log_dir=os.path.join(logdir, "ddp"), on_stuck="ignore") \
+                if rank == 0 else None
+            if tracker is not None:
+                tracker.attach(optimizer)
+            for _ in range(STEPS):
+                x = torch.rand(8, 3, generator=generator)
+                optimizer.zero_grad()
+                torch.nn.functional.mse_loss(ddp(x), x.sum(dim=1, keepdim=True)).backward()
+                optimizer.step()
+            if tracker is not None:
+                tracker.close()
+        torch.save({"warnings": [str(w.message) for w in caught],
+                    "written": tracker.records_written if tracker else None}, os.path.join(results, "rank%d.pt" % rank))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_tracker_on_rank_0_only_records_without_replica_checks(tmp_path):
+    logdir, results = tmp_path / "logs", tmp_path / "results"
+    results.mkdir()
+    localnet.spawn_bounded(_rank0_only_worker, (str(logdir), str(results)), WORLD, DEADLINE_S)
+    rank0 = torch.load(results / "rank0.pt")
+    assert rank0["written"] == STEPS
+    off = [w for w in rank0["warnings"] if "does not compare the parameters' replicas" in w]
+    assert len(off) == 1 and "rank(s) [1] made no tracker" in off[0] and "on every rank" in off[0]
+    rows = readback.verdicts(logdir, run="ddp")
+    assert rows["out.weight"]["status"] == "updating" and rows["out.weight"]["replica_spread"] is None
