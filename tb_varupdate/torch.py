@@ -203,7 +203,9 @@ class ParameterUpdateTracker:
         span the interval since the previous record.
       on_stuck: "warn" (default), "raise" or "ignore": what to do when, after
         `stuck_after` records, a trainable parameter has never changed or went
-        non-finite. Checked once.
+        non-finite. Checked once, on the writing rank(s) (under
+        torch.distributed a raise there ends that rank; torchrun and
+        `torch.multiprocessing.spawn` then stop the others).
       stuck_after: number of records before that check.
       delta: "exact" (default) keeps one copy of each tensor to measure each
         change exactly; "checksum" keeps no copy, sees a change when the sum of
@@ -282,8 +284,11 @@ class ParameterUpdateTracker:
           TypeError: something that is not an optimizer with step hooks.
         """
         hooks = self._steps.add(optimizers, self._after_step)
-        warn_not_in_optimizers(lambda: self._recorder.refresh(self._tensors), self._tensors,
-                               self._steps.attached, self._warn_once)
+        if self._writes:
+            warn_not_in_optimizers(lambda: self._recorder.refresh(self._tensors), self._tensors,
+                                   self._steps.attached, self._warn_once)
+        else:
+            self._recorder.refresh(self._tensors)  # the writing rank warns; the others would repeat it
         if not self.records_written:
             self._probe.start(self._tensors)
         return hooks
