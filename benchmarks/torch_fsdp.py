@@ -110,7 +110,8 @@ def run(quick):
     fsdp_bytes = 3 * 4 * result["params"]  # float32: all-gather forward + backward, reduce-scatter gradients
     ratio = times["tracker every step"] / times["no logging"]
     rows = [(
-        "FSDP2 MLP %d-wide, %s params in %d tensors, 2 ranks" % (width, format(result["params"], ","), result["tensors"]),
+        "FSDP2 MLP %d-wide, %s params in %d tensors, 2 ranks"
+        % (width, format(result["params"], ","), result["tensors"]),
         "%d B (%d tensors x 6 float64)" % (reduced, result["sharded"]),
         "~%.1f MB" % (fsdp_bytes / 1e6),
         common.ms(times["no logging"]), common.ms(times["tracker every step"]), "%.2fx" % ratio,

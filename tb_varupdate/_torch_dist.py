@@ -273,7 +273,8 @@ class Handshake:
             try:
                 store.wait(keys, datetime.timedelta(seconds=wait_s))
                 differ = [r for r, key in enumerate(keys) if store.get(key) != payload.encode()]
-                desired = "go" if not differ else "stop: the trackers of ranks %s track other tensors than rank 0's" % differ
+                desired = "go" if not differ else (
+                    "stop: the trackers of ranks %s track other tensors than rank 0's" % differ)
             except Exception:  # pylint: disable=broad-except  (the store's timeout error)
                 missing = [r for r, key in enumerate(keys) if not store.check([key])]
                 desired = "stop: rank(s) %s made no tracker (or never recorded) within %g s" % (missing, wait_s)

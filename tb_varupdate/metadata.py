@@ -232,7 +232,8 @@ def updates_version(array):
     """
     if not isinstance(array, np.ndarray):
         raise FormatError("an updates record must be an int32 array. Received: %s" % type(array).__name__)
-    if array.dtype != np.int32 or array.ndim != 2 or array.shape[1] not in (NUM_COLUMNS, NUM_COLUMNS_V2, NUM_COLUMNS_V4):
+    widths = (NUM_COLUMNS, NUM_COLUMNS_V2, NUM_COLUMNS_V4)
+    if array.dtype != np.int32 or array.ndim != 2 or array.shape[1] not in widths:
         raise FormatError(
             "an updates record must be int32 of shape [1 + variables, %d] (or %d for "
             "version 2, %d for version 4). Received: dtype=%s, shape=%s"

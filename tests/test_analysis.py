@@ -351,7 +351,8 @@ def test_replicas_diverged_is_a_problem_with_its_step_and_spread_trainable_or_no
     extra = np.zeros((4, 2), np.int32)
     extra[1:, 0] = np.asarray([0.5, 0.25, 0.0], np.float32).view(np.int32)
     extra[1:, 1] = [9, 4, -1]
-    rows = {r["variable"]: r for r in analysis.verdicts(entries, md.parse_updates(np.concatenate([record, extra], 1)), 9)}
+    updates = md.parse_updates(np.concatenate([record, extra], 1))
+    rows = {r["variable"]: r for r in analysis.verdicts(entries, updates, 9)}
     assert rows["w"]["status"] == rows["frozen"]["status"] == "replicas_diverged"
     assert rows["w"]["problem"] and rows["frozen"]["problem"] and not rows["ok"]["problem"]
     assert (rows["w"]["replicas_diverged_step"], rows["w"]["replica_spread"]) == (9, 0.5)
