@@ -60,6 +60,7 @@ class Recorder:
         self._replica_state = tuple(to_torch(a) for a in counters.initial_replicas(0)) if replicas else None
         self._sharded = self._replicas = (None, None)  # (what it was built for, the object)
         self._present = (None, None)
+        self._unchecked = None
         self._step_origin = None  # 0-d int64 zero on the device: a step is origin + int, no copy
         self._trainable = (None, None)  # (flags, bool tensor on the device)
         self._names_written = None
@@ -136,12 +137,23 @@ class Recorder:
             self._present = (flags, torch.tensor(flags, dtype=torch.bool).to(self._device))
         return self._present[1]
 
-    def sharded(self, tensors, grads=None):
-        """Whether any tracked tensor is a DTensor, whose records every rank must take together."""
-        plan = self._measurement.plan_for(tensors.rows, tensors.grads() if grads is None else grads)
+    def _sharded_of(self, plan, tensors):
+        """The `Sharded` rows of `plan`, built once per plan."""
         if self._sharded[0] is not plan:
             self._sharded = (plan, Sharded(plan.rows, plan.home, tensors.flat_groups))
-        return bool(self._sharded[1])
+        return self._sharded[1]
+
+    def sharded(self, tensors):
+        """Whether any tracked tensor is sharded (DTensor, FSDP1): every rank must take its records together."""
+        return bool(self._sharded_of(self._measurement.plan_for(tensors.rows, tensors.grads()), tensors))
+
+    def _not_checked(self):
+        """(checked, spread) of a record without a replica check: all False and 0, on the device."""
+        rows = self._counters.shape[0]
+        if self._unchecked is None or self._unchecked[0].shape[0] != rows:
+            self._unchecked = (torch.zeros(rows, dtype=torch.bool, device=self._device),
+                                     torch.zeros(rows, dtype=torch.float64, device=self._device))
+        return self._unchecked
 
     def check_replicas(self, tensors):
         """Compares the replicated parameters across ranks (one all-reduce): (checked, spread) on the device."""
@@ -167,8 +179,9 @@ class Recorder:
         grads = tensors.grads()
         measured = self._measurement.measure(tensors.rows, grads)
         self._to_device(measured.device)
-        if self.sharded(tensors, grads):
-            self._sharded[1].reduce(measured, self._present_now(grads))
+        sharded = self._sharded_of(self._measurement.plan, tensors)  # the plan `measure` just used
+        if sharded:
+            sharded.reduce(measured, self._present_now(grads))
         if not writes:
             self.taken += 1
             return
@@ -184,12 +197,8 @@ class Recorder:
         self._counters, self._floats, self._header = state[:3]
         record = state[3]
         if self._replica_state is not None:
-            if replicas is None:
-                rows = self._counters.shape[0]
-                replicas = (torch.zeros(rows, dtype=torch.bool, device=self._device),
-                            torch.zeros(rows, dtype=torch.float64, device=self._device))
             first, spread, record = counters.fold_replicas(
-                _OPS, *self._replica_state, record, *replicas, self._step_origin + int(step))
+                _OPS, *self._replica_state, record, *(replicas or self._not_checked()), self._step_origin + int(step))
             self._replica_state = (first, spread)
         self.taken += 1
         self.latest_step = int(step)
