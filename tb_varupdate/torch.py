@@ -72,6 +72,11 @@ _SHARDED_STOP = (
     "sharded (DTensor: FSDP2's fully_shard, tensor parallel), so every rank must create the tracker and "
     "attach it (or call log()) at the same steps, rank 0 writing; %s."
 )
+_UNSUPPORTED = (
+    "tb_varupdate: tracker %r stopped recording, and training goes on without it: it cannot add up %s "
+    "exactly across ranks. Track the other parameters (pass them as a list of (name, parameter) pairs), "
+    "or open an issue with your parallel layout."
+)
 _REPLICAS_OFF = (
     "tb_varupdate: tracker %r does not compare the parameters' replicas across ranks: %s. Create the "
     "tracker and attach it on every rank (rank 0 still writes alone) to check them.%s"
@@ -332,16 +337,22 @@ class ParameterUpdateTracker:
             )
 
     def _record(self, step):
-        if self._ranks is not None and self._ranks.stopped:
+        if self._stopped or (self._ranks is not None and self._ranks.stopped):
             return
         if self._taken % REFRESH_EVERY == 0:
             self._recorder.refresh(self._tensors)
         self._taken += 1
         self._probe.stop()  # the gradients it noted are compared with the first record's when read
-        if self._ranks is None:
-            self._recorder.take(self._tensors, step)
-        else:
-            self._record_ranks(step)
+        try:
+            if self._ranks is None:
+                self._recorder.take(self._tensors, step)
+            else:
+                self._record_ranks(step)
+        except _torch_dist.Unsupported as err:
+            # Found when the rows' layouts are read, before any collective; every rank sees the
+            # same layouts, so every rank stops here.
+            self._stopped = "stop: %s" % err
+            warnings.warn(_UNSUPPORTED % (self.name, err), stacklevel=4)
 
     def _record_ranks(self, step):
         """One record under torch.distributed: the handshake, the DTensor rows' reduction, the replica check."""
