@@ -294,7 +294,7 @@ class ParameterUpdateTracker:
                                    self._steps.attached, self._warn_once)
         else:
             self._recorder.refresh(self._tensors)  # the writing rank warns; the others would repeat it
-        if not self.records_written:
+        if not self.records_written and self._writes:  # the writing rank reads the probe
             self._probe.start(self._tensors)
         return hooks
 
