@@ -19,7 +19,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SECTIONS = ("training", "callback", "torch_training", "gpu_training", "trainers", "storage", "backend", "dashboard")
+SECTIONS = ("training", "callback", "torch_training", "gpu_training", "torch_fsdp", "trainers", "storage", "backend",
+            "dashboard")
 RESULTS = os.path.join(HERE, "results")
 
 

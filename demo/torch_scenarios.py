@@ -145,7 +145,7 @@ def _ddp_train(rank, port, run_dir):
         x, y = _data()
         shard = slice(rank * 16, rank * 16 + 16)
         with tbt.ParameterUpdateTracker(ddp, log_dir=run_dir, on_stuck="ignore") as tracker:
-            tracker.attach(optimizer)  # rank 0 writes; rank 1 logs nothing
+            tracker.attach(optimizer)  # rank 0 writes; rank 1 takes part in the replica checks
             for _ in range(STEPS):
                 optimizer.zero_grad()
                 torch.nn.functional.mse_loss(ddp(x[shard]), y[shard]).backward()
@@ -161,3 +161,44 @@ def _ddp_train(rank, port, run_dir):
             "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
 def torch_ddp_unused_parameter(run_dir):
     localnet.spawn_bounded(_ddp_worker, (run_dir,), DDP_WORLD, DDP_DEADLINE_S)
+
+
+def _fsdp2_worker(rank, port, run_dir):
+    with catalogue.quiet_stderr():
+        _fsdp2_train(rank, port, run_dir)
+
+
+def _fsdp2_train(rank, port, run_dir):
+    from torch.distributed.fsdp import fully_shard  # pylint: disable=import-outside-toplevel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=DDP_WORLD,
+                                         timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(SEED)
+        model = _DDPNet()
+        for layer in (model.hidden, model.head, model.aux_head):
+            fully_shard(layer)  # parameters become DTensors, sharded by rows over the 2 ranks
+        fully_shard(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+        x, y = _data()
+        shard = slice(rank * 16, rank * 16 + 16)
+        # Every rank makes and attaches the tracker: each measures its shards, rank 0 writes the sums.
+        with tbt.ParameterUpdateTracker(model, log_dir=run_dir, on_stuck="ignore") as tracker:
+            tracker.attach(optimizer)
+            for _ in range(STEPS):
+                optimizer.zero_grad()
+                torch.nn.functional.mse_loss(model(x[shard]), y[shard]).backward()
+                optimizer.step()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@_scenario("torch_fsdp2_unused_layer",
+           "FSDP2 (fully_shard) over gloo, 2 processes, AdamW: aux_head is unused, its gradient None on every rank",
+           {"hidden.weight": (UPDATING, PRESENT), "hidden.bias": (UPDATING, PRESENT),
+            "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
+            "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
+def torch_fsdp2_unused_layer(run_dir):
+    localnet.spawn_bounded(_fsdp2_worker, (run_dir,), DDP_WORLD, DDP_DEADLINE_S)

@@ -22,6 +22,7 @@ import warnings
 import torch
 
 from tb_varupdate import metadata as md
+from tb_varupdate._torch_measure import is_dtensor, local
 
 # A warning names this many parameters, then counts the rest.
 _SHOWN = 20
@@ -179,6 +180,7 @@ class GradientProbe:
         # Only a non-zero gradient counts: a zero one may be a dead unit's.
         grad = tensor.grad
         if grad is not None:
+            grad = local(grad) if is_dtensor(grad) else grad  # this rank's shard: no collective in a hook
             values = grad.coalesce().values() if grad.is_sparse else grad
             if bool(torch.any(values != 0)):
                 self._arrived.add(index)

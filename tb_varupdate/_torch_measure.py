@@ -53,6 +53,27 @@ _BITS_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _UP = 2.0 ** 100
 
 
+def _dtensor_type():
+    try:
+        from torch.distributed.tensor import DTensor  # pylint: disable=import-outside-toplevel
+    except ImportError:  # torch without DTensor
+        return None
+    return DTensor
+
+
+def is_dtensor(tensor):
+    """Whether `tensor` is a `DTensor` (a sharded or replicated parameter: FSDP2, tensor parallel)."""
+    dtensor = _dtensor_type()
+    return dtensor is not None and isinstance(tensor, dtensor)
+
+
+def local(tensor):
+    """What this rank holds and measures, detached: a DTensor's local shard, else the tensor itself."""
+    if is_dtensor(tensor):
+        return tensor.to_local().detach()
+    return tensor.detach()
+
+
 def _opmath(dtype):
     """The dtype norms of `dtype` tensors accumulate in: float32 for 16-bit floats."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -146,18 +167,19 @@ def _bits_sum(tensor):
 class Row:
     """One tracked tensor: the parameter or buffer, its snapshot (or checksum), its changed-rows mask."""
 
-    __slots__ = ("tensor", "snapshot", "is_float", "rows", "bits", "value_l2")
+    __slots__ = ("tensor", "local", "snapshot", "is_float", "rows", "bits", "value_l2")
 
     def __init__(self, tensor, delta):
         self.tensor = tensor
         self.is_float = tensor.is_floating_point()
-        self.rows = self.snapshot = self.bits = self.value_l2 = None
+        self.rows = self.snapshot = self.bits = self.value_l2 = self.local = None
         self.reset(tensor, delta)
 
     def reset(self, tensor, delta):
         """Points the row at `tensor` (a layer was replaced): measured from its value now."""
         self.tensor = tensor
-        data = tensor.detach()
+        # What this rank holds and measures: a DTensor's local shard (`_torch_dist.Sharded` adds them up).
+        self.local = data = local(tensor)
         if delta == EXACT or not self.is_float:
             self.snapshot = data.clone()
         else:
@@ -181,7 +203,7 @@ class _Block:
         self.members = members
         self.rows = [rows[i] for i in members]
         self.positions = torch.tensor(members, dtype=torch.int64, device=home)
-        self.values = [row.tensor.detach() for row in self.rows]
+        self.values = [row.local for row in self.rows]
         self.dtype, self.device = self.values[0].dtype, self.values[0].device
         self.shape = self.values[0].shape
         self.ops = _Rows if packed else _Lists
@@ -219,14 +241,14 @@ class Plan:
     def __init__(self, rows, delta, no_grad):
         self.rows = list(rows)
         self.count = len(self.rows)
-        devices = [row.tensor.device for row in self.rows]
+        devices = [row.local.device for row in self.rows]
         # Results land on one device: the first accelerator's, else the CPU.
         self.home = next((d for d in devices if d.type != "cpu"), torch.device("cpu"))
         by_key = {}
         for index, row in enumerate(self.rows):
-            if row.tensor.numel() == 0:
-                continue  # never changes: the defaults below hold
-            tensor = row.tensor
+            if row.local.numel() == 0:
+                continue  # never changes (or another rank's shard): the defaults below hold
+            tensor = row.local
             # Integer and bool tensors are packed whatever their size: few, mostly
             # 0-d counters, and compared by one `!=` of plain kernels on any device.
             packed = not row.is_float or (delta == EXACT and tensor.numel() < LARGE_ELEMENTS)
@@ -244,7 +266,7 @@ class Plan:
         self._present = {}  # the rows with a dense gradient, per block -> their indices on `home`
         # What the blocks hold (packing re-points snapshots): a row re-pointed since needs a new plan.
         self._held = [(row.tensor, row.snapshot) for row in self.rows]
-        empty = [i for i, row in enumerate(self.rows) if row.tensor.numel() == 0]
+        empty = [i for i, row in enumerate(self.rows) if row.local.numel() == 0]
         defaults = torch.zeros(NUM_MEASURED, self.count, dtype=torch.float64)
         defaults[DELTA_L2] = 0.0 if delta == EXACT else math.nan
         defaults[DELTA_L2, [i for i, row in enumerate(self.rows) if not row.is_float]] = math.nan

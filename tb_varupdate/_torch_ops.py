@@ -69,6 +69,9 @@ class TorchOps(counters.Ops):
     def constant(self, values, like_int64):
         return torch.full((), values, dtype=torch.int64, device=like_int64.device)
 
+    def concat_columns(self, parts):
+        return torch.cat([_tensor(p) for p in parts], dim=1)
+
 
 def to_torch(array, device="cpu"):
     """A NumPy state array (`counters.initial_state`, ...) as a torch tensor on `device`."""

@@ -14,10 +14,13 @@ import torch
 
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
-from tb_varupdate._torch_measure import Row
+from tb_varupdate._torch_dist import flat_shards
+from tb_varupdate._torch_measure import Row, is_dtensor, local
 
-# torch.compile wraps a module in OptimizedModule, whose names gain this segment.
-_COMPILED_SEGMENT = re.compile(r"(^|\.)_orig_mod\.")
+# torch.compile wraps a module in OptimizedModule, whose names gain this segment;
+# FSDP1 (FullyShardedDataParallel) and activation checkpointing wrap submodules,
+# whose names gain theirs.
+_COMPILED_SEGMENT = re.compile(r"(^|\.)(_orig_mod|_fsdp_wrapped_module|_checkpoint_wrapped_module)\.")
 
 
 def unwrap(module):
@@ -32,7 +35,7 @@ def unwrap(module):
 
 
 def clean_name(name):
-    """`name` without torch.compile's `_orig_mod.` segments."""
+    """`name` without torch.compile's `_orig_mod.` and FSDP1's / checkpointing's wrapper segments."""
     return _COMPILED_SEGMENT.sub(lambda m: m.group(1), name)
 
 
@@ -78,8 +81,18 @@ class Tensors:
         self._zero_init = tuple(zero_init)
         self._module = unwrap(module_or_params) if isinstance(module_or_params, torch.nn.Module) else None
         self._fixed = None if self._module is not None else pairs(module_or_params)
+        # FSDP1's sharded tensors: their process groups and whole shapes (`_torch_dist.flat_shards`).
+        self.flat_groups, self._flat_shapes, self.flat = {}, {}, False
+        if self._module is not None:
+            self.flat_groups, self._flat_shapes, self.flat = flat_shards(self._module)
+        # Replicas that must stay equal across ranks: a DistributedDataParallel model's.
+        self.replicated = isinstance(module_or_params, torch.nn.parallel.DistributedDataParallel)
         self.rows, self.entries, self._by_name = [], [], {}
         self._seen = None  # the (name, id) list of the last refresh, to skip unchanged ones
+
+    def sharded(self):
+        """Whether any tensor is sharded across ranks (a DTensor, an FSDP1 slice)."""
+        return any(is_dtensor(tensor) or id(tensor) in self.flat_groups for _, tensor, _ in self.current())
 
     def current(self):
         """`(name, tensor, role)` of every tensor to track now."""
@@ -117,7 +130,7 @@ class Tensors:
             self.rows.append(Row(tensor, self._delta))
             self.entries.append({
                 "name": name,
-                "shape": list(tensor.shape),
+                "shape": self._flat_shapes.get(id(tensor), list(tensor.shape)),
                 "dtype": str(tensor.dtype).replace("torch.", ""),
                 "trainable": bool(tensor.requires_grad) if role == vr.ROLE_PARAMETER else False,
                 "joined": int(joined),
@@ -149,7 +162,7 @@ class Tensors:
                 grads.append(md.GRAD_NOT_GIVEN)
             else:
                 grad = row.tensor.grad
-                grads.append(md.GRAD_NONE if grad is None else grad)
+                grads.append(md.GRAD_NONE if grad is None else local(grad) if is_dtensor(grad) else grad)
         return grads
 
     def trainable(self):

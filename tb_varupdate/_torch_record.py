@@ -17,6 +17,7 @@ import torch
 from tb_varupdate import counters
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
+from tb_varupdate._torch_dist import Replicas, Sharded
 from tb_varupdate._torch_measure import CHANGED, DELTA_L2, EXACT, FINITE, GRAD_L2, ROWS_CHANGED, VALUE_L2, Measurement
 from tb_varupdate._torch_ops import TorchOps, to_torch
 from tb_varupdate._torch_pending import PendingRecords
@@ -37,12 +38,14 @@ class Recorder:
       read_every: records kept on the device between two host reads.
       on_written: called with `(records_written, entries, record, step, seen_at)`
         after each record is written (the training-time checks).
+      replicas: write version 4 records, with the replica checks' columns
+        (a tracker under torch.distributed).
 
     Raises:
       ValueError: `delta` is neither.
     """
 
-    def __init__(self, name, every_n_steps, delta, log_dir, writer, read_every, on_written):
+    def __init__(self, name, every_n_steps, delta, log_dir, writer, read_every, on_written, replicas=False):
         self._name, self._every_n_steps, self._delta = name, every_n_steps, delta
         self._measurement = Measurement(delta)
         self._log_dir, self._writer, self._own_writer = log_dir, writer, writer is None
@@ -52,6 +55,12 @@ class Recorder:
         self._device = None  # the device the state lives on, set by the first plan
         self._counters, self._floats = (to_torch(a) for a in counters.initial_state(0))
         self._header = to_torch(counters.initial_header())
+        self._version = md.REPLICAS_VERSION if replicas else md.FORMAT_VERSION
+        # Under torch.distributed: the replica state, the DTensor rows' reduction, the replicated rows.
+        self._replica_state = tuple(to_torch(a) for a in counters.initial_replicas(0)) if replicas else None
+        self._sharded = self._replicas = (None, None)  # (what it was built for, the object)
+        self._present = (None, None)
+        self._unchecked = None
         self._step_origin = None  # 0-d int64 zero on the device: a step is origin + int, no copy
         self._trainable = (None, None)  # (flags, bool tensor on the device)
         self._names_written = None
@@ -61,6 +70,11 @@ class Recorder:
         self.taken = 0  # records measured and folded (written or pending)
         self.written = 0
         self.latest_step = None
+
+    @property
+    def names_hash(self):
+        """The variables record's `names_hash` (0 before any row)."""
+        return self._names_hash or 0
 
     @property
     def reads(self):
@@ -85,6 +99,10 @@ class Recorder:
         new_counters, new_floats = (to_torch(a, self._counters.device) for a in counters.initial_state(added))
         self._counters = torch.cat([self._counters, new_counters])
         self._floats = torch.cat([self._floats, new_floats])
+        if self._replica_state is not None:
+            self._replica_state = tuple(
+                torch.cat([old, to_torch(new, old.device)])
+                for old, new in zip(self._replica_state, counters.initial_replicas(added)))
         self.entries = [dict(entry) for entry in tensors.entries]
         self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
         self._sized = to_torch(np.array([row.is_float and self._delta == EXACT for row in tensors.rows]),
@@ -97,6 +115,8 @@ class Recorder:
         self._device = device
         self._counters, self._floats = self._counters.to(device), self._floats.to(device)
         self._header, self._sized = self._header.to(device), self._sized.to(device)
+        if self._replica_state is not None:
+            self._replica_state = tuple(a.to(device) for a in self._replica_state)
         self._step_origin = torch.zeros((), dtype=torch.int64, device=device)
         self._trainable = (None, None)
 
@@ -110,10 +130,61 @@ class Recorder:
             self._trainable = (flags, mask.to(self._device, non_blocking=True))
         return self._trainable[1]
 
-    def take(self, tensors, step):
-        """Measures and folds one record at `step`, kept on the device until the next read."""
-        measured = self._measurement.measure(tensors.rows, tensors.grads())
+    def _present_now(self, grads):
+        """bool [rows] on the device: a gradient tensor on this rank; copied over only when one changed."""
+        flags = tuple(isinstance(grad, torch.Tensor) for grad in grads)
+        if flags != self._present[0]:
+            self._present = (flags, torch.tensor(flags, dtype=torch.bool).to(self._device))
+        return self._present[1]
+
+    def _sharded_of(self, plan, tensors):
+        """The `Sharded` rows of `plan`, built once per plan."""
+        if self._sharded[0] is not plan:
+            self._sharded = (plan, Sharded(plan.rows, plan.home, tensors.flat_groups))
+        return self._sharded[1]
+
+    def sharded(self, tensors):
+        """Whether any tracked tensor is sharded (DTensor, FSDP1): every rank must take its records together."""
+        return bool(self._sharded_of(self._measurement.plan_for(tensors.rows, tensors.grads()), tensors))
+
+    def _not_checked(self):
+        """(checked, spread) of a record without a replica check: all False and 0, on the device."""
+        rows = self._counters.shape[0]
+        if self._unchecked is None or self._unchecked[0].shape[0] != rows:
+            self._unchecked = (torch.zeros(rows, dtype=torch.bool, device=self._device),
+                                     torch.zeros(rows, dtype=torch.float64, device=self._device))
+        return self._unchecked
+
+    def check_replicas(self, tensors):
+        """Compares the replicated parameters across ranks (one all-reduce): (checked, spread) on the device."""
+        key = tuple(id(row.tensor) for row in tensors.rows)
+        if self._replicas[0] != key:
+            rows = [row if entry["role"] == vr.ROLE_PARAMETER else None
+                    for entry, row in zip(tensors.entries, tensors.rows)]
+            devices = [row.local.device for row in tensors.rows]
+            home = next((d for d in devices if d.type != "cpu"), torch.device("cpu"))
+            self._replicas = (key, Replicas(rows, home, tensors.flat_groups))
+        return self._replicas[1].check(tensors.rows)
+
+    def take(self, tensors, step, replicas=None, writes=True):
+        """Measures and folds one record at `step`, kept on the device until the next read.
+
+        Args:
+          tensors: the tracked `_torch_params.Tensors`.
+          step: the record's step.
+          replicas: `check_replicas`' result at this record, or None.
+          writes: fold and keep the record (False: a rank that only takes
+            part in the DTensor rows' reduction).
+        """
+        grads = tensors.grads()
+        measured = self._measurement.measure(tensors.rows, grads)
         self._to_device(measured.device)
+        sharded = self._sharded_of(self._measurement.plan, tensors)  # the plan `measure` just used
+        if sharded:
+            sharded.reduce(measured, self._present_now(grads))
+        if not writes:
+            self.taken += 1
+            return
         measured = counters.Measured(
             delta_l2=measured[DELTA_L2], value_l2=measured[VALUE_L2], grad_l2=measured[GRAD_L2],
             changed=measured[CHANGED] != 0, finite=measured[FINITE] != 0,
@@ -124,9 +195,14 @@ class Recorder:
             self._trainable_now(tensors), self._sized, self._names_hash, self._every_n_steps, self._writer_id,
         )
         self._counters, self._floats, self._header = state[:3]
+        record = state[3]
+        if self._replica_state is not None:
+            first, spread, record = counters.fold_replicas(
+                _OPS, *self._replica_state, record, *(replicas or self._not_checked()), self._step_origin + int(step))
+            self._replica_state = (first, spread)
         self.taken += 1
         self.latest_step = int(step)
-        self._pending.add(state[3], step)
+        self._pending.add(record, step)
 
     def poll(self):
         """Writes the records whose copy to the host has completed; never waits."""
@@ -149,7 +225,7 @@ class Recorder:
             if self._names_written != self._names_hash:
                 write_variables(writer, self._name, self.document, step)
                 self._names_written = self._names_hash
-            write_updates(writer, self._name, record, step)
+            write_updates(writer, self._name, record, step, self._version)
         # Checked once all are written: a check that raises loses none of them.
         before, self.written = self.written, self.written + len(records)
         for number, (step, record) in enumerate(records, start=before + 1):

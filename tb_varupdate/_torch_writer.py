@@ -83,20 +83,20 @@ def _add(writer, summary, step):
         raise WriteFailed(err, int(step)) from err
 
 
-def _summary(tag, array, kind):
+def _summary(tag, array, kind, version=md.FORMAT_VERSION):
     value = summary_pb2.Summary.Value(
-        tag=tag, metadata=md.create_summary_metadata(kind), tensor=tensor_util.make_tensor_proto(array)
+        tag=tag, metadata=md.create_summary_metadata(kind, version), tensor=tensor_util.make_tensor_proto(array)
     )
     return summary_pb2.Summary(value=[value])
 
 
-def write_updates(writer, name, record, step):
-    """Writes one updates record (int32 NumPy [1 + V, NUM_COLUMNS]) at `step`.
+def write_updates(writer, name, record, step, version=md.FORMAT_VERSION):
+    """Writes one updates record (int32 NumPy [1 + V, NUM_COLUMNS], or NUM_COLUMNS_V4 for version 4) at `step`.
 
     Raises:
       WriteFailed: the writer refused it (its background thread met a full disk).
     """
-    _add(writer, _summary(md.updates_tag(name), np.asarray(record, np.int32), md.KIND_UPDATES), step)
+    _add(writer, _summary(md.updates_tag(name), np.asarray(record, np.int32), md.KIND_UPDATES, version), step)
 
 
 def write_variables(writer, name, document, step):

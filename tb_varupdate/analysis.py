@@ -18,7 +18,7 @@ from tb_varupdate import variables_record as vr
 from tb_varupdate.diagnosis import TF, TORCH, diagnose
 from tb_varupdate.vocabulary import (  # noqa: F401  (re-exported)
     COUNTED_STATUSES, EMPTY, GRAD_INTERMITTENT, GRAD_MISSING, GRAD_NON_FINITE, GRAD_NOT_LOGGED,
-    GRAD_PRESENT, GRAD_ZERO, GRADIENT_VERDICTS, NEVER_UPDATED, NON_FINITE, PROBLEM_STATUSES, STALLED,
+    GRAD_PRESENT, GRAD_ZERO, GRADIENT_VERDICTS, NEVER_UPDATED, NON_FINITE, PROBLEM_STATUSES, REPLICAS_DIVERGED, STALLED,
     STATUSES, TINY_UPDATES, UPDATING, FROZEN_LABEL, ACCEPTED_LABEL, STATUS_LABELS, vocabulary,
 )
 
@@ -99,12 +99,15 @@ def _gradient_verdict(counts, value_went_non_finite):
     return GRAD_PRESENT
 
 
-def _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel):
+def _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel, diverged_step=-1):
     # Everything is counted in records, never in steps: a step that restarts
     # each epoch or repeats (a LossScaleOptimizer's skipped steps) must not
     # hide a stall.
     if non_finite_step != -1:
         return NON_FINITE
+    if diverged_step != -1:
+        # Replicas that differ train different models on each rank, whatever else the row says.
+        return REPLICAS_DIVERGED
     if changed == 0:
         return NEVER_UPDATED
     # Records per change up to the latest one: exact for gradient accumulation
@@ -127,7 +130,7 @@ def severity(row):
     if row["status"] == EMPTY:
         return 0
     if not row["trainable"]:
-        if row["status"] == NON_FINITE:
+        if row["status"] in (NON_FINITE, REPLICAS_DIVERGED):
             return 2
         # A PyTorch parameter with requires_grad=False should not move.
         return 1 if row.get("role") == vr.ROLE_PARAMETER and row["changed_steps"] else 0
@@ -162,12 +165,14 @@ def _is_empty(shape):
     return any(d == 0 for d in shape or ())
 
 
-def _row(entry, col, fcol, updates, step, run, relative, latest_state):
+def _row(entry, col, fcol, updates, step, run, relative, latest_state, replicas=(-1, None)):
     """One verdict row (without severity and sort) of variable `entry`.
 
     `col` and `fcol` are the variable's ints and floats as Python lists;
     `relative` its `relative_update` and `latest_state` its newest
-    `metadata.GRAD_STATE_*` (both computed for all rows at once).
+    `metadata.GRAD_STATE_*` (both computed for all rows at once);
+    `replicas` its (FIRST_DIVERGED_STEP, REPLICA_SPREAD or None) of a
+    version 4 record.
     """
     logs_tracked = max(updates.logged - int(entry["joined"]), 0)
     changed = int(col[md.CHANGED_STEPS])
@@ -196,8 +201,9 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state):
     delta_l2 = _finite_or_none(fcol[md.DELTA_L2])
     role = entry.get("role") if entry.get("role") in vr.ROLES else None
     empty = _is_empty(shape)
+    diverged_step, spread = replicas
     status = EMPTY if empty else _status(
-        logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel)
+        logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel, diverged_step)
     gradient = _gradient_verdict(counts, non_finite_step != -1)
     # A run of non-finite gradients at the end concerns the variables whose
     # newest gradient is non-finite; their value stayed finite (skipped steps).
@@ -232,6 +238,10 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state):
         "non_finite_gradient_run": run or None,
         "rows_changed": int(col[md.ROWS_CHANGED]),
         "rows_total": shape[0] if shape and shape[0] is not None else 0,
+        # Version 4 (torch.distributed): the first step the ranks' copies differed,
+        # and the largest spread of their fingerprints seen (None: never compared).
+        "replicas_diverged_step": diverged_step if diverged_step != -1 else None,
+        "replica_spread": spread,
     }
     facts = {
         "framework": TORCH if role else TF, "role": role, "first_trainable": first_trainable,
@@ -275,9 +285,15 @@ def verdicts(entries, updates, step):
     relative = relative_update(updates.floats[:, md.DELTA_L2], updates.floats[:, md.VALUE_L2]).tolist()
     states = md.grad_state(updates.floats[:, md.GRAD_L2]).tolist()
     ints, floats = updates.ints.tolist(), updates.floats.tolist()
+    if updates.first_diverged is not None:
+        replicas = list(zip(updates.first_diverged.tolist(),
+                            [v if math.isfinite(v) else None for v in updates.replica_spread.tolist()]))
+    else:
+        replicas = [(-1, None)] * updates.num_variables
     rows = []
     for index in range(updates.num_variables):
-        row = _row(entries[index], ints[index], floats[index], updates, step, run, relative[index], states[index])
+        row = _row(entries[index], ints[index], floats[index], updates, step, run, relative[index], states[index],
+                   replicas[index])
         # The row's position in the records: names may repeat (or be ""), so
         # the series, heatmap and the tab tell variables apart by this.
         row["index"] = index

@@ -9,7 +9,7 @@ Exit codes (README "In CI"):
 * 0 `EXIT_HEALTHY`: every run directory, event file, tag and kept record was
   read in full and no trainable variable is a problem (rows accepted with
   `--allow` count as healthy);
-* 1 `EXIT_PROBLEMS`: a trainable variable never updated, stalled or went
+* 1 `EXIT_PROBLEMS`: a variable's replicas diverged across ranks, or a trainable variable never updated, stalled or went
   non-finite (whatever else was found);
 * 2 `EXIT_USAGE`: bad arguments, no logdir or event files, or no varupdate
   records at all;

@@ -116,6 +116,9 @@ class Ops:
     def constant(self, values, like_int64):  # Python ints -> int64 array on like's device
         raise NotImplementedError
 
+    def concat_columns(self, parts):  # list of [R, c_i] -> [R, sum c_i] (replica columns only)
+        raise NotImplementedError
+
 
 class NumPyOps(Ops):
     """`Ops` over NumPy: the reference the framework writers are tested against."""
@@ -158,6 +161,9 @@ class NumPyOps(Ops):
 
     def constant(self, values, like_int64):
         return np.asarray(values, dtype=np.int64)
+
+    def concat_columns(self, parts):
+        return np.concatenate(parts, axis=1)
 
 
 def initial_state(count):
@@ -274,3 +280,36 @@ def fold(ops, counters, floats, header, measured, step, trainable, sized, names_
     head_row = ops.clip_int32(ops.stack(head))
     record = ops.concat_rows([head_row[None], ops.stack_columns(body)])
     return counters, floats, header, record
+
+
+def initial_replicas(count):
+    """NumPy initial replica state of `count` variables: (int64 [V] first diverged step, float32 [V] largest spread)."""
+    return np.full([count], NO_STEP, np.int64), np.full([count], -1.0, np.float32)
+
+
+def fold_replicas(ops, first_diverged, spread, record, checked, measured_spread, step):
+    """Folds one record's replica check (if any) into the replica state and appends version 4's columns.
+
+    Args:
+      ops: the writer's `Ops` (with `concat_columns`).
+      first_diverged: int64 [V], the step replicas first differed, NO_STEP if never.
+      spread: float32 [V], the largest spread seen, -1 if never compared.
+      record: the int32 record [1 + V, NUM_COLUMNS] from `fold`.
+      checked: bool [V], compared at this record (all False between checks).
+      measured_spread: float [V], the ranks' spread at this record (0: equal).
+      step: 0-d int64, this record's step.
+
+    Returns:
+      (first_diverged, spread, record): the new state and the int32 record
+      [1 + V, NUM_COLUMNS_V4].
+    """
+    measured32 = ops.float32(measured_spread)
+    diverged = checked & (measured32 != 0)
+    first_diverged = ops.where(diverged & (first_diverged == NO_STEP), step, first_diverged)
+    spread = ops.where(checked, ops.maximum(spread, measured32), spread)
+    written = ops.where(spread >= 0, spread, np.float32(np.nan))
+    # -1 is the record's "never" (NO_STEP in the state), as for the other step columns.
+    never = ops.where(first_diverged == NO_STEP, ops.constant(-1, step), first_diverged)
+    body = ops.stack_columns([ops.bitcast_to_int32(written), ops.clip_int32(never)])
+    head = ops.clip_int32(ops.stack([ops.constant(0, step), ops.constant(0, step)]))
+    return first_diverged, spread, ops.concat_columns([record, ops.concat_rows([head[None], body])])

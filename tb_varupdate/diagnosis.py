@@ -233,6 +233,18 @@ def _updating(row, facts):
     return text
 
 
+def _replicas_diverged(row):
+    return (
+        "Its copies on the ranks differ (first seen at step %d; largest spread of the ranks' "
+        "fingerprints, the value's L2 norm and sum, %.3g): each rank now trains a different "
+        "model. Look for a write to the parameter on some ranks only (an in-place edit or a "
+        "load under `if rank == 0`), a parameter DDP does not synchronise (created after "
+        "wrapping, or ignored with `_ddp_params_and_buffers_to_ignore`), non-deterministic "
+        "kernels in the optimizer, or a replicated DTensor written locally; broadcast it "
+        "from rank 0 and find the write." % (row["replicas_diverged_step"], row["replica_spread"] or 0.0)
+    )
+
+
 def _rows_note(row):
     total, changed = row["rows_total"], row["rows_changed"]
     if changed is None or changed < 0 or not total or changed >= total:
@@ -267,6 +279,8 @@ def diagnose(row, latest_grad_state, facts):
     status = row["status"]
     if facts["empty"]:
         return "Has no elements (shape %s): there is nothing to update. Not a problem." % (row["shape"],)
+    if status == vc.REPLICAS_DIVERGED:
+        return _replicas_diverged(row)
     if not row["trainable"]:
         return _not_trainable(row, facts)
     if status == vc.NON_FINITE:

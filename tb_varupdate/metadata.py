@@ -36,10 +36,14 @@ PLUGIN_NAME = "varupdate"
 # 2: DELTA_MAX_ABS dropped (a pass over every variable, never shown), 14 columns.
 # 3: TRAINABLE per record (freeze/unfreeze mid-run), header fields for the
 #    writer's identity, steps that did not grow and non-finite gradient runs.
+# 4: two columns of replica checks (REPLICA_SPREAD, FIRST_DIVERGED_STEP),
+#    written only by trackers under torch.distributed; every other writer
+#    still writes version 3.
 FORMAT_VERSION = 3
+REPLICAS_VERSION = 4
 # Versions this reader parses. A tag's metadata is kept from its first event
 # only, so the version of each updates record is told by its column count.
-READABLE_VERSIONS = (2, 3)
+READABLE_VERSIONS = (2, 3, 4)
 
 KIND_UPDATES = "updates"
 KIND_VARIABLES = "variables"
@@ -81,6 +85,10 @@ ROWS_CHANGED = 13  # rows (first axis) changed at least once; -1 if not tracked.
 TRAINABLE = 14  # 1 if the variable was trainable at this record, else 0 (version 3).
 NUM_COLUMNS = 15
 NUM_COLUMNS_V2 = 14  # version 2 records: no TRAINABLE column.
+# Version 4 records append two columns to version 3's NUM_COLUMNS:
+REPLICA_SPREAD = 15  # f32: largest difference between ranks' fingerprints of the value seen; NaN if never compared.
+FIRST_DIVERGED_STEP = 16  # step of the first replica check whose ranks differed, -1 if none.
+NUM_COLUMNS_V4 = 17
 
 FLOAT_COLUMNS = (DELTA_L2, VALUE_L2, GRAD_L2, MAX_RELATIVE_UPDATE)
 
@@ -111,8 +119,8 @@ def variables_tag(name):
     return TAG_PREFIX + name + VARIABLES_TAG_SUFFIX
 
 
-def create_summary_metadata(kind):
-    """A `SummaryMetadata` for a record of `kind` (KIND_UPDATES or KIND_VARIABLES).
+def create_summary_metadata(kind, version=FORMAT_VERSION):
+    """A `SummaryMetadata` for a record of `kind` (KIND_UPDATES or KIND_VARIABLES) of format `version`.
 
     `data_class` must be set: TensorBoard only fills it in for its built-in
     plugins, and without it neither loader serves the tensors.
@@ -122,7 +130,7 @@ def create_summary_metadata(kind):
             "kind must be %r or %r. Received: kind=%r"
             % (KIND_UPDATES, KIND_VARIABLES, kind)
         )
-    content = json.dumps({"version": FORMAT_VERSION, "kind": kind}).encode("utf-8")
+    content = json.dumps({"version": version, "kind": kind}).encode("utf-8")
     return summary_pb2.SummaryMetadata(
         plugin_data=summary_pb2.SummaryMetadata.PluginData(
             plugin_name=PLUGIN_NAME, content=content
@@ -176,7 +184,7 @@ class Updates:
     """One parsed updates record.
 
     Attributes:
-      version: 2 or 3, from the record's column count.
+      version: 2, 3 or 4, from the record's column count.
       logged: records written by the tracker up to this one (HEADER_LOGGED).
       names_hash: checksum of the variables record naming the rows.
       every_n: the tracker's `every_n_steps`.
@@ -189,12 +197,15 @@ class Updates:
       floats: float64 array [V, NUM_COLUMNS] of the float32 columns (the
         integer columns of this view hold garbage; read them from `ints`).
       trainable: bool array [V] of TRAINABLE, or None in version 2 records.
+      replica_spread: float64 array [V] of REPLICA_SPREAD, or None before version 4
+        (`ints` and `floats` hold the NUM_COLUMNS columns of version 3 in every version).
+      first_diverged: int64 array [V] of FIRST_DIVERGED_STEP, or None before version 4.
     """
 
     __slots__ = ("version", "logged", "names_hash", "every_n", "writer_id", "step_regressions",
-                 "logs_at_last_finite_grads", "ints", "floats", "trainable")
+                 "logs_at_last_finite_grads", "ints", "floats", "trainable", "replica_spread", "first_diverged")
 
-    def __init__(self, version, header, ints, floats):
+    def __init__(self, version, header, ints, floats, replicas=None):
         self.version = version
         self.logged = int(header[HEADER_LOGGED])
         self.names_hash = int(header[HEADER_NAMES_HASH])
@@ -205,6 +216,7 @@ class Updates:
         self.ints = ints
         self.floats = floats
         self.trainable = ints[:, TRAINABLE] > 0 if version >= 3 else None
+        self.replica_spread, self.first_diverged = replicas if replicas is not None else (None, None)
 
     @property
     def num_variables(self):
@@ -212,22 +224,24 @@ class Updates:
 
 
 def updates_version(array):
-    """The format version (2 or 3) of an updates tensor, checked without copying it.
+    """The format version (2, 3 or 4) of an updates tensor, checked without copying it.
 
     Raises:
       FormatError: the array does not have dtype int32 and shape
-        [1 + V, NUM_COLUMNS] (or [1 + V, NUM_COLUMNS_V2]).
+        [1 + V, NUM_COLUMNS] (or [1 + V, NUM_COLUMNS_V2], [1 + V, NUM_COLUMNS_V4]).
     """
     if not isinstance(array, np.ndarray):
         raise FormatError("an updates record must be an int32 array. Received: %s" % type(array).__name__)
-    if array.dtype != np.int32 or array.ndim != 2 or array.shape[1] not in (NUM_COLUMNS, NUM_COLUMNS_V2):
+    widths = (NUM_COLUMNS, NUM_COLUMNS_V2, NUM_COLUMNS_V4)
+    if array.dtype != np.int32 or array.ndim != 2 or array.shape[1] not in widths:
         raise FormatError(
             "an updates record must be int32 of shape [1 + variables, %d] (or %d for "
-            "version 2). Received: dtype=%s, shape=%s" % (NUM_COLUMNS, NUM_COLUMNS_V2, array.dtype, array.shape)
+            "version 2, %d for version 4). Received: dtype=%s, shape=%s"
+            % (NUM_COLUMNS, NUM_COLUMNS_V2, NUM_COLUMNS_V4, array.dtype, array.shape)
         )
     if array.shape[0] < 1:
         raise FormatError("an updates record needs its header row. Received: shape=%s" % (array.shape,))
-    return 3 if array.shape[1] == NUM_COLUMNS else 2
+    return {NUM_COLUMNS: 3, NUM_COLUMNS_V2: 2, NUM_COLUMNS_V4: 4}[array.shape[1]]
 
 
 def parse_updates(array):
@@ -251,9 +265,16 @@ def parse_updates(array):
     if version == 2:
         array = np.concatenate([array, np.full((array.shape[0], 1), -1, np.int32)], axis=1)
         array[0, NUM_COLUMNS_V2:] = 0
+    replicas = None
+    if version == 4:
+        extra = np.ascontiguousarray(array[1:, NUM_COLUMNS:])
+        replicas = (extra[:, REPLICA_SPREAD - NUM_COLUMNS].view(np.float32).astype(np.float64),
+                    extra[:, FIRST_DIVERGED_STEP - NUM_COLUMNS].astype(np.int64))
+        array = array[:, :NUM_COLUMNS]
     header = array[0]
     body = np.ascontiguousarray(array[1:])
-    return Updates(version, header, ints=body.astype(np.int64), floats=body.view(np.float32).astype(np.float64))
+    return Updates(version, header, ints=body.astype(np.int64), floats=body.view(np.float32).astype(np.float64),
+                   replicas=replicas)
 
 
 def encode_updates(header, ints, floats):

@@ -22,6 +22,7 @@ import anywhere on this path.
 """
 
 import atexit
+import collections
 import re
 import threading
 import warnings
@@ -31,6 +32,7 @@ import torch
 
 from tb_varupdate import options
 from tb_varupdate import stuck
+from tb_varupdate import _torch_dist
 from tb_varupdate._torch_hooks import GradientProbe, StepHooks, warn_not_in_optimizers
 from tb_varupdate._torch_params import Tensors
 from tb_varupdate._torch_pending import READ_EVERY_ACCELERATOR
@@ -44,6 +46,9 @@ __all__ = ["ParameterUpdateTracker", "StuckVariableError"]
 # REFRESH_EVERY records after: walking named_parameters() of a 300-tensor
 # model each step cost ~0.3 ms, and layers are rarely swapped mid-training.
 REFRESH_EVERY = 50
+# Seconds rank 0 waits for the other ranks' trackers at the first replica check
+# of a run without DTensors (DDP): they announced themselves records before.
+REPLICA_WAIT_S = 2.0
 
 # PEFT's LoRA initialises `lora_B` to zero so that the adapted model starts as
 # the base model; its names end in `.lora_B.<adapter>.weight`.
@@ -53,6 +58,9 @@ LORA_ZERO_INIT = (r"(^|\.)lora_B(\.|$)",)
 # Trackers whose pending records a normal interpreter exit writes (a script
 # that never calls close(), or one that raised out of its training loop).
 _OPEN = weakref.WeakSet()
+# Trackers made in this process per name: the same count on every rank of an
+# SPMD program, so the ranks' trackers find each other (`_torch_dist.Handshake`).
+_INSTANCES = collections.Counter()
 
 
 @atexit.register
@@ -63,9 +71,35 @@ def _flush_at_exit():
 
 def _rank():
     """This process's rank under torch.distributed, 0 when not distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
+    return _torch_dist.world()[0]
+
+
+_SHARDED_STOP = (
+    "tb_varupdate: tracker %r stopped recording, and training goes on without it: its parameters are "
+    "sharded (DTensor: FSDP2's fully_shard, tensor parallel), so every rank must create the tracker and "
+    "attach it (or call log()) at the same steps, rank 0 writing; %s."
+)
+_UNSUPPORTED = (
+    "tb_varupdate: tracker %r stopped recording, and training goes on without it: it cannot add up %s "
+    "exactly across ranks. Track the other parameters (pass them as a list of (name, parameter) pairs), "
+    "or open an issue with your parallel layout."
+)
+_REPLICAS_OFF = (
+    "tb_varupdate: tracker %r does not compare the parameters' replicas across ranks: %s. Create the "
+    "tracker and attach it on every rank (rank 0 still writes alone) to check them.%s"
+)
+
+
+class _Ranks:
+    """A tracker's part in a run under torch.distributed: its handshake and where it stands."""
+
+    def __init__(self, name):
+        self.handshake = _torch_dist.Handshake(name, _INSTANCES[name])
+        _INSTANCES[name] += 1
+        self.records = 0  # records taken by every rank so far
+        self.agreed = False
+        self.stopped = False  # this rank takes part in nothing more
+        self.replicas_off = False
 
 
 _NOTHING_TO_TRACK = (
@@ -155,9 +189,24 @@ class ParameterUpdateTracker:
     says at which step it was seen). `close()` (or leaving the `with` block,
     also by an exception) and the interpreter's exit write what is pending.
 
-    Under `torch.distributed`, only rank 0 measures and writes (its parameters
-    equal every rank's under DDP); the other ranks do nothing unless
-    `all_ranks=True` (then give each rank its own `log_dir`).
+    Under `torch.distributed`, create the tracker and attach it on every
+    rank, with the same model; rank 0 writes (every rank with
+    `all_ranks=True`, then give each its own `log_dir`).
+
+    * Sharded parameters (`DTensor`s: FSDP2's `fully_shard`, tensor
+      parallel) are measured on each rank's shard and added up across the
+      mesh in one all-reduce per record, so a record holds the whole
+      parameter's norms, and "no gradient" means none on any rank. Every
+      rank must take part: a tracker missing on some rank is found out at
+      the first record (within `_torch_dist.HANDSHAKE_S`, 60 s) and stops with a
+      warning, and training goes on.
+    * Replicated parameters (of a `DistributedDataParallel` model given as
+      such, replicated DTensors, plain tensors beside DTensors) are compared
+      across ranks every 10 records (one small all-reduce of a fingerprint of
+      each value): replicas that differ are the verdict "replicas diverged".
+      Under DDP a tracker on rank 0 only still records, without this check
+      (it says so once). Other tensors under torch.distributed (a model of
+      each rank's own) are rank 0's alone, as in one process.
 
     Args:
       module_or_params: a `torch.nn.Module` (parameters by `named_parameters()`
@@ -174,13 +223,15 @@ class ParameterUpdateTracker:
         span the interval since the previous record.
       on_stuck: "warn" (default), "raise" or "ignore": what to do when, after
         `stuck_after` records, a trainable parameter has never changed or went
-        non-finite. Checked once.
+        non-finite. Checked once, on the writing rank(s) (under
+        torch.distributed a raise there ends that rank; torchrun and
+        `torch.multiprocessing.spawn` then stop the others).
       stuck_after: number of records before that check.
       delta: "exact" (default) keeps one copy of each tensor to measure each
         change exactly; "checksum" keeps no copy, sees a change when the sum of
         the tensor's bits or its norm changes, and does not measure its size.
       buffers: also track the module's buffers (role "buffer").
-      all_ranks: under torch.distributed, record on every rank, not rank 0 only.
+      all_ranks: under torch.distributed, write on every rank, not rank 0 only.
       allow: regular expressions of parameter names accepted as stuck by the
         training-time check (as `tb-varupdate check --allow`).
       zero_init: regular expressions of parameter names that start at zero by
@@ -215,12 +266,26 @@ class ParameterUpdateTracker:
         self._tensors = Tensors(module_or_params, delta, buffers, [re.compile(p) for p in zero_init])
         if not self._tensors.current():
             raise ValueError(_NOTHING_TO_TRACK % type(module_or_params).__name__)
+        if self._tensors.flat:
+            warnings.warn(
+                "tb_varupdate: FullyShardedDataParallel with use_orig_params=False flattens each wrapped "
+                "module's parameters into one, so tracker %r sees one row per wrapped module (named "
+                "'..._flat_param', measured whole across ranks), not one per parameter. Wrap with "
+                "use_orig_params=True for per-parameter rows, or move to FSDP2 (fully_shard)." % name,
+                stacklevel=2)
         if read_every is None:
             on_cpu = all(tensor.device.type == "cpu" for _, tensor, _ in self._tensors.current())
             read_every = 1 if on_cpu else READ_EVERY_ACCELERATOR
         self.read_every = read_every
-        self._recorder = Recorder(name, every_n_steps, delta, log_dir, writer, read_every, self._written)
-        self._calls, self._warned, self._closed = 0, set(), False
+        # The ranks take part together for sharded tensors (DTensor, FSDP1) and for DDP's replicas;
+        # other tensors under torch.distributed (a model of each rank's own) are rank 0's alone, as before.
+        distributed = _torch_dist.world()[1] > 1 and (self._tensors.replicated or self._tensors.sharded())
+        self._ranks = _Ranks(name) if distributed else None
+        self._writes = _rank() == 0 or self._all_ranks
+        self._recorder = Recorder(name, every_n_steps, delta, log_dir, writer, read_every, self._written,
+                                  replicas=distributed)
+        self._calls, self._warned, self._closed, self._taken = 0, set(), False, 0
+        self._stopped = None  # why the ranks stopped recording, if they did
         # log() from several threads (a hook on each of several optimizers stepped
         # in threads, a data-parallel loop of the user's) is serialized: unserialized,
         # each call opened a SummaryWriter of its own (one event file each) and
@@ -250,9 +315,12 @@ class ParameterUpdateTracker:
           TypeError: something that is not an optimizer with step hooks.
         """
         hooks = self._steps.add(optimizers, self._after_step)
-        warn_not_in_optimizers(lambda: self._recorder.refresh(self._tensors), self._tensors,
-                               self._steps.attached, self._warn_once)
-        if not self.records_written:
+        if self._writes:
+            warn_not_in_optimizers(lambda: self._recorder.refresh(self._tensors), self._tensors,
+                                   self._steps.attached, self._warn_once)
+        else:
+            self._recorder.refresh(self._tensors)  # the writing rank warns; the others would repeat it
+        if not self.records_written and self._writes:  # the writing rank reads the probe
             self._probe.start(self._tensors)
         return hooks
 
@@ -280,14 +348,16 @@ class ParameterUpdateTracker:
                     self._warn_once("closed", "tb_varupdate: log() on tracker %r after close(); nothing is "
                                     "recorded." % self.name)
                     return
-                if _rank() != 0 and not self._all_ranks:
+                if not self._writes and self._ranks is None:
                     return
-                if self._lost_from is not None:
-                    return  # the writer failed: said once, in _write_failed
+                if self._lost_from is not None and self._ranks is None:
+                    # The writer failed (said once, in _write_failed). Ranks that
+                    # reduce together go on taking part, or the others would wait.
+                    return
                 step = calls if step is None else int(step)
                 if step % self.every_n_steps == 0:
                     self._record(step)
-                else:
+                elif self._writes:
                     self._recorder.poll()
             except StuckVariableError:
                 raise
@@ -317,10 +387,58 @@ class ParameterUpdateTracker:
         )
 
     def _record(self, step):
-        if self._recorder.taken % REFRESH_EVERY == 0:
+        if self._stopped or (self._ranks is not None and self._ranks.stopped):
+            return
+        if self._taken % REFRESH_EVERY == 0:
             self._recorder.refresh(self._tensors)
+        self._taken += 1
         self._probe.stop()  # the gradients it noted are compared with the first record's when read
-        self._recorder.take(self._tensors, step)
+        try:
+            if self._ranks is None:
+                self._recorder.take(self._tensors, step)
+            else:
+                self._record_ranks(step)
+        except _torch_dist.Unsupported as err:
+            # Found when the rows' layouts are read, before any collective; every rank sees the
+            # same layouts, so every rank stops here.
+            self._stopped = "stop: %s" % err
+            warnings.warn(_UNSUPPORTED % (self.name, err), stacklevel=4)
+
+    def _record_ranks(self, step):
+        """One record under torch.distributed: the handshake, the DTensor rows' reduction, the replica check."""
+        ranks, recorder = self._ranks, self._recorder
+        number = ranks.records
+        ranks.records += 1
+        payload = "%d:%d" % (len(self._tensors.rows), recorder.names_hash)
+        due = (number + 1) % _torch_dist.REPLICA_CHECK_EVERY == 0
+        if recorder.sharded(self._tensors):
+            if not ranks.agreed:
+                decision = ranks.handshake.decide(payload, _torch_dist.HANDSHAKE_S)
+                if decision != "go":
+                    ranks.stopped = True
+                    self._stopped = decision
+                    warnings.warn(_SHARDED_STOP % (self.name, decision[len("stop: "):]), stacklevel=4)
+                    return
+                ranks.agreed = True
+            replicas = recorder.check_replicas(self._tensors) if due else None
+            recorder.take(self._tensors, step, replicas, writes=self._writes)
+            return
+        # Replicas only (DDP): rank 0 records alone; every rank takes part in the checks.
+        if number == 0:
+            ranks.handshake.announce(payload)
+        if due and not ranks.agreed and not ranks.replicas_off:
+            decision = ranks.handshake.decide(payload, REPLICA_WAIT_S)
+            if decision == "go":
+                ranks.agreed = True
+            else:
+                ranks.replicas_off = True
+                ranks.stopped = not self._writes
+                warnings.warn(_REPLICAS_OFF % (self.name, decision[len("stop: "):],
+                                               "" if self._writes else " This rank records nothing."),
+                              stacklevel=4)
+        replicas = recorder.check_replicas(self._tensors) if due and ranks.agreed else None
+        if self._writes:
+            recorder.take(self._tensors, step, replicas)
 
     def _written(self, written, entries, record, step, seen_at):
         """The checks on each record once it is on the host: the gradient probe's, then the stuck check."""
@@ -384,8 +502,10 @@ class ParameterUpdateTracker:
                 self._warn_once("error:%s" % type(err).__name__,
                                 "tb_varupdate: writing tracker %r's last %d record(s) failed: %s: %s"
                                 % (self.name, pending, type(err).__name__, err))
-            if self.records_written == 0 and (_rank() == 0 or self._all_ranks):
+            if self.records_written == 0 and self._writes:
                 reason = _no_records_reason(self._steps.attached, self._calls, self.every_n_steps, self._warned)
+                if self._stopped:
+                    reason = "it stopped (%s)" % self._stopped
                 warnings.warn("tb_varupdate: tracker %r wrote no records: %s." % (self.name, reason), stacklevel=2)
             # After a failed write, closing fails with the same error, already said.
             self._recorder.close_writer(quiet=self._lost_from is not None)

@@ -10,19 +10,21 @@ from tb_varupdate import metadata as md
 
 # Statuses, in the order a user should look at them.
 NON_FINITE = "non_finite"
+# The ranks' copies of a replicated parameter (DDP, a replicated DTensor) differ.
+REPLICAS_DIVERGED = "replicas_diverged"
 NEVER_UPDATED = "never_updated"
 STALLED = "stalled"
 TINY_UPDATES = "tiny_updates"
 UPDATING = "updating"
 # A variable with no elements (a shape with a 0): nothing to update, not a problem.
 EMPTY = "empty"
-STATUSES = (NON_FINITE, NEVER_UPDATED, STALLED, TINY_UPDATES, UPDATING, EMPTY)
+STATUSES = (NON_FINITE, REPLICAS_DIVERGED, NEVER_UPDATED, STALLED, TINY_UPDATES, UPDATING, EMPTY)
 # Statuses counted per trainable variable in a summary's `by_status` (an
 # empty variable has no training to count).
-COUNTED_STATUSES = (NON_FINITE, NEVER_UPDATED, STALLED, TINY_UPDATES, UPDATING)
+COUNTED_STATUSES = (NON_FINITE, REPLICAS_DIVERGED, NEVER_UPDATED, STALLED, TINY_UPDATES, UPDATING)
 
 # Statuses that fail `tb-varupdate check` when the variable is trainable.
-PROBLEM_STATUSES = frozenset((NON_FINITE, NEVER_UPDATED, STALLED))
+PROBLEM_STATUSES = frozenset((NON_FINITE, REPLICAS_DIVERGED, NEVER_UPDATED, STALLED))
 
 # Gradient verdicts.
 GRAD_PRESENT = "present"
@@ -40,6 +42,7 @@ PROBLEM, WARNING, HEALTHY = 2, 1, 0
 
 STATUS_LABELS = {
     NON_FINITE: "NaN / Inf",
+    REPLICAS_DIVERGED: "replicas diverged",
     NEVER_UPDATED: "never updated",
     STALLED: "stalled",
     TINY_UPDATES: "tiny updates",
@@ -49,6 +52,7 @@ STATUS_LABELS = {
 # How a banner phrases each status after "N of M trainable variables ...".
 STATUS_PHRASES = {
     NON_FINITE: "became NaN or Inf",
+    REPLICAS_DIVERGED: "differ between ranks",
     NEVER_UPDATED: "never updated",
     STALLED: "stalled",
     TINY_UPDATES: "have tiny updates",

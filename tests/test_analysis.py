@@ -176,7 +176,8 @@ def test_rows_sort_problems_first_then_by_name():
     assert [(r["variable"], r["status"]) for r in rows] == [("b", "never_updated"), ("c", "tiny_updates"), ("a", "updating")]
     assert analysis.summarize(rows) == {
         "variables": 3, "trainable": 3, "problems": 1, "warnings": 1,
-        "by_status": {"non_finite": 0, "never_updated": 1, "stalled": 0, "tiny_updates": 1, "updating": 1},
+        "by_status": {"non_finite": 0, "replicas_diverged": 0, "never_updated": 1, "stalled": 0, "tiny_updates": 1,
+                      "updating": 1},
     }
     assert not analysis.is_healthy(rows)
 
@@ -353,3 +354,31 @@ def test_vocabulary_lists_every_status_and_gradient_in_order():
     assert vocabulary["counted_statuses"] == list(analysis.COUNTED_STATUSES)
     assert [s["value"] for s in vocabulary["severities"]] == [2, 1, 0]
     assert vocabulary["labels"] == {"frozen": "frozen", "accepted": "accepted"}
+
+
+def test_replicas_diverged_is_a_problem_with_its_step_and_spread_trainable_or_not():
+    entries = [{"name": n, "shape": [2], "dtype": "float32", "trainable": t, "joined": 0, "role": "parameter"}
+               for n, t in (("w", True), ("frozen", False), ("ok", True))]
+    ints = np.zeros((3, md.NUM_COLUMNS), np.int64)
+    floats = np.zeros((3, md.NUM_COLUMNS), np.float64)
+    ints[:, md.CHANGED_STEPS] = [10, 0, 10]
+    ints[:, md.LAST_UPDATE_STEP] = [9, -1, 9]
+    ints[:, md.LOGS_AT_LAST_UPDATE] = [10, 0, 10]
+    ints[:, md.FIRST_NON_FINITE_STEP] = -1
+    ints[:, md.TRAINABLE] = [1, 0, 1]
+    floats[:, md.MAX_RELATIVE_UPDATE] = 0.1
+    record = md.encode_updates({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats)
+    extra = np.zeros((4, 2), np.int32)
+    extra[1:, 0] = np.asarray([0.5, 0.25, 0.0], np.float32).view(np.int32)
+    extra[1:, 1] = [9, 4, -1]
+    updates = md.parse_updates(np.concatenate([record, extra], 1))
+    rows = {r["variable"]: r for r in analysis.verdicts(entries, updates, 9)}
+    assert rows["w"]["status"] == rows["frozen"]["status"] == "replicas_diverged"
+    assert rows["w"]["problem"] and rows["frozen"]["problem"] and not rows["ok"]["problem"]
+    assert (rows["w"]["replicas_diverged_step"], rows["w"]["replica_spread"]) == (9, 0.5)
+    assert "step 9" in rows["w"]["diagnosis"] and "0.5" in rows["w"]["diagnosis"]
+    assert (rows["ok"]["status"], rows["ok"]["replicas_diverged_step"], rows["ok"]["replica_spread"]) == ("updating", None, 0.0)
+    assert analysis.summarize(list(rows.values()))["by_status"]["replicas_diverged"] == 1  # trainable ones
+    # Version 3 records carry no replica check.
+    plain = analysis.verdicts(entries, md.parse_updates(record), 9)
+    assert all(r["replicas_diverged_step"] is None and r["replica_spread"] is None for r in plain)

@@ -744,3 +744,59 @@ def test_compare_keeps_two_variables_of_one_name_apart(page, same_name_server):
     assert "vu-row--selected" in first.get_attribute("class")
     assert table.locator("tbody tr.vu-row--selected").count() == 1
     assert page.errors == []
+
+
+def _write_diverged(logdir, run="ddp_diverged", steps=12):
+    """Version 4 records (a PyTorch tracker under torch.distributed): `out.bias` differs between ranks from step 9."""
+    import tensorflow as tf
+
+    names = ["hidden.weight", "out.bias"]
+    entries = [{"name": n, "shape": [2], "dtype": "float32", "trainable": True, "joined": 0, "role": "parameter"}
+               for n in names]
+    names_json, digest = vr.encode_variables(entries)
+    writer = tf.summary.create_file_writer(os.path.join(logdir, run))
+    with writer.as_default():
+        tf.summary.write(md.variables_tag("model"), tf.constant(names_json), 0,
+                         metadata=md.create_summary_metadata(md.KIND_VARIABLES, md.REPLICAS_VERSION))
+        for step in range(steps):
+            ints = np.zeros((len(names), md.NUM_COLUMNS), np.int64)
+            floats = np.zeros((len(names), md.NUM_COLUMNS), np.float64)
+            ints[:, md.CHANGED_STEPS] = step + 1
+            ints[:, md.LAST_UPDATE_STEP] = step
+            ints[:, md.LOGS_AT_LAST_UPDATE] = step + 1
+            ints[:, md.GRAD_PRESENT_STEPS] = step + 1
+            ints[:, md.FIRST_NON_FINITE_STEP] = -1
+            ints[:, md.ROWS_CHANGED] = -1
+            ints[:, md.TRAINABLE] = 1
+            floats[:, md.DELTA_L2] = 0.01
+            floats[:, md.VALUE_L2] = 1.0
+            floats[:, md.GRAD_L2] = 0.5
+            floats[:, md.MAX_RELATIVE_UPDATE] = 0.01
+            record = md.encode_updates({"logged": step + 1, "names_hash": digest, "every_n": 1}, ints, floats)
+            extra = np.zeros((1 + len(names), 2), np.int32)
+            checked = step >= 9
+            extra[1:, 0] = np.asarray([0.0, 0.25] if checked else [np.nan, np.nan], np.float32).view(np.int32)
+            extra[1:, 1] = [-1, 9 if checked else -1]
+            tf.summary.write(md.updates_tag("model"), tf.constant(np.concatenate([record, extra], 1)), step,
+                             metadata=md.create_summary_metadata(md.KIND_UPDATES, md.REPLICAS_VERSION))
+    writer.close()
+
+
+def test_replicas_diverged_is_a_problem_in_the_tab(browser, tmp_path):
+    _write_diverged(str(tmp_path))
+    with _serve(tmp_path) as url:
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        page = context.new_page()
+        try:
+            frame = _open(page, url, "run=ddp_diverged")
+            bias = _row(frame, "out.bias")
+            bias.wait_for()
+            assert frame.locator(".vu-row[data-variable]").first.get_attribute("data-variable") == "out.bias"
+            assert bias.locator(".vu-badge").first.inner_text() == "replicas diverged"
+            assert "first seen at step 9" in bias.locator(".vu-diagnosis").get_attribute("title")
+            assert _row(frame, "hidden.weight").locator(".vu-badge").first.inner_text() == "updating"
+            assert frame.locator(".vu-banner-line").first.inner_text() == "1 of 2 trainable variables differ between ranks"
+            options = frame.get_by_label("Status filter").locator("option").all_inner_texts()
+            assert "replicas diverged" in options
+        finally:
+            context.close()

@@ -14,7 +14,7 @@ if str(REPO) not in sys.path:
 
 from demo import run_all  # noqa: E402  (no TensorFlow until main() runs)
 
-# The demo writes 30 tiny runs (5 PyTorch, 2 through the Lightning and Hugging Face trainers) in ~55 s here; the limit is for a loaded machine.
+# The demo writes 31 tiny runs (6 PyTorch, 2 through the Lightning and Hugging Face trainers) in ~60 s here; the limit is for a loaded machine.
 DEMO_TIMEOUT_S = 300
 TF_NOISE = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "This TensorFlow binary")
 SECOND_RUN = ["seed1_rebinding", "keras_frozen_and_unused"]

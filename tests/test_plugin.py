@@ -67,7 +67,8 @@ def test_runs_route(client):
     assert step500["tags"] == [
         {"tag": "varupdate/model", "last_step": 999, "logged": 1000, "variables": 3, "trainable": 2,
          "problems": 1, "warnings": 0,
-         "by_status": {"non_finite": 0, "never_updated": 0, "stalled": 1, "tiny_updates": 0, "updating": 1}},
+         "by_status": {"non_finite": 0, "replicas_diverged": 0, "never_updated": 0, "stalled": 1, "tiny_updates": 0,
+                       "updating": 1}},
     ]
     assert any("version 99" in warning for warning in body["warnings"])
 

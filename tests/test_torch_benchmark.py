@@ -60,3 +60,10 @@ def test_trainers_section_times_both_callbacks_in_their_trainers():
     import run
 
     assert "trainers" in run.SECTIONS
+
+
+def test_run_py_lists_the_fsdp_section():
+    import run
+    import torch_fsdp
+
+    assert "torch_fsdp" in run.SECTIONS and torch_fsdp.VARIANTS == ("no logging", "tracker every step")

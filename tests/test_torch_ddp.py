@@ -14,6 +14,7 @@ import torch.distributed as dist
 from demo import localnet
 import readback
 import tb_varupdate.torch as tbt
+from tb_varupdate import cli
 
 WORLD = 2
 STEPS = 12
@@ -87,3 +88,92 @@ def test_pairs_from_a_ddp_model_lose_the_module_prefix(tmp_path):
     with tbt.ParameterUpdateTracker([("module.layer.w", w)], log_dir=tmp_path / "run") as tracker:
         tracker.log(0)
     assert set(readback.verdicts(tmp_path, run="run")) == {"layer.w"}
+
+
+def _diverging_worker(rank, port, logdir, results):
+    """DDP with the tracker on every rank; rank 1 writes to `out.bias` alone after step 4."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        model = _Net()
+        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        generator = torch.Generator().manual_seed(rank)
+        tracker = tbt.ParameterUpdateTracker(ddp, log_dir=os.path.join(logdir, "ddp"), on_stuck="ignore")
+        tracker.attach(optimizer)
+        for step in range(STEPS):
+            x = torch.rand(8, 3, generator=generator)
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(ddp(x), x.sum(dim=1, keepdim=True)).backward()
+            optimizer.step()
+            if step == 4 and rank == 1:
+                with torch.no_grad():
+                    model.out.bias.add_(0.25)  # DDP syncs gradients, never values: the copies part
+        tracker.close()
+        torch.save({"bias": model.out.bias.detach()}, os.path.join(results, "rank%d.pt" % rank))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_replica_written_on_one_rank_is_replicas_diverged(tmp_path):
+    logdir, results = tmp_path / "logs", tmp_path / "results"
+    results.mkdir()
+    localnet.spawn_bounded(_diverging_worker, (str(logdir), str(results)), WORLD, DEADLINE_S)
+    biases = [torch.load(results / ("rank%d.pt" % rank))["bias"] for rank in range(WORLD)]
+    rows = readback.verdicts(logdir, run="ddp")
+    diverged = {name: row for name, row in rows.items() if row["status"] == "replicas_diverged"}
+    assert set(diverged) == {"out.bias"}
+    row = diverged["out.bias"]
+    # The check runs every 10 records: the 10th record is step 9.
+    assert row["problem"] and row["replicas_diverged_step"] == 9
+    assert abs(row["replica_spread"] - abs(float(biases[1] - biases[0]))) < 1e-6
+    assert "differ" in row["diagnosis"] and "step 9" in row["diagnosis"]
+    assert all(r["replica_spread"] == 0.0 for name, r in rows.items() if name != "out.bias" and name.startswith(("hidden", "out")))
+    # The unused layer accepted, the diverged bias alone fails `check`.
+    assert cli.main(["check", str(logdir), "--allow", "^unused\\."]) == cli.EXIT_PROBLEMS
+    assert cli.main(["check", str(logdir), "--allow", "^unused\\.", "--allow", "^out\\.bias$"]) == cli.EXIT_HEALTHY
+
+
+def _rank0_only_worker(rank, port, logdir, results):
+    """DDP with the tracker on rank 0 only (a common pattern): rank 0 still records, without replica checks."""
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        ddp = torch.nn.parallel.DistributedDataParallel(_Net(), find_unused_parameters=True)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        generator = torch.Generator().manual_seed(rank)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tracker = tbt.ParameterUpdateTracker(ddp, log_dir=os.path.join(logdir, "ddp"), on_stuck="ignore") \
+                if rank == 0 else None
+            if tracker is not None:
+                tracker.attach(optimizer)
+            for _ in range(STEPS):
+                x = torch.rand(8, 3, generator=generator)
+                optimizer.zero_grad()
+                torch.nn.functional.mse_loss(ddp(x), x.sum(dim=1, keepdim=True)).backward()
+                optimizer.step()
+            if tracker is not None:
+                tracker.close()
+        torch.save({"warnings": [str(w.message) for w in caught],
+                    "written": tracker.records_written if tracker else None}, os.path.join(results, "rank%d.pt" % rank))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_tracker_on_rank_0_only_records_without_replica_checks(tmp_path):
+    logdir, results = tmp_path / "logs", tmp_path / "results"
+    results.mkdir()
+    localnet.spawn_bounded(_rank0_only_worker, (str(logdir), str(results)), WORLD, DEADLINE_S)
+    rank0 = torch.load(results / "rank0.pt")
+    assert rank0["written"] == STEPS
+    off = [w for w in rank0["warnings"] if "does not compare the parameters' replicas" in w]
+    assert len(off) == 1 and "rank(s) [1] made no tracker" in off[0] and "on every rank" in off[0]
+    rows = readback.verdicts(logdir, run="ddp")
+    assert rows["out.weight"]["status"] == "updating" and rows["out.weight"]["replica_spread"] is None

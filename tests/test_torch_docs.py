@@ -1,18 +1,24 @@
 """README.md's PyTorch section: every Python block runs as written (tests/test_readme.py runs the rest)."""
 
+import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 
+from demo import localnet
 from tb_varupdate import cli
 
 DOC = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = [block for block in re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
           if "tb_varupdate.torch" in block]
 # Each block's run and tracker, in order; every block writes one.
-RUNS = ["runs/exp1", "runs/exp2", "runs/amp", "runs/gan"]
+RUNS = ["runs/exp1", "runs/exp2", "runs/amp", "runs/gan", "runs/fsdp2"]
+# The FSDP2 block spawns its two ranks itself: it runs as a script, on a free loopback port.
+SCRIPT_DEADLINE_S = 150
 
 
 def test_every_block_is_checked():
@@ -22,9 +28,17 @@ def test_every_block_is_checked():
 @pytest.mark.parametrize("index", range(len(RUNS)), ids=RUNS)
 def test_block_runs_as_written_and_writes_records(tmp_path, monkeypatch, index):
     monkeypatch.chdir(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a random toy model may have a dead unit: not this test's point
-        exec(compile(BLOCKS[index], "%s block %d" % (DOC.name, index + 1), "exec"), {"__name__": "__doc_block__"})
+    if "torch.multiprocessing.spawn" in BLOCKS[index]:
+        script = tmp_path / "train.py"
+        script.write_text(BLOCKS[index], encoding="utf-8")
+        env = dict(os.environ, MASTER_PORT=str(localnet.free_port()),
+                   PYTHONPATH=os.pathsep.join([str(DOC.parent), os.environ.get("PYTHONPATH", "")]))
+        subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, check=True, timeout=SCRIPT_DEADLINE_S,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a random toy model may have a dead unit: not this test's point
+            exec(compile(BLOCKS[index], "%s block %d" % (DOC.name, index + 1), "exec"), {"__name__": "__doc_block__"})
     run = RUNS[index]
     report = cli.check("runs")
     rows = report["runs"][run.split("/", 1)[1]]["varupdate/model"]["rows"]

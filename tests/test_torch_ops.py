@@ -61,3 +61,32 @@ def test_torch_ops_keep_the_tensors_device():
     assert ops.bitcast_to_int32(torch.tensor([1.0])).item() == np.float32(1.0).view(np.int32)
     assert ops.clip_int32(torch.tensor([-5, 2**40, -2**40])).tolist() == [-5, counters.INT32_MAX, counters.INT32_MIN]
     assert ops.constant(7, torch.tensor(0)).device == x.device
+
+
+def _fold_replicas(ops, convert, checks, steps):
+    first, spread = (convert(a) for a in counters.initial_replicas(3))
+    out = []
+    for (checked, measured), step in zip(checks, steps):
+        record = convert(np.zeros((4, md.NUM_COLUMNS), np.int32))
+        first, spread, record = counters.fold_replicas(
+            ops, first, spread, record, convert(np.asarray(checked)), convert(np.asarray(measured, np.float64)),
+            convert(np.int64(step)))
+        out.append(np.asarray(record))
+    return out
+
+
+def test_fold_replicas_matches_numpy_and_keeps_the_first_divergence():
+    checks = [([False] * 3, [0.0] * 3),              # no check yet: spread NaN, never diverged
+              ([True, True, False], [0.0, 0.5, 0.0]),  # row 1 differs at step 10
+              ([True, True, False], [0.0, 0.25, 0.0])]  # smaller later: the largest stays
+    steps = [0, 10, 20]
+    reference = _fold_replicas(counters.NumPyOps(), lambda a: a, checks, steps)
+    torch_records = _fold_replicas(TorchOps(), to_torch, checks, steps)
+    for a, b in zip(reference, torch_records):
+        np.testing.assert_array_equal(a, b)
+    parsed = md.parse_updates(reference[-1])
+    assert parsed.version == md.REPLICAS_VERSION
+    assert parsed.first_diverged.tolist() == [-1, 10, -1]
+    np.testing.assert_array_equal(parsed.replica_spread, [0.0, 0.5, np.nan])
+    assert md.parse_updates(reference[0]).first_diverged.tolist() == [-1, -1, -1]
+    assert md.parse_updates(np.zeros((2, md.NUM_COLUMNS), np.int32)).first_diverged is None  # version 3

@@ -27,5 +27,5 @@ def test_scenario_verdicts(logdir, scenario):
 def test_demo_shape_matches_the_tensorflow_scenarios():
     names = [s.name for s in torch_scenarios.SCENARIOS]
     assert {"torch_layer_replaced", "torch_zero_grad_before_step", "torch_frozen_weight_decay",
-            "torch_ddp_unused_parameter"} <= set(names)
+            "torch_ddp_unused_parameter", "torch_fsdp2_unused_layer"} <= set(names)
     assert len(names) == len(set(names)) and all(s.description and s.write.__doc__ for s in torch_scenarios.SCENARIOS)

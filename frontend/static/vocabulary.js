@@ -12,6 +12,12 @@ export const FALLBACK = Object.freeze({
       "problem": true
     },
     {
+      "name": "replicas_diverged",
+      "label": "replicas diverged",
+      "phrase": "differ between ranks",
+      "problem": true
+    },
+    {
       "name": "never_updated",
       "label": "never updated",
       "phrase": "never updated",
@@ -44,6 +50,7 @@ export const FALLBACK = Object.freeze({
   ],
   "counted_statuses": [
     "non_finite",
+    "replicas_diverged",
     "never_updated",
     "stalled",
     "tiny_updates",
