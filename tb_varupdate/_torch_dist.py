@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 
 from tb_varupdate import metadata as md
-from tb_varupdate._torch_measure import CHANGED, DELTA_L2, FINITE, GRAD_L2, ROWS_CHANGED, VALUE_L2, is_dtensor, local
+from tb_varupdate._torch_measure import (CHANGED, DELTA_L2, FINITE, GRAD_L2, NUM_MEASURED, ROWS_CHANGED, VALUE_L2,
+                                         is_dtensor, local)
 
 # Seconds a rank waits for the other ranks' trackers before it gives up logging.
 HANDSHAKE_S = 60.0
@@ -170,12 +171,13 @@ class Sharded:
             ])
             dist.all_reduce(parts, op=dist.ReduceOp.SUM, group=group)
             not_given = torch.where(grad == md.GRAD_NOT_GIVEN, md.GRAD_NOT_GIVEN, md.GRAD_NONE)
-            whole = torch.stack([
-                parts[_DELTA2].sqrt(), parts[_VALUE2].sqrt(),
-                torch.where(parts[_PRESENT] > 0, parts[_GRAD2].sqrt(), not_given),
-                (parts[_CHANGED] > 0).to(mine.dtype), (parts[_NON_FINITE] == 0).to(mine.dtype),
-                mine[ROWS_CHANGED],
-            ])
+            whole = {
+                DELTA_L2: parts[_DELTA2].sqrt(), VALUE_L2: parts[_VALUE2].sqrt(),
+                GRAD_L2: torch.where(parts[_PRESENT] > 0, parts[_GRAD2].sqrt(), not_given),
+                CHANGED: (parts[_CHANGED] > 0).to(mine.dtype), FINITE: (parts[_NON_FINITE] == 0).to(mine.dtype),
+                ROWS_CHANGED: mine[ROWS_CHANGED],
+            }
+            whole = torch.stack([whole[column] for column in range(NUM_MEASURED)])
             measured.index_copy_(1, positions, whole)
 
 
