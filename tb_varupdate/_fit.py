@@ -20,6 +20,7 @@ import threading
 import keras
 import tensorflow as tf
 
+from tb_varupdate import _tf_optim
 from tb_varupdate import metadata as md
 from tb_varupdate.errors import StuckVariableError
 
@@ -76,6 +77,7 @@ class FitHooks:
         model = self.model
         self.stopped = None
         self.optimizers = find_optimizers(model)
+        _tf_optim.read_learning_rates(self._tracker, self.optimizers)
         self._saved = {"jit_off": False, "train_function": model.train_function}
         if self._function is not None and model.train_function is self._function:
             self._reuse()
@@ -225,6 +227,7 @@ class FitHooks:
             logged = grads if scale is None else [_unscale(g, tf.identity(scale)) for g in grads]
             result = original_apply(grads, trainable_variables)
             if trainable_variables is not None:
+                _tf_optim.note_apply(hooks._tracker, hooks.optimizers, optimizer, trainable_variables)
                 logged = list(zip(logged, trainable_variables))
             pairs = getattr(hooks._local, "pairs", None)
             if pairs is not None and trainable_variables is not None:

@@ -46,6 +46,9 @@ class Recorder:
         self.track_rows = track_rows
         self.in_eager_call = False
         self.pending_stuck = None  # the check's message in an eager call, raised once the call returns
+        # Callables giving each learning-rate slot's rate as a scalar tensor,
+        # read in the record's ops (the Keras callback sets them: `_tf_optim`).
+        self.learning_rates = []
         self._entries_bytes, self._names_hash = vr.encode_variables([], writer_id=writer_id)
         with tf.init_scope():
             self.header = tf.Variable(counters.initial_header(), trainable=False, name="varupdate_header")
@@ -66,6 +69,22 @@ class Recorder:
             self._floats.assign(tf.concat([self._floats, fresh_floats], 0))
         self.layout.add([t.variable for t in added], lift)
         self._entries_bytes, self._names_hash = vr.encode_variables(self._variables.entries(), writer_id=self.writer_id)
+
+    def reencode(self):
+        """Encodes the variables record again after an entry changed (not the rows); written at the next record."""
+        self._entries_bytes, self._names_hash = vr.encode_variables(self._variables.entries(), writer_id=self.writer_id)
+        with tf.init_scope():
+            self._names_written.assign(-1)
+
+    def _with_learning_rates(self, record):
+        """`record` with the learning-rate slots of its header filled (docs/FORMAT.md)."""
+        if not self.learning_rates:
+            return record
+        rates = tf.stack([tf.cast(read(), tf.float32) for read in self.learning_rates[:md.LEARNING_RATE_SLOTS]])
+        bits = tf.bitcast(rates, tf.int32)[None]
+        first, count = md.HEADER_LEARNING_RATES, len(self.learning_rates[:md.LEARNING_RATE_SLOTS])
+        head = tf.concat([record[:1, :first], bits, record[:1, first + count:]], axis=1)
+        return tf.concat([head, record[1:]], axis=0)
 
     def ops(self, step, grads, kinds, extra):
         """The ops of one log() call; returns the stuck message ("" if none) as a 0-d string."""
@@ -96,6 +115,7 @@ class Recorder:
             ),
             step, tf.constant(trainable, tf.bool), sized, self._names_hash, self.every_n_steps, self.writer_id,
         )
+        record = self._with_learning_rates(record)
         self._counters.assign(new_counters)
         self._floats.assign(new_floats)
         self.header.assign(header)

@@ -9,6 +9,8 @@ are only ever appended (docs/FORMAT.md).
 
 import tensorflow as tf
 
+from tb_varupdate import variables_record as vr
+
 
 def is_keras_variable(obj):
     """True for a Keras 3 variable (not a tf.Variable: it holds one in `.value`)."""
@@ -53,7 +55,7 @@ class Tracked:
       joined: the tracker's record count before the variable's first record.
     """
 
-    __slots__ = ("source", "variable", "name", "dtype", "is_float", "joined", "first_trainable")
+    __slots__ = ("source", "variable", "name", "dtype", "is_float", "joined", "first_trainable", "lr_slot")
 
     def __init__(self, source, name, joined):
         self.source = source
@@ -65,6 +67,7 @@ class Tracked:
         # The variables record keeps the flag at first sight (its names_hash
         # covers it); each updates record carries the current one.
         self.first_trainable = self.trainable
+        self.lr_slot = None  # the header learning-rate slot of its optimizer, where the writer knows it
 
     @property
     def trainable(self):
@@ -80,16 +83,21 @@ class Tracked:
         """A variable with no element (a dimension of 0): it can never change."""
         return self.variable.shape.num_elements() == 0
 
-    def entry(self):
+    def entry(self, via=vr.VIA_LOG):
         """The variables record's entry (docs/FORMAT.md)."""
         shape = self.variable.shape
-        return {
+        entry = {
             "name": self.name,
             "shape": shape.as_list() if shape.rank is not None else None,
             "dtype": self.dtype.name,
             "trainable": self.first_trainable,
             "joined": self.joined,
+            "framework": vr.FRAMEWORK_TF,
+            "via": via,
         }
+        if self.lr_slot is not None:
+            entry["lr_slot"] = self.lr_slot
+        return entry
 
 
 class Variables:
@@ -120,6 +128,8 @@ class Variables:
                 "Received: an empty %s" % type(source).__name__
             )
         self._items = items
+        # How the records are written: VIA_FIT when the Keras callback owns the tracker.
+        self.via = vr.VIA_LOG
         self.has_modules = any(is_module(item) for item in items)
         self.tracked = []
         self._index = {}
@@ -177,4 +187,4 @@ class Variables:
         return tuple(t.trainable if t.source is not t.variable else t.first_trainable for t in self.tracked)
 
     def entries(self):
-        return [t.entry() for t in self.tracked]
+        return [t.entry(self.via) for t in self.tracked]

@@ -54,6 +54,7 @@ class Recorder:
         self._header = to_torch(counters.initial_header())
         self._step_origin = None  # 0-d int64 zero on the device: a step is origin + int, no copy
         self._trainable = (None, None)  # (flags, bool tensor on the device)
+        self._rates = (None, None)  # (learning rates, their float32 bits as int32 on the device)
         self._names_written = None
         self.document = None  # the variables record (JSON bytes), re-encoded when rows join
         self.entries = []
@@ -99,6 +100,7 @@ class Recorder:
         self._header, self._sized = self._header.to(device), self._sized.to(device)
         self._step_origin = torch.zeros((), dtype=torch.int64, device=device)
         self._trainable = (None, None)
+        self._rates = (None, None)
 
     def _trainable_now(self, tensors):
         """bool [rows] on the device: `requires_grad` now; copied over only when a flag changed."""
@@ -110,8 +112,33 @@ class Recorder:
             self._trainable = (flags, mask.to(self._device, non_blocking=True))
         return self._trainable[1]
 
-    def take(self, tensors, step):
-        """Measures and folds one record at `step`, kept on the device until the next read."""
+    @property
+    def trainable_flags(self):
+        """The per-row `requires_grad` flags of the newest record taken (a tuple), or None."""
+        return self._trainable[0]
+
+    def rewrite_variables(self, tensors):
+        """Encodes the variables record again after an entry changed (not its rows): written before the next record."""
+        self._pending.flush()  # the records taken so far keep the entries they were taken with
+        self.entries = [dict(entry) for entry in tensors.entries]
+        self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
+        self._names_written = None
+
+    def _rates_now(self, rates):
+        """int32 [len(rates)] on the device: the float32 bits of `rates`; copied over only when one changed."""
+        if rates != self._rates[0]:
+            bits = torch.tensor(rates, dtype=torch.float32).view(torch.int32)
+            if self._device.type == "cuda":
+                bits = bits.pin_memory()
+            self._rates = (rates, bits.to(self._device, non_blocking=True))
+        return self._rates[1]
+
+    def take(self, tensors, step, learning_rates=()):
+        """Measures and folds one record at `step`, kept on the device until the next read.
+
+        `learning_rates` (host floats, at most `metadata.LEARNING_RATE_SLOTS`)
+        go into the record's header slots.
+        """
         measured = self._measurement.measure(tensors.rows, tensors.grads())
         self._to_device(measured.device)
         measured = counters.Measured(
@@ -124,6 +151,9 @@ class Recorder:
             self._trainable_now(tensors), self._sized, self._names_hash, self._every_n_steps, self._writer_id,
         )
         self._counters, self._floats, self._header = state[:3]
+        if learning_rates:
+            state[3][0, md.HEADER_LEARNING_RATES:md.HEADER_LEARNING_RATES + len(learning_rates)] = \
+                self._rates_now(tuple(learning_rates))
         self.taken += 1
         self.latest_step = int(step)
         self._pending.add(state[3], step)

@@ -27,6 +27,11 @@ from tb_varupdate.vocabulary import (  # noqa: F401  (re-exported)
 # changes under ~6e-8 away entirely, so the learning rate is almost surely too
 # small (healthy training sits around 1e-4 to 1e-2; see Karpathy's 1e-3 rule).
 TINY_RELATIVE_UPDATE = 1e-6
+# A largest relative update this far below the healthy range (1e-4 to 1e-2)
+# is not slow training but none: 10^9 such steps would not double the
+# weight. AMP clipping before `scaler.unscale_` gives ~1e-11. Such a row is a
+# problem, reported at training time like a never-updated one.
+STUCK_RELATIVE_UPDATE = 1e-9
 
 # A variable that changed earlier is `stalled` when it has not changed for at
 # least STALL_MIN_LOGS records (short runs are noisy), for at least
@@ -131,11 +136,17 @@ def severity(row):
             return 2
         # A PyTorch parameter with requires_grad=False should not move.
         return 1 if row.get("role") == vr.ROLE_PARAMETER and row["changed_steps"] else 0
-    if row["status"] in PROBLEM_STATUSES or row.get("non_finite_gradient_run"):
+    if row["status"] in PROBLEM_STATUSES or row.get("non_finite_gradient_run") or is_stuck_tiny(row):
         return 2
     if row["status"] == TINY_UPDATES or row["gradient"] in (GRAD_ZERO, GRAD_NON_FINITE):
         return 1
     return 0
+
+
+def is_stuck_tiny(row):
+    """A `tiny_updates` row whose largest relative update is orders below healthy: no training at all."""
+    return (row["status"] == TINY_UPDATES and row["max_relative_update"] is not None
+            and row["max_relative_update"] < STUCK_RELATIVE_UPDATE)
 
 
 def _label(row):
@@ -160,6 +171,27 @@ def _non_finite_run(updates):
 
 def _is_empty(shape):
     return any(d == 0 for d in shape or ())
+
+
+def _writer_facts(entry, role, updates):
+    """What the entry says about its writer: framework, how it wrote, the learning rate.
+
+    Records of older writers carry no `framework`: a `role` has always meant
+    PyTorch. `learning_rate` is None and `in_optimizer` None where the record
+    does not say.
+    """
+    framework = entry.get("framework")
+    if framework not in vr.FRAMEWORKS:
+        framework = TORCH if role else TF
+    slot, learning_rate, in_optimizer = entry.get("lr_slot"), None, None
+    if type(slot) is int:  # pylint: disable=unidiomatic-typecheck  (bool is not a slot)
+        if slot == vr.NOT_IN_OPTIMIZER:
+            in_optimizer = False
+        elif 0 <= slot < md.LEARNING_RATE_SLOTS:
+            in_optimizer = True
+            learning_rate = _finite_or_none(updates.learning_rates[slot])
+    via = entry.get("via") if entry.get("via") in vr.VIAS else vr.VIA_LOG
+    return {"framework": framework, "via": via, "learning_rate": learning_rate, "in_optimizer": in_optimizer}
 
 
 def _row(entry, col, fcol, updates, step, run, relative, latest_state):
@@ -233,11 +265,11 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state):
         "rows_changed": int(col[md.ROWS_CHANGED]),
         "rows_total": shape[0] if shape and shape[0] is not None else 0,
     }
-    facts = {
-        "framework": TORCH if role else TF, "role": role, "first_trainable": first_trainable,
-        "non_finite_run": run, "empty": empty, "tiny": TINY_RELATIVE_UPDATE,
+    facts = dict(_writer_facts(entry, role, updates), **{
+        "role": role, "first_trainable": first_trainable,
+        "non_finite_run": run, "empty": empty, "tiny": TINY_RELATIVE_UPDATE, "stuck_tiny": STUCK_RELATIVE_UPDATE,
         "zero_init": entry.get("zero_init") is True,
-    }
+    })
     row["diagnosis"] = diagnose(row, latest_state, facts)
     if row["rows_changed"] < 0:
         row["rows_changed"] = None

@@ -31,6 +31,7 @@ import torch
 from tb_varupdate import options
 from tb_varupdate import stuck
 from tb_varupdate._torch_hooks import GradientProbe, StepHooks, warn_not_in_optimizers
+from tb_varupdate._torch_optim import LearningRates
 from tb_varupdate._torch_params import Tensors
 from tb_varupdate._torch_pending import READ_EVERY_ACCELERATOR
 from tb_varupdate._torch_record import Recorder
@@ -212,6 +213,7 @@ class ParameterUpdateTracker:
         self._recorder = Recorder(name, every_n_steps, delta, log_dir, writer, read_every, self._written)
         self._calls, self._warned, self._closed = 0, set(), False
         self._steps, self._probe = StepHooks(), GradientProbe()
+        self._rates, self._flags_checked, self._missing_warned = LearningRates(), None, set()
         self._recorder.refresh(self._tensors)
         _OPEN.add(self)
 
@@ -282,7 +284,31 @@ class ParameterUpdateTracker:
         if self._recorder.taken % REFRESH_EVERY == 0:
             self._recorder.refresh(self._tensors)
         self._probe.stop()  # the gradients it noted are compared with the first record's when read
-        self._recorder.take(self._tensors, step)
+        remapped = self._rates.update(self._steps.attached, self._tensors)
+        if remapped:
+            self._recorder.rewrite_variables(self._tensors)
+        self._recorder.take(self._tensors, step, self._rates.values())
+        if remapped or self._recorder.trainable_flags != self._flags_checked:
+            self._flags_checked = self._recorder.trainable_flags
+            self._warn_not_in_optimizers_now()
+
+    def _warn_not_in_optimizers_now(self):
+        """Warns about parameters that require grad now and are in no attached optimizer (once per name).
+
+        `attach()` checks once; a layer unfrozen later with `requires_grad_(True)`
+        but never added to the optimizer only shows here, when its flag changes.
+        """
+        missing = [name for name in self._rates.not_in_optimizers(self._tensors) if name not in self._missing_warned]
+        self._missing_warned.update(missing)
+        if not missing or self._recorder.taken <= 1:
+            return  # at the first record, attach() has just named them
+        shown = ", ".join(missing[:5]) + (" and %d more" % (len(missing) - 5) if len(missing) > 5 else "")
+        warnings.warn(
+            "tb_varupdate: %d parameter(s) now require grad but are in none of the attached optimizers' "
+            "param_groups, so they will not be updated: %s. Unfrozen after the optimizer was created? "
+            "Add them with optimizer.add_param_group({'params': [...]})." % (len(missing), shown),
+            stacklevel=4,
+        )
 
     def _written(self, written, entries, record, step, seen_at):
         """The checks on each record once it is on the host: the gradient probe's, then the stuck check."""

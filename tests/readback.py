@@ -21,3 +21,13 @@ def records(run_dir, name="model"):
         (event.step, md.parse_updates(tensor_util.make_ndarray(event.tensor_proto)))
         for event in accumulator.Tensors(md.updates_tag(name))
     ]
+
+
+def entries(run_dir, name="model"):
+    """The entries of the newest variables record of a run directory."""
+    from tb_varupdate import variables_record as vr  # pylint: disable=import-outside-toplevel
+
+    accumulator = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    event = accumulator.Tensors(md.variables_tag(name))[-1]
+    return vr.parse_variables(tensor_util.make_ndarray(event.tensor_proto))[0]

@@ -1,0 +1,144 @@
+"""Issue #22 on Keras: the cause a `model.fit` user reads, checked on real training against the weights that changed."""
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+import readback
+from tb_varupdate import metadata as md
+from tb_varupdate import variables_record as vr
+from tb_varupdate.keras import VariableUpdateCallback
+
+
+def _rows(logdir):
+    return readback.verdicts(logdir, run="train", tag=md.updates_tag("model"))
+
+
+def _snapshot(model):
+    return {v.path: np.array(v.numpy(), dtype=np.float64) for v in model.variables}
+
+
+def _changed(before, model):
+    return {v.path: float(np.mean(np.array(v.numpy(), dtype=np.float64) != before[v.path])) for v in model.variables}
+
+
+@pytest.fixture
+def bfloat16_policy():
+    keras.config.set_dtype_policy("bfloat16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def _regressor(learning_rate):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu", name="hidden"),
+        keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(4.0), name="out"),
+    ])
+    model.compile(keras.optimizers.SGD(learning_rate), "mse")
+    return model
+
+
+def _fit(model, logdir, **kwargs):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0,
+              callbacks=[VariableUpdateCallback(str(logdir), on_stuck="ignore", **kwargs)])
+
+
+def test_bfloat16_variables_whose_updates_round_away_are_named(tmp_path, bfloat16_policy):
+    model = _regressor(1e-6)
+    before = _snapshot(model)
+    _fit(model, tmp_path)
+    changed, rows = _changed(before, model), _rows(tmp_path)
+    assert changed["sequential/out/bias"] == 0.0
+    for name, fraction in changed.items():
+        row = rows[name]
+        assert (row["changed_steps"] > 0) == (fraction > 0), name
+        if row["status"] == "never_updated":
+            text = row["diagnosis"]
+            assert "rounded away" in text and "bfloat16" in text and "learning rate 1.0e-06" in text
+            assert "mixed_bfloat16" in text and "autocast" not in text
+            assert "not passed to the optimizer" not in text and "rebound" not in text
+    assert rows["sequential/out/bias"]["status"] == "never_updated" and rows["sequential/out/bias"]["problem"]
+
+
+def test_bfloat16_with_a_learning_rate_that_moves_it_is_healthy(tmp_path, bfloat16_policy):
+    model = _regressor(0.05)
+    before = _snapshot(model)
+    _fit(model, tmp_path)
+    assert all(fraction > 0.5 for fraction in _changed(before, model).values())
+    rows = _rows(tmp_path)
+    assert not any(row["problem"] or row["severity"] for row in rows.values())
+
+
+def test_entries_say_tensorflow_via_fit_with_the_learning_rate(tmp_path):
+    model = _regressor(0.01)
+    _fit(model, tmp_path)
+    entries = readback.entries(tmp_path / "train")
+    assert {(e["framework"], e["via"], e.get("lr_slot")) for e in entries} == {(vr.FRAMEWORK_TF, vr.VIA_FIT, 0)}
+    (_, newest), = readback.records(tmp_path / "train")[-1:]
+    assert newest.learning_rates[0] == pytest.approx(0.01)
+
+
+class _CycleGAN(keras.Model):
+    """keras-io's CycleGAN in miniature: two generators trained by their own optimizers.
+
+    With `swap=True` the bug: F's gradients are applied to G's variables (the
+    shapes match), so F never trains.
+    """
+
+    def __init__(self, swap):
+        super().__init__()
+        self.gen_G = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="g")], name="generator_G")
+        self.gen_F = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="f")], name="generator_F")
+        self.swap = swap
+
+    def compile(self, g_optimizer, f_optimizer):
+        super().compile()
+        self.g_optimizer, self.f_optimizer = g_optimizer, f_optimizer
+
+    def train_step(self, data):
+        real_x, real_y = data
+        with tf.GradientTape(persistent=True) as tape:
+            fake_y, fake_x = self.gen_G(real_x), self.gen_F(real_y)
+            cycled_x, cycled_y = self.gen_F(fake_y), self.gen_G(fake_x)
+            loss_G = tf.reduce_mean(tf.abs(real_y - fake_y)) + tf.reduce_mean(tf.abs(real_y - cycled_y))
+            loss_F = tf.reduce_mean(tf.abs(real_x - fake_x)) + tf.reduce_mean(tf.abs(real_x - cycled_x))
+        grads_G = tape.gradient(loss_G, self.gen_G.trainable_variables)
+        grads_F = tape.gradient(loss_F, self.gen_F.trainable_variables)
+        self.g_optimizer.apply_gradients(zip(grads_G, self.gen_G.trainable_variables))
+        targets = self.gen_G.trainable_variables if self.swap else self.gen_F.trainable_variables
+        self.f_optimizer.apply_gradients(zip(grads_F, targets))
+        return {"G_loss": loss_G, "F_loss": loss_F}
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_cyclegan_gradients_applied_to_the_wrong_generator_get_fit_advice(tmp_path, swap):
+    keras.utils.set_random_seed(0)
+    model = _CycleGAN(swap)
+    model.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2))
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(64, 4)).astype("float32"))
+    before = {id(v): v.numpy().copy() for v in model.trainable_variables}
+    model.fit(tf.data.Dataset.from_tensor_slices(data).batch(16), epochs=3, verbose=0,
+              callbacks=[VariableUpdateCallback(str(tmp_path), on_stuck="ignore")])
+    moved = {id(v) for v in model.trainable_variables if not np.array_equal(v.numpy(), before[id(v)])}
+    rows = _rows(tmp_path)
+    f_vars = {id(v) for v in model.gen_F.trainable_variables}
+    assert moved == (set(before) - f_vars if swap else set(before))
+    problems = [row for row in rows.values() if row["problem"]]
+    if not swap:
+        assert not problems
+        return
+    assert len(problems) == 2
+    for row in problems:
+        assert row["status"] == "never_updated" and row["gradient"] == "not_logged"
+        text = row["diagnosis"]
+        assert "log()" not in text and "gradients=" not in text
+        assert "apply_gradients" in text and "another model's variables" in text
