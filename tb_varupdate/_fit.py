@@ -78,6 +78,7 @@ class FitHooks:
         self.stopped = None
         self.optimizers = find_optimizers(model)
         _tf_optim.read_learning_rates(self._tracker, self.optimizers)
+        _tf_optim.refresh_trainable(self._tracker)
         self._saved = {"jit_off": False, "train_function": model.train_function}
         if self._function is not None and model.train_function is self._function:
             self._reuse()

@@ -9,16 +9,36 @@ docs/FORMAT.md). A verdict can then say "the learning rate is 0" or
 say that the callback wrote them (`via`), so the advice is for `fit`.
 """
 
+import tensorflow as tf
+
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
 
 
 def mark_fit(tracker):
-    """Marks the tracker's entries as written by the Keras callback (`via` "fit")."""
+    """Marks the tracker's entries as written by the Keras callback (`via` "fit"), with live trainable flags.
+
+    Called before the first trace, so every trace reads the flags from a
+    variable that `refresh_trainable` sets at the start of each fit.
+    """
     variables = tracker._variables  # pylint: disable=protected-access
+    recorder = tracker._recorder  # pylint: disable=protected-access
     if variables.via != vr.VIA_FIT:
         variables.via = vr.VIA_FIT
-        tracker._recorder.reencode()  # pylint: disable=protected-access
+        recorder.reencode()
+    if recorder.live_trainable is None:
+        with tf.init_scope():
+            recorder.live_trainable = tf.Variable(tf.zeros([0], tf.bool), shape=tf.TensorShape([None]),
+                                                  trainable=False, name="varupdate_trainable")
+
+
+def refresh_trainable(tracker):
+    """At the start of a fit: the records' trainable flags are the variables' flags now."""
+    recorder = tracker._recorder  # pylint: disable=protected-access
+    if recorder.live_trainable is not None:
+        mask = tracker._variables.trainable_mask()  # pylint: disable=protected-access
+        with tf.init_scope():
+            recorder.live_trainable.assign(tf.constant(mask, tf.bool, shape=[len(mask)]))
 
 
 def read_learning_rates(tracker, optimizers):

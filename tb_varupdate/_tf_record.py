@@ -19,6 +19,13 @@ from tb_varupdate._tf_ops import TFOps
 _OPS = TFOps()
 
 
+def _is_check_record(logged, stuck_after):
+    """`stuck.is_check_record` as ops: at `stuck_after` records, then at 2x, 4x, ... as many."""
+    multiple = logged // stuck_after
+    return (tf.equal(logged % stuck_after, 0) & tf.greater(multiple, 0)
+            & tf.equal(tf.bitwise.bitwise_and(multiple, multiple - 1), 0))
+
+
 class Recorder:
     """One tracker's device state and record ops.
 
@@ -49,6 +56,11 @@ class Recorder:
         # Callables giving each learning-rate slot's rate as a scalar tensor,
         # read in the record's ops (the Keras callback sets them: `_tf_optim`).
         self.learning_rates = []
+        # Where set (the Keras callback), the trainable flags come from this
+        # bool variable at run time, not from the trace: a fit after
+        # `trainable` changed without `compile()` reuses the old trace, and
+        # its records must show the flags of now (`_tf_optim`).
+        self.live_trainable = None
         self._entries_bytes, self._names_hash = vr.encode_variables([], writer_id=writer_id)
         with tf.init_scope():
             self.header = tf.Variable(counters.initial_header(), trainable=False, name="varupdate_header")
@@ -75,6 +87,16 @@ class Recorder:
         self._entries_bytes, self._names_hash = vr.encode_variables(self._variables.entries(), writer_id=self.writer_id)
         with tf.init_scope():
             self._names_written.assign(-1)
+
+    def _trainable_mask(self, trainable):
+        """bool [V]: the live flags where they cover every row now, else the trace's."""
+        traced = tf.constant(trainable, tf.bool)
+        live = self.live_trainable
+        if live is None:
+            return traced
+        current = live.read_value()
+        return tf.cond(tf.equal(tf.size(current), len(trainable)),
+                       lambda: tf.reshape(current, [len(trainable)]), lambda: traced)
 
     def _with_learning_rates(self, record):
         """`record` with the learning-rate slots of its header filled (docs/FORMAT.md)."""
@@ -113,7 +135,7 @@ class Recorder:
                 changed=column(measure.CHANGED) > 0, finite=column(measure.FINITE) > 0,
                 rows_changed=tf.cast(column(measure.ROWS_CHANGED), tf.int64),
             ),
-            step, tf.constant(trainable, tf.bool), sized, self._names_hash, self.every_n_steps, self.writer_id,
+            step, self._trainable_mask(trainable), sized, self._names_hash, self.every_n_steps, self.writer_id,
         )
         record = self._with_learning_rates(record)
         self._counters.assign(new_counters)
@@ -136,7 +158,7 @@ class Recorder:
             return tf.constant("")
         entries_bytes = self._entries_bytes
         return tf.reshape(tf.cond(
-            tf.equal(header[counters.LOGGED], self._check.stuck_after),
+            _is_check_record(header[counters.LOGGED], self._check.stuck_after),
             lambda: tf.py_function(lambda r, s: self._run_check(entries_bytes, r, s), [record, step], tf.string),
             lambda: tf.constant(""),
         ), [])
@@ -184,7 +206,7 @@ class Recorder:
             return ""
         self._check.message = message
         if self._check.on_stuck == "warn":
-            self._warn.once("stuck", message, stacklevel=2)
+            self._warn.once("stuck:%d" % int(record[0, md.HEADER_LOGGED]), message, stacklevel=2)
         elif self.in_eager_call:
             self.pending_stuck = message
         return message

@@ -228,6 +228,11 @@ def _never_updated(row, facts):
     if not facts["first_trainable"]:
         if framework == TORCH:
             fix = "add it to the optimizer (`optimizer.add_param_group`) when you set `requires_grad=True`"
+        elif facts["via"] == vr.VIA_FIT:
+            fix = (
+                "call `model.compile(...)` again after changing `trainable`: `fit` keeps training "
+                "the set of variables it compiled"
+            )
         else:
             fix = (
                 "with Keras, call `compile()` again after setting `trainable = True` (fit keeps "
@@ -408,8 +413,16 @@ def diagnose(row, latest_grad_state, facts):
     if status == vc.NEVER_UPDATED:
         return _never_updated(row, facts) + _rows_note(row)
     if status == vc.STALLED:
+        hint = _STALLED_HINT[latest_grad_state]
+        if latest_grad_state in (md.GRAD_STATE_PRESENT, md.GRAD_STATE_NOT_GIVEN):
+            # The record may hold the fact: say it instead of listing it.
+            if facts["learning_rate"] == 0:
+                hint = ("its optimizer's learning rate is 0 at the newest record: a learning rate schedule "
+                        "that reached 0 (a LambdaLR or warmup/decay lambda that returns 0); keep it above 0")
+            elif facts["in_optimizer"] is False:
+                hint = "it is in none of the optimizers now (dropped from the optimizer's param groups)"
         return "Changed until step %d, then stopped for %d logged steps: %s." % (
-            row["last_update_step"], row["logs_since_update"], _STALLED_HINT[latest_grad_state],
+            row["last_update_step"], row["logs_since_update"], hint,
         )
     if status == vc.TINY_UPDATES:
         return _tiny(row, facts) + _rows_note(row)

@@ -142,3 +142,67 @@ def test_cyclegan_gradients_applied_to_the_wrong_generator_get_fit_advice(tmp_pa
         text = row["diagnosis"]
         assert "log()" not in text and "gradients=" not in text
         assert "apply_gradients" in text and "another model's variables" in text
+
+
+def _transfer_model():
+    """keras-io's transfer-learning guide in miniature: a frozen base, a new head."""
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                             keras.layers.BatchNormalization(), keras.layers.Dense(8, activation="relu")], name="base")
+    base.trainable = False
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(base(inputs, training=False)))
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    return base, model
+
+
+def _fine_tune(logdir, recompile):
+    base, model = _transfer_model()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+    callbacks = [VariableUpdateCallback(str(logdir), on_stuck="ignore")] if logdir else []
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False, callbacks=callbacks)
+    base.trainable = True
+    if recompile:
+        model.compile(keras.optimizers.Adam(1e-4), "mse")
+    before = _snapshot(model)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False, callbacks=callbacks)
+    return model, _changed(before, model)
+
+
+@pytest.mark.parametrize("recompile", [False, True])
+def test_fine_tuning_without_recompile_is_a_problem_on_the_base(tmp_path, recompile):
+    from tb_varupdate import cli  # pylint: disable=import-outside-toplevel
+
+    with pytest.warns(UserWarning) if not recompile else _no_warning():
+        model, changed = _fine_tune(tmp_path, recompile)
+    plain, plain_changed = _fine_tune(None, recompile)
+    # Training runs exactly as without the callback.
+    for mine, theirs in zip(model.variables, plain.variables):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert list(changed.values()) == list(plain_changed.values())  # paths differ: Keras numbers new layers
+    rows = _rows(tmp_path)
+    base_rows = {name: row for name, row in rows.items() if name.startswith("base/") and row["trainable"]}
+    assert len(base_rows) == 6
+    for name, row in base_rows.items():
+        assert (row["changed_steps"] > 0) == (changed[name] > 0) == recompile, name
+        if not recompile:
+            assert row["status"] == "never_updated" and row["problem"]
+            assert "call `model.compile(...)` again after changing `trainable`" in row["diagnosis"]
+            assert "custom loop" not in row["diagnosis"]
+    assert cli.main(["check", str(tmp_path)]) == (0 if recompile else 1)
+
+
+class _no_warning:  # pylint: disable=invalid-name
+    def __enter__(self):
+        import warnings  # pylint: disable=import-outside-toplevel
+
+        self._catch = warnings.catch_warnings(record=True)
+        self.caught = self._catch.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+        assert not [w for w in self.caught if "tb_varupdate" in str(w.message)], [str(w.message) for w in self.caught]
+        return False

@@ -231,3 +231,49 @@ def test_a_torch_entry_without_role_still_gets_pytorch_advice():
     (tf_row,) = analysis.verdicts([entry], record, 9)
     (torch_row,) = analysis.verdicts([dict(entry, framework=vr.FRAMEWORK_TORCH)], record, 9)
     assert "p.grad" in torch_row["diagnosis"] and "p.grad" not in tf_row["diagnosis"]
+
+
+def test_a_warmup_schedule_that_reaches_zero_is_warned_during_training(tmp_path):
+    """A warmup transformer whose LambdaLR reaches 0 at step 19: the stall is warned, with its cause."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, dropout=0.0, batch_first=True)
+    model = torch.nn.Sequential(layer, torch.nn.Linear(16, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / 19))
+    x, y = torch.randn(8, 6, 16), torch.randn(8, 6, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
+            tracker.attach(optimizer)
+            for _ in range(45):
+                optimizer.zero_grad()
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                optimizer.step()
+                schedule.step()
+    messages = [str(w.message) for w in caught if "are stuck" in str(w.message)]
+    assert len(messages) == 1 and "after 40 records" in messages[0]
+    assert "stalled" in messages[0] and "learning rate is 0" in messages[0]
+    rows = _rows(tmp_path)
+    assert {row["status"] for row in rows.values()} == {"stalled"}
+    assert all(row["last_update_step"] <= 19 for row in rows.values())
+
+
+def test_console_warnings_group_variables_by_cause_and_stay_short(tmp_path):
+    """Many parameters stuck for one reason: one line with a count, the first names and the cause once."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(12)])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for index in range(12):
+        model[index] = torch.nn.Linear(8, 8)  # replaced after the optimizer was built: never trained
+    x = torch.randn(16, 8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
+            tracker.attach(optimizer)
+            for _ in range(10):
+                optimizer.zero_grad()
+                model(x).pow(2).mean().backward()
+                optimizer.step()
+    (message,) = [str(w.message) for w in caught if "are stuck" in str(w.message)]
+    assert "24 trainable variable(s)" in message and "24 variables - " in message and "and 19 more" in message
+    assert message.count("param_groups") == 1 and len(message) < 1500
