@@ -141,7 +141,8 @@ class FitHooks:
             outer = getattr(hooks._local, "pairs", None)
             hooks._local.pairs = []
             try:
-                logs = original_step(data)
+                with _tf_optim.watch_gradients(hooks._tracker):
+                    logs = original_step(data)
                 pairs = hooks._local.pairs
             finally:
                 hooks._local.pairs = outer

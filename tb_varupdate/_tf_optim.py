@@ -9,6 +9,8 @@ docs/FORMAT.md). A verdict can then say "the learning rate is 0" or
 say that the callback wrote them (`via`), so the advice is for `fit`.
 """
 
+import threading
+
 import tensorflow as tf
 
 from tb_varupdate import metadata as md
@@ -71,3 +73,71 @@ def note_apply(tracker, optimizers, optimizer, variables):
             changed = True
     if changed:
         tracker._recorder.reencode()  # pylint: disable=protected-access
+
+
+class watch_gradients:  # pylint: disable=invalid-name  (used as a context manager)
+    """While the train step is traced: notes which variables any `tf.GradientTape.gradient` was asked about.
+
+    Evidence the record alone lacks: a distillation teacher or a target
+    network is used in the step but never differentiated, while a variable
+    whose gradient was taken and then never applied (one model's gradients
+    zipped with another's variables) is a bug. Each entry gets
+    `differentiated` (docs/FORMAT.md) when the trace ends. Only tracing runs
+    this; the traced step is unchanged.
+
+    Args:
+      tracker: the callback's `VariableUpdateTracker`.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _original = None
+    _sinks = []
+
+    def __init__(self, tracker):
+        self._tracker = tracker
+        self._seen = set()
+
+    @classmethod
+    def _gradient(cls, tape, target, sources, *args, **kwargs):
+        for sink in list(cls._sinks):
+            for source in tf.nest.flatten(sources, expand_composites=False):
+                sink.add(id(source))
+                sink.add(id(getattr(source, "value", source)))
+        return cls._original(tape, target, sources, *args, **kwargs)
+
+    def __enter__(self):
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                cls._original = tf.GradientTape.gradient
+                tf.GradientTape.gradient = lambda tape, target, sources, *a, **k: cls._gradient(
+                    tape, target, sources, *a, **k)
+            cls._depth += 1
+            cls._sinks.append(self._seen)
+        return self
+
+    def __exit__(self, *exc_info):
+        cls = type(self)
+        with cls._lock:
+            cls._sinks.remove(self._seen)
+            cls._depth -= 1
+            if cls._depth == 0:
+                tf.GradientTape.gradient = cls._original
+        if exc_info[0] is None:
+            self._mark()
+        return False
+
+    def _mark(self):
+        # Variables a lazily built model created in this very step are tracked first.
+        self._tracker._refresh()  # pylint: disable=protected-access
+        variables = self._tracker._variables  # pylint: disable=protected-access
+        changed = False
+        for tracked in variables.tracked:
+            differentiated = id(tracked.source) in self._seen or id(tracked.variable) in self._seen
+            # Once differentiated in any trace, it stays so: a later trace may skip a branch.
+            if tracked.differentiated is not True and tracked.differentiated != differentiated:
+                tracked.differentiated = differentiated
+                changed = True
+        if changed:
+            self._tracker._recorder.reencode()  # pylint: disable=protected-access

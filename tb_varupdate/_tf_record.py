@@ -94,9 +94,13 @@ class Recorder:
         live = self.live_trainable
         if live is None:
             return traced
-        current = live.read_value()
-        return tf.cond(tf.equal(tf.size(current), len(trainable)),
-                       lambda: tf.reshape(current, [len(trainable)]), lambda: traced)
+        current, rows = live.read_value(), len(trainable)
+        # Sliced and padded to the rows of this trace, so no op depends on
+        # which is used (a tf.cond here let grappler drop the reshape that
+        # guarded the shape); the live flags only where they cover every row.
+        head = current[:rows]
+        padded = tf.ensure_shape(tf.concat([head, tf.zeros([rows - tf.size(head)], tf.bool)], 0), [rows])
+        return tf.where(tf.equal(tf.size(current), rows), padded, traced)
 
     def _with_learning_rates(self, record):
         """`record` with the learning-rate slots of its header filled (docs/FORMAT.md)."""

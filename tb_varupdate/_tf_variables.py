@@ -55,7 +55,8 @@ class Tracked:
       joined: the tracker's record count before the variable's first record.
     """
 
-    __slots__ = ("source", "variable", "name", "dtype", "is_float", "joined", "first_trainable", "lr_slot")
+    __slots__ = ("source", "variable", "name", "dtype", "is_float", "joined", "first_trainable", "lr_slot",
+                 "differentiated")
 
     def __init__(self, source, name, joined):
         self.source = source
@@ -68,6 +69,7 @@ class Tracked:
         # covers it); each updates record carries the current one.
         self.first_trainable = self.trainable
         self.lr_slot = None  # the header learning-rate slot of its optimizer, where the writer knows it
+        self.differentiated = None  # whether the train step took its gradient, where the writer watched
 
     @property
     def trainable(self):
@@ -97,6 +99,8 @@ class Tracked:
         }
         if self.lr_slot is not None:
             entry["lr_slot"] = self.lr_slot
+        if self.differentiated is not None:
+            entry["differentiated"] = self.differentiated
         return entry
 
 

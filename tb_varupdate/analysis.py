@@ -16,6 +16,7 @@ from tb_varupdate import variables_record as vr
 # The status and gradient words live in `vocabulary`; re-exported here, where
 # the CLI, the backend and the writers' stuck check have always found them.
 from tb_varupdate.diagnosis import TF, TORCH, diagnose
+from tb_varupdate.vocabulary import WARNING
 from tb_varupdate.vocabulary import (  # noqa: F401  (re-exported)
     COUNTED_STATUSES, EMPTY, GRAD_INTERMITTENT, GRAD_MISSING, GRAD_NON_FINITE, GRAD_NOT_LOGGED,
     GRAD_PRESENT, GRAD_ZERO, GRADIENT_VERDICTS, NEVER_UPDATED, NON_FINITE, PROBLEM_STATUSES, STALLED,
@@ -194,6 +195,26 @@ def _writer_facts(entry, role, updates):
     return {"framework": framework, "via": via, "learning_rate": learning_rate, "in_optimizer": in_optimizer}
 
 
+def _used_as_fixed_model(entry, row, facts):
+    """Whether a trainable variable that never changed is, by the writer's evidence, part of a fixed model.
+
+    keras-io's knowledge distillation keeps its teacher `trainable=True` and
+    gives it to no optimizer; so do target networks. The record cannot tell
+    such a model from a forgotten layer, but the writer can: the Keras
+    callback saw that no `tf.GradientTape.gradient` of the train step ever
+    asked for its gradient (entry `differentiated` false), the PyTorch
+    tracker that it is in none of the attached optimizers and its `.grad`
+    stayed None. A layer whose gradient was taken and never applied, or one
+    an optimizer holds, stays a problem.
+    """
+    # Unfrozen since it was first tracked: the no-recompile / not-in-optimizer case, never a fixed model.
+    if row["status"] != NEVER_UPDATED or not row["trainable"] or not facts["first_trainable"]:
+        return False
+    if facts["framework"] == TF:
+        return entry.get("differentiated") is False and row["gradient"] in (GRAD_NOT_LOGGED, GRAD_MISSING)
+    return facts["in_optimizer"] is False and row["gradient"] == GRAD_MISSING
+
+
 def _row(entry, col, fcol, updates, step, run, relative, latest_state):
     """One verdict row (without severity and sort) of variable `entry`.
 
@@ -270,7 +291,9 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state):
         "non_finite_run": run, "empty": empty, "tiny": TINY_RELATIVE_UPDATE, "stuck_tiny": STUCK_RELATIVE_UPDATE,
         "zero_init": entry.get("zero_init") is True,
     })
+    facts["fixed_model"] = _used_as_fixed_model(entry, row, facts)
     row["diagnosis"] = diagnose(row, latest_state, facts)
+    row["_fixed_model"] = facts["fixed_model"]
     if row["rows_changed"] < 0:
         row["rows_changed"] = None
     return row
@@ -313,7 +336,8 @@ def verdicts(entries, updates, step):
         # The row's position in the records: names may repeat (or be ""), so
         # the series, heatmap and the tab tell variables apart by this.
         row["index"] = index
-        row["severity"] = severity(row)
+        # A model used as a fixed one (a teacher) is a warning, not a problem: see _used_as_fixed_model.
+        row["severity"] = min(severity(row), WARNING) if row.pop("_fixed_model") else severity(row)
         row["problem"] = row["severity"] == 2
         row["quiet"] = row["severity"] == 0 and (row["status"] == EMPTY or not row["trainable"])
         row["allowed"] = False

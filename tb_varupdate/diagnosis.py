@@ -182,6 +182,26 @@ _ZERO_INIT_NOT_APPLIED = (
     "rate is 0"
 )
 
+# A trainable variable that nothing differentiated and nothing changed: by
+# the writer's evidence a model used as a fixed one (a distillation teacher,
+# a target network). A warning: say how to mark it.
+_FIXED_MODEL = {
+    TF: (
+        "Never changed in %d logged steps, and the train step never took its gradient: it is used "
+        "like a fixed model (a distillation teacher, a target network), which is fine. Mark it "
+        "`trainable=False` (e.g. `teacher.trainable = False`), or accept it with `allow=` / "
+        "`--allow`; if it should train, take its gradient in the train step and apply it with an "
+        "optimizer."
+    ),
+    TORCH: (
+        "Never changed in %d logged steps, its `p.grad` stayed None and it is in none of the "
+        "attached optimizers: it is used like a fixed model (a distillation teacher, a target "
+        "network), which is fine. Mark it with `requires_grad_(False)`, or accept it with "
+        "`allow=` / `--allow`; if it should train, put it on the path to the loss and in the "
+        "optimizer."
+    ),
+}
+
 _SKIPPED = {
     TF: "as loss scaling does with mixed precision",
     TORCH: "as `GradScaler` does with AMP",
@@ -411,6 +431,8 @@ def diagnose(row, latest_grad_state, facts):
     if facts["non_finite_run"]:
         return _non_finite_run(row, facts)
     if status == vc.NEVER_UPDATED:
+        if facts.get("fixed_model"):
+            return _FIXED_MODEL[facts["framework"]] % row["logged_steps"]
         return _never_updated(row, facts) + _rows_note(row)
     if status == vc.STALLED:
         hint = _STALLED_HINT[latest_grad_state]

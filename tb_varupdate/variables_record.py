@@ -50,6 +50,10 @@ VIAS = (VIA_FIT, VIA_LOG)
 # that updates the variable; NOT_IN_OPTIMIZER where the writer knew every
 # optimizer and the variable is in none. Absent: unknown.
 NOT_IN_OPTIMIZER = -1
+# Optional entry "differentiated" (Keras callback): whether the train step
+# took the variable's gradient (`tf.GradientTape.gradient`) in any trace.
+# False marks a model used like a fixed one (a distillation teacher, a target
+# network); absent: not watched.
 
 
 def encode_variables(entries, writer_id=None):
@@ -130,6 +134,8 @@ def _entry_problem(entry):
         return "framework is not one of %s" % ", ".join(FRAMEWORKS)
     if "via" in entry and entry["via"] not in VIAS:
         return "via is not one of %s" % ", ".join(VIAS)
+    if "differentiated" in entry and not isinstance(entry["differentiated"], bool):
+        return "differentiated is not a boolean"
     if "lr_slot" in entry and not (_is_int(entry["lr_slot"]) and NOT_IN_OPTIMIZER <= entry["lr_slot"] < 64):
         return "lr_slot is not a slot number"
     return None

@@ -206,3 +206,64 @@ class _no_warning:  # pylint: disable=invalid-name
         self._catch.__exit__(*exc)
         assert not [w for w in self.caught if "tb_varupdate" in str(w.message)], [str(w.message) for w in self.caught]
         return False
+
+
+class _Distiller(keras.Model):
+    """keras-io's knowledge distillation in miniature: the teacher stays `trainable=True`, no optimizer holds it.
+
+    With `bug=True` the student's output layer has its gradient taken but
+    left out of `apply_gradients`: that one is a problem, the teacher is not.
+    """
+
+    def __init__(self, student, teacher, bug):
+        super().__init__()
+        self.teacher, self.student, self.bug = teacher, student, bug
+
+    def compile(self, optimizer):  # pylint: disable=arguments-differ
+        super().compile(optimizer=optimizer)
+
+    def train_step(self, data):
+        x, y = data
+        teacher_predictions = self.teacher(x, training=False)
+        with tf.GradientTape() as tape:
+            student_predictions = self.student(x, training=True)
+            loss = tf.reduce_mean(tf.square(student_predictions - y)) + tf.reduce_mean(
+                tf.square(student_predictions - teacher_predictions))
+        variables = self.student.trainable_variables
+        grads = tape.gradient(loss, variables)
+        pairs = list(zip(grads, variables))
+        if self.bug:
+            pairs = pairs[:-2]  # the output layer's kernel and bias dropped
+        self.optimizer.apply_gradients(pairs)
+        return {"loss": loss}
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_a_distillation_teacher_is_told_from_a_forgotten_layer_by_evidence(tmp_path, bug):
+    from tb_varupdate import cli  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)],
+                               name="teacher")
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(1)],
+                               name="student")
+    distiller = _Distiller(student, teacher, bug)
+    distiller.compile(keras.optimizers.Adam(1e-2))
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(64, 1)).astype("float32"))
+    before = {id(v): v.numpy().copy() for v in distiller.variables}
+    distiller.fit(*data, batch_size=16, epochs=3, verbose=0,
+                  callbacks=[VariableUpdateCallback(str(tmp_path), on_stuck="ignore")])
+    moved = {id(v) for v in distiller.variables if not np.array_equal(v.numpy(), before[id(v)])}
+    rows = _rows(tmp_path)
+    assert not any(id(v) in moved for v in teacher.variables)
+    teacher_rows = [row for name, row in rows.items() if name.startswith("teacher/")]
+    assert len(teacher_rows) == 4
+    for row in teacher_rows:
+        assert row["status"] == "never_updated" and row["severity"] == 1 and not row["problem"]
+        assert "fixed model" in row["diagnosis"] and "trainable=False" in row["diagnosis"]
+    forgotten = student.layers[-1].variables
+    assert all((id(v) in moved) == (not bug) for v in forgotten)
+    problems = {name for name, row in rows.items() if row["problem"]}
+    assert problems == ({v.path for v in forgotten} if bug else set())
+    assert cli.main(["check", str(tmp_path)]) == (1 if bug else 0)

@@ -277,3 +277,34 @@ def test_console_warnings_group_variables_by_cause_and_stay_short(tmp_path):
     (message,) = [str(w.message) for w in caught if "are stuck" in str(w.message)]
     assert "24 trainable variable(s)" in message and "24 variables - " in message and "and 19 more" in message
     assert message.count("param_groups") == 1 and len(message) < 1500
+
+
+def test_a_distillation_teacher_in_no_optimizer_is_a_warning_a_forgotten_layer_is_not(tmp_path):
+    """A teacher run under `torch.no_grad()` and in no optimizer is fine; a student layer off the loss is not."""
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    student = torch.nn.ModuleDict({"body": torch.nn.Linear(4, 1), "unused": torch.nn.Linear(4, 1)})
+    model = torch.nn.ModuleDict({"teacher": teacher, "student": student})
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.05)
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    before = _values(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
+            tracker.attach(optimizer)
+            for _ in range(12):
+                optimizer.zero_grad()
+                with torch.no_grad():
+                    soft = teacher(x)
+                out = student["body"](x)
+                (torch.nn.functional.mse_loss(out, y) + torch.nn.functional.mse_loss(out, soft)).backward()
+                optimizer.step()
+    changed = _changed_fraction(before, model)
+    rows = _rows(tmp_path)
+    for name, row in rows.items():
+        assert (row["changed_steps"] > 0) == (changed[name] > 0), name
+        if name.startswith("teacher."):
+            assert row["status"] == "never_updated" and row["severity"] == 1 and not row["problem"]
+            assert "fixed model" in row["diagnosis"] and "requires_grad_(False)" in row["diagnosis"]
+        elif name.startswith("student.unused"):
+            assert row["problem"] and "not on the path to the loss" in row["diagnosis"]
