@@ -68,6 +68,7 @@ class FitHooks:
         self._function = None  # our train function, while it is the model's
         self._wrapped = []
         self._saved = None
+        self.traced_trainable = None  # ids of the trainable variables when the step was last traced
         self.stopped = None  # why logging stopped in this fit, if it did
         self.optimizers = []
 
@@ -119,7 +120,7 @@ class FitHooks:
 
     def _reuse(self):
         """The model still runs our function: check it traced the trainable set the model has now."""
-        traced = getattr(self._function, "varupdate_trainable", None)
+        traced = self.traced_trainable or getattr(self._function, "varupdate_trainable", None)
         now = tuple(id(v) for v in self.model.trainable_variables)
         if traced is not None and traced != now:
             self._warn.once(
@@ -144,6 +145,9 @@ class FitHooks:
                 with _tf_optim.watch_gradients(hooks._tracker):
                     logs = original_step(data)
                 pairs = hooks._local.pairs
+                # The set the traced step trains, lazily built models included
+                # (SimCLR's encoder appears in the first trace, after compile()).
+                hooks.traced_trainable = tuple(id(v) for v in hooks.model.trainable_variables)
             finally:
                 hooks._local.pairs = outer
             with hooks._writer.as_default():
@@ -151,6 +155,7 @@ class FitHooks:
             return logs
 
         model.train_step = train_step
+        self.traced_trainable = None
         try:
             model.make_train_function(force=True)  # returns None in Keras 3.15
             traced_in = model.train_function

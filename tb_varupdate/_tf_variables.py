@@ -33,6 +33,11 @@ def display_name(variable):
     return str(getattr(variable, "path", None) or getattr(variable, "name", None) or type(variable).__name__)
 
 
+def _is_model(obj):
+    """A Keras model (it has `layers`) with variables, not a variable or a plain layer."""
+    return is_module(obj) and hasattr(obj, "layers") and isinstance(getattr(obj, "name", None), str)
+
+
 def initialized(source):
     """False for a variable created in this very trace of a `tf.function` (it reads as empty).
 
@@ -153,11 +158,40 @@ class Variables:
             else:
                 yield from item.variables
 
-    def _unique_name(self, source):
+    def _owners(self):
+        """{id(variable): label} of the models held as attributes of the tracked modules.
+
+        Keras 3 paths drop the name of a functional model whose layers were
+        built outside its scope (keras-io's CycleGAN generators read
+        `conv2d_10/kernel`; a `clone_model` EMA copy repeats its source's
+        paths). The tracker walked those models, so it names them: by the
+        model's name, or by the attribute where two share a name.
+        """
+        found = []
+        for item in self._items:
+            if is_variable(item):
+                continue
+            for attribute, value in vars(item).items():
+                if attribute.startswith("_") or value is item or not _is_model(value):
+                    continue
+                if all(value is not model for _, model in found):
+                    found.append((attribute, value))
+        names = [model.name for _, model in found]
+        owners = {}
+        for attribute, model in found:
+            label = model.name if names.count(model.name) == 1 else attribute
+            for variable in model.variables:
+                owners.setdefault(id(variable), (label, model.name))
+        return owners
+
+    def _unique_name(self, source, owners=None):
         if is_keras_variable(source):
             base = source.path
         else:
             base = source.name[:-2] if source.name.endswith(":0") else source.name
+        owner = (owners or {}).get(id(source))
+        if owner is not None and base.split("/", 1)[0] not in owner:
+            base = "%s/%s" % (owner[0], base)
         name, suffix = base, 1
         while name in self._names:
             name = "%s_%d" % (base, suffix)
@@ -175,10 +209,13 @@ class Variables:
           The new `Tracked` objects (possibly none).
         """
         added = []
+        owners = None
         for source in self._found():
             if id(source) in self._index:
                 continue
-            tracked = Tracked(source, self._unique_name(source), joined)
+            if owners is None:
+                owners = self._owners()  # only when variables join: a walk of the attributes
+            tracked = Tracked(source, self._unique_name(source, owners), joined)
             row = len(self.tracked)
             self._index[id(source)] = row
             self._index.setdefault(id(tracked.variable), row)

@@ -252,6 +252,10 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state):
     status = EMPTY if empty else _status(
         logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel)
     gradient = _gradient_verdict(counts, non_finite_step >= 0)
+    if gradient == GRAD_INTERMITTENT and trainable and not first_trainable and counts["present"]:
+        # Unfrozen mid-run: its gradient was None while it was frozen, which is
+        # expected, not a branch that skips it.
+        gradient = GRAD_PRESENT
     # A run of non-finite gradients at the end concerns the variables whose
     # newest gradient is non-finite; their value stayed finite (skipped steps).
     run = run if trainable and not empty and latest_state == md.GRAD_STATE_NON_FINITE and status != NON_FINITE else 0

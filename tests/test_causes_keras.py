@@ -267,3 +267,88 @@ def test_a_distillation_teacher_is_told_from_a_forgotten_layer_by_evidence(tmp_p
     problems = {name for name, row in rows.items() if row["problem"]}
     assert problems == ({v.path for v in forgotten} if bug else set())
     assert cli.main(["check", str(tmp_path)]) == (1 if bug else 0)
+
+
+def _functional(name):
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Dense(4, activation="relu")(inputs)), name=name)
+
+
+class _DDIM(keras.Model):
+    """keras-io's DDIM in miniature: a network trained by the optimizer, an EMA copy updated by `assign`."""
+
+    def __init__(self):
+        super().__init__()
+        self.network = _functional("unet")
+        self.ema_network = keras.models.clone_model(self.network)
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self.network(x) - y))
+        grads = tape.gradient(loss, self.network.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.network.trainable_variables))
+        for weight, ema_weight in zip(self.network.weights, self.ema_network.weights):
+            ema_weight.assign(0.99 * ema_weight + 0.01 * weight)
+        return {"loss": loss}
+
+
+def test_names_say_which_model_a_variable_belongs_to(tmp_path):
+    """CycleGAN's two functional generators and DDIM's EMA copy: Keras paths alone repeat or hide the model."""
+    keras.utils.set_random_seed(0)
+    model = _CycleGAN(swap=True)
+    model.gen_G, model.gen_F = _functional("generator_G"), _functional("generator_F")
+    model.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2))
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 4)).astype("float32"))
+    model.fit(*data, batch_size=16, epochs=1, verbose=0,
+              callbacks=[VariableUpdateCallback(str(tmp_path / "cyclegan"), on_stuck="ignore")])
+    rows = readback.verdicts(tmp_path / "cyclegan", run="train", tag=md.updates_tag("model"))
+    assert {name.split("/")[0] for name in rows} == {"generator_G", "generator_F"}
+    assert {name.split("/")[0] for name, row in rows.items() if row["problem"]} == {"generator_F"}
+
+    ddim = _DDIM()
+    ddim.compile(keras.optimizers.Adam(1e-2))
+    ddim.fit(*data, batch_size=16, epochs=1, verbose=0,
+             callbacks=[VariableUpdateCallback(str(tmp_path / "ddim"), on_stuck="ignore")])
+    rows = readback.verdicts(tmp_path / "ddim", run="train", tag=md.updates_tag("model"))
+    assert {name.split("/")[0] for name in rows} == {"network", "ema_network"}
+    assert not any(name.endswith("_1") for name in rows)
+    assert all(row["status"] == "updating" for row in rows.values())
+
+
+class _SimCLR(keras.Model):
+    """keras-io's SimCLR in miniature: a subclassed encoder built lazily in the first train step."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(4)], name="encoder")
+        self.head = keras.layers.Dense(1, name="head")
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self.head(self.encoder(x)) - y))
+        variables = self.encoder.trainable_variables + self.head.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+
+def test_a_second_fit_of_a_lazily_built_model_gives_no_recompile_false_alarm(tmp_path):
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(0)
+    model = _SimCLR()
+    model.compile(keras.optimizers.Adam(1e-2))
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 1)).astype("float32"))
+    callback = VariableUpdateCallback(str(tmp_path), on_stuck="ignore")
+    model.fit(*data, batch_size=16, epochs=1, verbose=0, callbacks=[callback])
+    before = {id(v): v.numpy().copy() for v in model.trainable_variables}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(*data, batch_size=16, epochs=1, verbose=0, callbacks=[callback])
+    assert not [w for w in caught if "compile" in str(w.message)], [str(w.message) for w in caught]
+    # Keras did train the encoder in the second fit.
+    assert all(not np.array_equal(v.numpy(), before[id(v)]) for v in model.encoder.trainable_variables)
+    assert all(row["status"] == "updating" for row in _rows(tmp_path).values())

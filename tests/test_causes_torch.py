@@ -308,3 +308,28 @@ def test_a_distillation_teacher_in_no_optimizer_is_a_warning_a_forgotten_layer_i
             assert "fixed model" in row["diagnosis"] and "requires_grad_(False)" in row["diagnosis"]
         elif name.startswith("student.unused"):
             assert row["problem"] and "not on the path to the loss" in row["diagnosis"]
+
+
+def test_a_parameter_unfrozen_mid_run_has_a_present_gradient_not_an_intermittent_one(tmp_path):
+    """ResNet fine-tuning done right: the optimizer holds every parameter, the base is unfrozen at step 5."""
+    torch.manual_seed(0)
+    base, head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)
+    model = torch.nn.Sequential(base, torch.nn.ReLU(), head)
+    base.requires_grad_(False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+    before = _values(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
+            tracker.attach(optimizer)
+            for step in range(30):
+                if step == 5:
+                    base.requires_grad_(True)
+                optimizer.zero_grad()
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                optimizer.step()
+    assert not [w for w in caught if "tb_varupdate" in str(w.message)]
+    changed = _changed_fraction(before, model)
+    for name, row in _rows(tmp_path).items():
+        assert changed[name] > 0 and row["status"] == "updating" and row["gradient"] == "present", name
