@@ -352,3 +352,44 @@ def test_a_second_fit_of_a_lazily_built_model_gives_no_recompile_false_alarm(tmp
     # Keras did train the encoder in the second fit.
     assert all(not np.array_equal(v.numpy(), before[id(v)]) for v in model.encoder.trainable_variables)
     assert all(row["status"] == "updating" for row in _rows(tmp_path).values())
+
+
+_NMT = r'''
+import sys
+import numpy as np
+import keras
+import tb_varupdate as tbv
+
+keras.utils.set_random_seed(0)
+vocab, length, width = 50, 8, 16
+source, target = keras.Input((length,), dtype="int64"), keras.Input((length,), dtype="int64")
+encoded = keras.layers.Embedding(vocab, width, mask_zero=True)(source)
+encoded = keras.layers.LayerNormalization()(encoded + keras.layers.MultiHeadAttention(2, width)(encoded, encoded))
+decoded = keras.layers.Embedding(vocab, width, mask_zero=True)(target)
+decoded = keras.layers.LayerNormalization()(
+    decoded + keras.layers.MultiHeadAttention(2, width)(decoded, decoded, use_causal_mask=True))
+mixed = keras.layers.MultiHeadAttention(2, width)(decoded, encoded)
+logits = keras.layers.Dense(vocab)(keras.layers.Dropout(0.1)(keras.layers.Dense(32, activation="relu")(mixed)))
+model = keras.Model([source, target], logits)
+model.compile("rmsprop", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+rng = np.random.default_rng(0)
+data = [rng.integers(1, vocab, (64, length)) for _ in range(3)]
+model.fit(data[:2], data[2], batch_size=16, epochs=2, verbose=0,
+          callbacks=[tbv.keras.VariableUpdateCallback(sys.argv[1])])
+'''
+
+
+def test_a_transformer_fit_prints_no_grappler_errors(tmp_path):
+    """keras-io's NMT transformer in miniature: sparse embedding gradients gave grappler's topological sort errors."""
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", _NMT, str(tmp_path)], capture_output=True, text=True, env=env,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "topological sort failed" not in result.stderr and "varupdate/Reshape" not in result.stderr
+    rows = _rows(tmp_path)
+    embeddings = [row for name, row in rows.items() if "embedding" in name]
+    assert len(embeddings) == 2 and all(row["rows_changed"] and row["status"] == "updating" for row in embeddings)
