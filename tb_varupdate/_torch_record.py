@@ -9,6 +9,7 @@ is opened at the first written record, not at construction, so a tracker
 that never records leaves no empty run behind. Imports torch, never TensorFlow.
 """
 
+import collections
 import warnings
 
 import numpy as np
@@ -54,7 +55,7 @@ class Recorder:
         self._header = to_torch(counters.initial_header())
         self._step_origin = None  # 0-d int64 zero on the device: a step is origin + int, no copy
         self._trainable = (None, None)  # (flags, bool tensor on the device)
-        self._rates = (None, None)  # (learning rates, their float32 bits as int32 on the device)
+        self._rates = collections.deque()  # per pending record, in order: its learning-rate slots
         self._names_written = None
         self.document = None  # the variables record (JSON bytes), re-encoded when rows join
         self.entries = []
@@ -100,7 +101,6 @@ class Recorder:
         self._header, self._sized = self._header.to(device), self._sized.to(device)
         self._step_origin = torch.zeros((), dtype=torch.int64, device=device)
         self._trainable = (None, None)
-        self._rates = (None, None)
 
     def _trainable_now(self, tensors):
         """bool [rows] on the device: `requires_grad` now; copied over only when a flag changed."""
@@ -124,20 +124,11 @@ class Recorder:
         self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
         self._names_written = None
 
-    def _rates_now(self, rates):
-        """int32 [len(rates)] on the device: the float32 bits of `rates`; copied over only when one changed."""
-        if rates != self._rates[0]:
-            bits = torch.tensor(rates, dtype=torch.float32).view(torch.int32)
-            if self._device.type == "cuda":
-                bits = bits.pin_memory()
-            self._rates = (rates, bits.to(self._device, non_blocking=True))
-        return self._rates[1]
-
     def take(self, tensors, step, learning_rates=()):
         """Measures and folds one record at `step`, kept on the device until the next read.
 
         `learning_rates` (host floats, at most `metadata.LEARNING_RATE_SLOTS`)
-        go into the record's header slots.
+        go into the record's header slots when it is read back.
         """
         measured = self._measurement.measure(tensors.rows, tensors.grads())
         self._to_device(measured.device)
@@ -151,9 +142,9 @@ class Recorder:
             self._trainable_now(tensors), self._sized, self._names_hash, self._every_n_steps, self._writer_id,
         )
         self._counters, self._floats, self._header = state[:3]
-        if learning_rates:
-            state[3][0, md.HEADER_LEARNING_RATES:md.HEADER_LEARNING_RATES + len(learning_rates)] = \
-                self._rates_now(tuple(learning_rates))
+        # Host floats: kept here and written into the record when it is read
+        # back (`_write`), so the step path copies nothing to the device.
+        self._rates.append(tuple(learning_rates))
         self.taken += 1
         self.latest_step = int(step)
         self._pending.add(state[3], step)
@@ -174,6 +165,12 @@ class Recorder:
           warning. The counters live on the device and went on, so the
           records after these are whole.
         """
+        for _, record in records:
+            # Records arrive in the order they were taken: the oldest rates are theirs.
+            rates = self._rates.popleft() if self._rates else ()
+            if rates:
+                first = md.HEADER_LEARNING_RATES
+                record[0, first:first + len(rates)] = np.asarray(rates, np.float32).view(np.int32)
         writer = self.writer
         for step, record in records:
             if self._names_written != self._names_hash:

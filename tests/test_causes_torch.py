@@ -333,3 +333,21 @@ def test_a_parameter_unfrozen_mid_run_has_a_present_gradient_not_an_intermittent
     changed = _changed_fraction(before, model)
     for name, row in _rows(tmp_path).items():
         assert changed[name] > 0 and row["status"] == "updating" and row["gradient"] == "present", name
+
+
+def test_each_record_holds_the_learning_rate_of_its_own_step_when_read_in_batches(tmp_path):
+    """Learning rates are host floats kept beside the records on the device and written when a batch is read."""
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    seen = []
+    with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run"), read_every=4) as tracker:
+        tracker.attach(optimizer)
+        for _ in range(10):
+            optimizer.zero_grad()
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+    records = readback.records(tmp_path / "run")
+    assert [updates.learning_rates[0] for _, updates in records] == pytest.approx(seen, rel=1e-6)
