@@ -96,7 +96,7 @@ _NOT_IN_OPTIMIZER = {
     ),
     TORCH: (
         "a non-zero `p.grad` was there at {present} of {logged} logged steps, but the parameter is "
-        "in none of the attached optimizers' `param_groups`, so no step applies it (a layer "
+        "in none of the optimizers' `param_groups` (all the tracker was given), so no step applies it (a layer "
         "replaced, or unfrozen, after the optimizer was created): add it with "
         "`optimizer.add_param_group({{'params': [...]}})`, or create the optimizer after the "
         "last change to the model"

@@ -214,6 +214,7 @@ class ParameterUpdateTracker:
         self._calls, self._warned, self._closed = 0, set(), False
         self._steps, self._probe = StepHooks(), GradientProbe()
         self._rates, self._flags_checked, self._missing_warned = LearningRates(), None, set()
+        self._read_only = []  # optimizers whose learning rates are recorded, stepped by someone else's hooks
         self._recorder.refresh(self._tensors)
         _OPEN.add(self)
 
@@ -241,6 +242,17 @@ class ParameterUpdateTracker:
         if not self.records_written:
             self._probe.start(self._tensors)
         return hooks
+
+    def read_learning_rates(self, *optimizers):
+        """Records the learning rate of each param group of `optimizers` (and which parameters they hold), no hooks.
+
+        For callers that call `log()` themselves after the optimizers step
+        (the Lightning and Hugging Face callbacks): the records then tell "in
+        no param group", "learning rate 0" and "the step rounds away in
+        bfloat16" apart, as with `attach`. Replaces the previous call's list.
+        """
+        self._read_only = [o for o in optimizers if hasattr(o, "param_groups")
+                           and all(o is not a for a in self._steps.attached)]
 
     def _after_step(self, optimizer, args, kwargs):  # pylint: disable=unused-argument
         if self._steps.is_last(optimizer):
@@ -284,7 +296,7 @@ class ParameterUpdateTracker:
         if self._recorder.taken % REFRESH_EVERY == 0:
             self._recorder.refresh(self._tensors)
         self._probe.stop()  # the gradients it noted are compared with the first record's when read
-        remapped = self._rates.update(self._steps.attached, self._tensors)
+        remapped = self._rates.update(self._steps.attached + self._read_only, self._tensors)
         if remapped:
             self._recorder.rewrite_variables(self._tensors)
         self._recorder.take(self._tensors, step, self._rates.values())
