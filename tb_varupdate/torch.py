@@ -215,6 +215,7 @@ class ParameterUpdateTracker:
         self._steps, self._probe = StepHooks(), GradientProbe()
         self._rates, self._flags_checked, self._missing_warned = LearningRates(), None, set()
         self._read_only = []  # optimizers whose learning rates are recorded, stepped by someone else's hooks
+        self._last_written = None  # (records written, entries, record, step, seen_at) of the newest record
         self._recorder.refresh(self._tensors)
         _OPEN.add(self)
 
@@ -326,6 +327,7 @@ class ParameterUpdateTracker:
         """The checks on each record once it is on the host: the gradient probe's, then the stuck check."""
         if written == 1 and self._probe.noted:
             self._probe.finish(self._recorder.grad_column(record), entries, self._warn_once)
+        self._last_written = (written, entries, record, step, seen_at)
         if self._check.is_due(written):
             if self._check.on_stuck == "raise":
                 self._recorder.writer.flush()  # the record that failed the check is on disk for `tb-varupdate check`
@@ -369,6 +371,7 @@ class ParameterUpdateTracker:
         try:
             pending = self._recorder.pending
             self._recorder.flush()
+            self._final_check()
         except StuckVariableError:
             self._recorder.close_writer()
             raise
@@ -380,6 +383,18 @@ class ParameterUpdateTracker:
             reason = _no_records_reason(self._steps.attached, self._calls, self.every_n_steps, self._warned)
             warnings.warn("tb_varupdate: tracker %r wrote no records: %s." % (self.name, reason), stacklevel=2)
         self._recorder.close_writer()
+
+    def _final_check(self):
+        """At close: the check once more on the last record, for a stall since the last doubling.
+
+        Warn mode only: `close()` (also leaving a `with` block on an error)
+        must not raise for a check the run never reached.
+        """
+        last = self._last_written
+        if (last is None or self._check.on_stuck != "warn" or last[0] <= self._check.stuck_after
+                or self._check.is_due(last[0])):
+            return
+        self._check.run(*last[1:])
 
     def __enter__(self):
         return self

@@ -258,6 +258,26 @@ def test_a_warmup_schedule_that_reaches_zero_is_warned_during_training(tmp_path)
     assert all(row["last_update_step"] <= 19 for row in rows.values())
 
 
+def test_a_stall_after_the_last_check_is_warned_at_close(tmp_path):
+    """35 records: the checks at 10 and 20 come before the stall shows; close() checks the last record."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step < 10 else 0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
+            tracker.attach(optimizer)
+            for _ in range(35):
+                optimizer.zero_grad()
+                model(torch.randn(8, 4)).pow(2).mean().backward()
+                optimizer.step()
+                schedule.step()
+    (message,) = [str(w.message) for w in caught if "are stuck" in str(w.message)]
+    assert "after 35 records" in message and "learning rate is 0" in message
+    assert {row["status"] for row in _rows(tmp_path).values()} == {"stalled"}
+
+
 def test_console_warnings_group_variables_by_cause_and_stay_short(tmp_path):
     """Many parameters stuck for one reason: one line with a count, the first names and the cause once."""
     torch.manual_seed(0)
