@@ -112,9 +112,15 @@ class FitHooks:
         model = self.model
         if saved["jit_off"]:
             model.jit_compile = True
-            # Our function is not XLA-compiled: let the next fit use the one it had.
-            model.train_function = saved["train_function"]
-            self._function = None
+            if self.traced_trainable is None or saved["train_function"] is None:
+                # Ours never ran a step: the next fit uses what Keras had.
+                model.train_function = saved["train_function"]
+                self._function = None
+            # Else ours stays, logging off, though it is not XLA-compiled: Keras'
+            # own function of this fit was made but never traced, and tracing it
+            # in a later fit after `trainable` changed without compile() fails in
+            # the optimizer ("Unknown variable"), where Keras alone would have
+            # reused this fit's trace. A compile() gives Keras a new function.
         elif model.train_function is not self._function and model.train_function is not saved["train_function"]:
             model.train_function = saved["train_function"]
 
