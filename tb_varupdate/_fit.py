@@ -20,6 +20,7 @@ import threading
 import keras
 import tensorflow as tf
 
+from tb_varupdate import _tf_optim
 from tb_varupdate import metadata as md
 from tb_varupdate.errors import StuckVariableError
 from tb_varupdate.summary import describe_error, write_failed_message, writer_error
@@ -68,6 +69,7 @@ class FitHooks:
         self._function = None  # our train function, while it is the model's
         self._wrapped = []
         self._saved = None
+        self.traced_trainable = None  # ids of the trainable variables when the step was last traced
         self.stopped = None  # why logging stopped in this fit, if it did
         self.optimizers = []
 
@@ -77,6 +79,8 @@ class FitHooks:
         model = self.model
         self.stopped = None
         self.optimizers = find_optimizers(model)
+        _tf_optim.read_learning_rates(self._tracker, self.optimizers)
+        _tf_optim.refresh_trainable(self._tracker)
         self._saved = {"jit_off": False, "train_function": model.train_function}
         if self._function is not None and model.train_function is self._function:
             self._reuse()
@@ -109,15 +113,21 @@ class FitHooks:
         model = self.model
         if saved["jit_off"]:
             model.jit_compile = True
-            # Our function is not XLA-compiled: let the next fit use the one it had.
-            model.train_function = saved["train_function"]
-            self._function = None
+            if self.traced_trainable is None or saved["train_function"] is None:
+                # Ours never ran a step: the next fit uses what Keras had.
+                model.train_function = saved["train_function"]
+                self._function = None
+            # Else ours stays, logging off, though it is not XLA-compiled: Keras'
+            # own function of this fit was made but never traced, and tracing it
+            # in a later fit after `trainable` changed without compile() fails in
+            # the optimizer ("Unknown variable"), where Keras alone would have
+            # reused this fit's trace. A compile() gives Keras a new function.
         elif model.train_function is not self._function and model.train_function is not saved["train_function"]:
             model.train_function = saved["train_function"]
 
     def _reuse(self):
         """The model still runs our function: check it traced the trainable set the model has now."""
-        traced = getattr(self._function, "varupdate_trainable", None)
+        traced = self.traced_trainable or getattr(self._function, "varupdate_trainable", None)
         now = tuple(id(v) for v in self.model.trainable_variables)
         if traced is not None and traced != now:
             self._warn.once(
@@ -139,8 +149,12 @@ class FitHooks:
             outer = getattr(hooks._local, "pairs", None)
             hooks._local.pairs = []
             try:
-                logs = original_step(data)
+                with _tf_optim.watch_gradients(hooks._tracker):
+                    logs = original_step(data)
                 pairs = hooks._local.pairs
+                # The set the traced step trains, lazily built models included
+                # (SimCLR's encoder appears in the first trace, after compile()).
+                hooks.traced_trainable = tuple(id(v) for v in hooks.model.trainable_variables)
             finally:
                 hooks._local.pairs = outer
             with hooks._writer.as_default():
@@ -148,6 +162,7 @@ class FitHooks:
             return logs
 
         model.train_step = train_step
+        self.traced_trainable = None
         try:
             model.make_train_function(force=True)  # returns None in Keras 3.15
             traced_in = model.train_function
@@ -257,6 +272,7 @@ class FitHooks:
             logged = grads if scale is None else [_unscale(g, tf.identity(scale)) for g in grads]
             result = original_apply(grads, trainable_variables)
             if trainable_variables is not None:
+                _tf_optim.note_apply(hooks._tracker, hooks.optimizers, optimizer, trainable_variables)
                 logged = list(zip(logged, trainable_variables))
             pairs = getattr(hooks._local, "pairs", None)
             if pairs is not None and trainable_variables is not None:

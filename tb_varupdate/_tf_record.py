@@ -19,6 +19,13 @@ from tb_varupdate._tf_ops import TFOps
 _OPS = TFOps()
 
 
+def _is_check_record(logged, stuck_after):
+    """`stuck.is_check_record` as ops: at `stuck_after` records, then at 2x, 4x, ... as many."""
+    multiple = logged // stuck_after
+    return (tf.equal(logged % stuck_after, 0) & tf.greater(multiple, 0)
+            & tf.equal(tf.bitwise.bitwise_and(multiple, multiple - 1), 0))
+
+
 class Recorder:
     """One tracker's device state and record ops.
 
@@ -46,6 +53,14 @@ class Recorder:
         self.track_rows = track_rows
         self.in_eager_call = False
         self.pending_stuck = None  # the check's message in an eager call, raised once the call returns
+        # Callables giving each learning-rate slot's rate as a scalar tensor,
+        # read in the record's ops (the Keras callback sets them: `_tf_optim`).
+        self.learning_rates = []
+        # Where set (the Keras callback), the trainable flags come from this
+        # bool variable at run time, not from the trace: a fit after
+        # `trainable` changed without `compile()` reuses the old trace, and
+        # its records must show the flags of now (`_tf_optim`).
+        self.live_trainable = None
         self._entries_bytes, self._names_hash = vr.encode_variables([], writer_id=writer_id)
         with tf.init_scope():
             self.header = tf.Variable(counters.initial_header(), trainable=False, name="varupdate_header")
@@ -66,6 +81,36 @@ class Recorder:
             self._floats.assign(tf.concat([self._floats, fresh_floats], 0))
         self.layout.add([t.variable for t in added], lift)
         self._entries_bytes, self._names_hash = vr.encode_variables(self._variables.entries(), writer_id=self.writer_id)
+
+    def reencode(self):
+        """Encodes the variables record again after an entry changed (not the rows); written at the next record."""
+        self._entries_bytes, self._names_hash = vr.encode_variables(self._variables.entries(), writer_id=self.writer_id)
+        with tf.init_scope():
+            self._names_written.assign(-1)
+
+    def _trainable_mask(self, trainable):
+        """bool [V]: the live flags where they cover every row now, else the trace's."""
+        traced = tf.constant(trainable, tf.bool)
+        live = self.live_trainable
+        if live is None:
+            return traced
+        current, rows = live.read_value(), len(trainable)
+        # Sliced and padded to the rows of this trace, so no op depends on
+        # which is used (a tf.cond here let grappler drop the reshape that
+        # guarded the shape); the live flags only where they cover every row.
+        head = current[:rows]
+        padded = tf.ensure_shape(tf.concat([head, tf.zeros([rows - tf.size(head)], tf.bool)], 0), [rows])
+        return tf.where(tf.equal(tf.size(current), rows), padded, traced)
+
+    def _with_learning_rates(self, record):
+        """`record` with the learning-rate slots of its header filled (docs/FORMAT.md)."""
+        if not self.learning_rates:
+            return record
+        rates = tf.stack([tf.cast(read(), tf.float32) for read in self.learning_rates[:md.LEARNING_RATE_SLOTS]])
+        bits = tf.bitcast(rates, tf.int32)[None]
+        first, count = md.HEADER_LEARNING_RATES, len(self.learning_rates[:md.LEARNING_RATE_SLOTS])
+        head = tf.concat([record[:1, :first], bits, record[:1, first + count:]], axis=1)
+        return tf.concat([head, record[1:]], axis=0)
 
     def ops(self, step, grads, kinds, extra):
         """The ops of one log() call; returns the stuck message ("" if none) as a 0-d string."""
@@ -94,8 +139,9 @@ class Recorder:
                 changed=column(measure.CHANGED) > 0, finite=column(measure.FINITE) > 0,
                 rows_changed=tf.cast(column(measure.ROWS_CHANGED), tf.int64),
             ),
-            step, tf.constant(trainable, tf.bool), sized, self._names_hash, self.every_n_steps, self.writer_id,
+            step, self._trainable_mask(trainable), sized, self._names_hash, self.every_n_steps, self.writer_id,
         )
+        record = self._with_learning_rates(record)
         self._counters.assign(new_counters)
         self._floats.assign(new_floats)
         self.header.assign(header)
@@ -116,7 +162,7 @@ class Recorder:
             return tf.constant("")
         entries_bytes = self._entries_bytes
         return tf.reshape(tf.cond(
-            tf.equal(header[counters.LOGGED], self._check.stuck_after),
+            _is_check_record(header[counters.LOGGED], self._check.stuck_after),
             lambda: tf.py_function(lambda r, s: self._run_check(entries_bytes, r, s), [record, step], tf.string),
             lambda: tf.constant(""),
         ), [])
@@ -164,7 +210,7 @@ class Recorder:
             return ""
         self._check.message = message
         if self._check.on_stuck == "warn":
-            self._warn.once("stuck", message, stacklevel=2)
+            self._warn.once("stuck:%d" % int(record[0, md.HEADER_LOGGED]), message, stacklevel=2)
         elif self.in_eager_call:
             self.pending_stuck = message
         return message

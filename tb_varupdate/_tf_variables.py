@@ -9,6 +9,8 @@ are only ever appended (docs/FORMAT.md).
 
 import tensorflow as tf
 
+from tb_varupdate import variables_record as vr
+
 
 def is_keras_variable(obj):
     """True for a Keras 3 variable (not a tf.Variable: it holds one in `.value`)."""
@@ -29,6 +31,11 @@ def is_module(obj):
 def display_name(variable):
     """How a message names a variable: its Keras path or its tf name."""
     return str(getattr(variable, "path", None) or getattr(variable, "name", None) or type(variable).__name__)
+
+
+def _is_model(obj):
+    """A Keras model (it has `layers`) with variables, not a variable or a plain layer."""
+    return is_module(obj) and hasattr(obj, "layers") and isinstance(getattr(obj, "name", None), str)
 
 
 def initialized(source):
@@ -53,7 +60,8 @@ class Tracked:
       joined: the tracker's record count before the variable's first record.
     """
 
-    __slots__ = ("source", "variable", "name", "dtype", "is_float", "joined", "first_trainable")
+    __slots__ = ("source", "variable", "name", "dtype", "is_float", "joined", "first_trainable", "lr_slot",
+                 "differentiated")
 
     def __init__(self, source, name, joined):
         self.source = source
@@ -65,6 +73,8 @@ class Tracked:
         # The variables record keeps the flag at first sight (its names_hash
         # covers it); each updates record carries the current one.
         self.first_trainable = self.trainable
+        self.lr_slot = None  # the header learning-rate slot of its optimizer, where the writer knows it
+        self.differentiated = None  # whether the train step took its gradient, where the writer watched
 
     @property
     def trainable(self):
@@ -80,16 +90,23 @@ class Tracked:
         """A variable with no element (a dimension of 0): it can never change."""
         return self.variable.shape.num_elements() == 0
 
-    def entry(self):
+    def entry(self, via=vr.VIA_LOG):
         """The variables record's entry (docs/FORMAT.md)."""
         shape = self.variable.shape
-        return {
+        entry = {
             "name": self.name,
             "shape": shape.as_list() if shape.rank is not None else None,
             "dtype": self.dtype.name,
             "trainable": self.first_trainable,
             "joined": self.joined,
+            "framework": vr.FRAMEWORK_TF,
+            "via": via,
         }
+        if self.lr_slot is not None:
+            entry["lr_slot"] = self.lr_slot
+        if self.differentiated is not None:
+            entry["differentiated"] = self.differentiated
+        return entry
 
 
 class Variables:
@@ -120,6 +137,8 @@ class Variables:
                 "Received: an empty %s" % type(source).__name__
             )
         self._items = items
+        # How the records are written: VIA_FIT when the Keras callback owns the tracker.
+        self.via = vr.VIA_LOG
         self.has_modules = any(is_module(item) for item in items)
         self.tracked = []
         self._index = {}
@@ -139,11 +158,40 @@ class Variables:
             else:
                 yield from item.variables
 
-    def _unique_name(self, source):
+    def _owners(self):
+        """{id(variable): label} of the models held as attributes of the tracked modules.
+
+        Keras 3 paths drop the name of a functional model whose layers were
+        built outside its scope (keras-io's CycleGAN generators read
+        `conv2d_10/kernel`; a `clone_model` EMA copy repeats its source's
+        paths). The tracker walked those models, so it names them: by the
+        model's name, or by the attribute where two share a name.
+        """
+        found = []
+        for item in self._items:
+            if is_variable(item):
+                continue
+            for attribute, value in vars(item).items():
+                if attribute.startswith("_") or value is item or not _is_model(value):
+                    continue
+                if all(value is not model for _, model in found):
+                    found.append((attribute, value))
+        names = [model.name for _, model in found]
+        owners = {}
+        for attribute, model in found:
+            label = model.name if names.count(model.name) == 1 else attribute
+            for variable in model.variables:
+                owners.setdefault(id(variable), (label, model.name))
+        return owners
+
+    def _unique_name(self, source, owners=None):
         if is_keras_variable(source):
             base = source.path
         else:
             base = source.name[:-2] if source.name.endswith(":0") else source.name
+        owner = (owners or {}).get(id(source))
+        if owner is not None and base.split("/", 1)[0] not in owner:
+            base = "%s/%s" % (owner[0], base)
         name, suffix = base, 1
         while name in self._names:
             name = "%s_%d" % (base, suffix)
@@ -161,10 +209,13 @@ class Variables:
           The new `Tracked` objects (possibly none).
         """
         added = []
+        owners = None
         for source in self._found():
             if id(source) in self._index:
                 continue
-            tracked = Tracked(source, self._unique_name(source), joined)
+            if owners is None:
+                owners = self._owners()  # only when variables join: a walk of the attributes
+            tracked = Tracked(source, self._unique_name(source, owners), joined)
             row = len(self.tracked)
             self._index[id(source)] = row
             self._index.setdefault(id(tracked.variable), row)
@@ -177,4 +228,4 @@ class Variables:
         return tuple(t.trainable if t.source is not t.variable else t.first_trainable for t in self.tracked)
 
     def entries(self):
-        return [t.entry() for t in self.tracked]
+        return [t.entry(self.via) for t in self.tracked]

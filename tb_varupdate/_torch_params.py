@@ -135,6 +135,7 @@ class Tensors:
                 "trainable": bool(tensor.requires_grad) if role == vr.ROLE_PARAMETER else False,
                 "joined": int(joined),
                 "role": role,
+                "framework": vr.FRAMEWORK_TORCH,
             })
             if role == vr.ROLE_PARAMETER and self._starts_at_zero(name, tensor):
                 self.entries[-1]["zero_init"] = True

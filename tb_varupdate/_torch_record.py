@@ -9,6 +9,7 @@ is opened at the first written record, not at construction, so a tracker
 that never records leaves no empty run behind. Imports torch, never TensorFlow.
 """
 
+import collections
 import warnings
 
 import numpy as np
@@ -63,6 +64,7 @@ class Recorder:
         self._unchecked = None
         self._step_origin = None  # 0-d int64 zero on the device: a step is origin + int, no copy
         self._trainable = (None, None)  # (flags, bool tensor on the device)
+        self._rates = collections.deque()  # per pending record, in order: its learning-rate slots
         self._names_written = None
         self.document = None  # the variables record (JSON bytes), re-encoded when rows join
         self.entries = []
@@ -130,6 +132,18 @@ class Recorder:
             self._trainable = (flags, mask.to(self._device, non_blocking=True))
         return self._trainable[1]
 
+    @property
+    def trainable_flags(self):
+        """The per-row `requires_grad` flags of the newest record taken (a tuple), or None."""
+        return self._trainable[0]
+
+    def rewrite_variables(self, tensors):
+        """Encodes the variables record again after an entry changed (not its rows): written before the next record."""
+        self._pending.flush()  # the records taken so far keep the entries they were taken with
+        self.entries = [dict(entry) for entry in tensors.entries]
+        self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
+        self._names_written = None
+
     def _present_now(self, grads):
         """bool [rows] on the device: a gradient tensor on this rank; copied over only when one changed."""
         flags = tuple(isinstance(grad, torch.Tensor) for grad in grads)
@@ -166,7 +180,7 @@ class Recorder:
             self._replicas = (key, Replicas(rows, home, tensors.flat_groups))
         return self._replicas[1].check(tensors.rows)
 
-    def take(self, tensors, step, replicas=None, writes=True):
+    def take(self, tensors, step, replicas=None, writes=True, learning_rates=()):
         """Measures and folds one record at `step`, kept on the device until the next read.
 
         Args:
@@ -175,6 +189,8 @@ class Recorder:
           replicas: `check_replicas`' result at this record, or None.
           writes: fold and keep the record (False: a rank that only takes
             part in the DTensor rows' reduction).
+          learning_rates: host floats (at most `metadata.LEARNING_RATE_SLOTS`)
+            for the record's header slots, written when it is read back.
         """
         grads = tensors.grads()
         measured = self._measurement.measure(tensors.rows, grads)
@@ -200,6 +216,9 @@ class Recorder:
             first, spread, record = counters.fold_replicas(
                 _OPS, *self._replica_state, record, *(replicas or self._not_checked()), self._step_origin + int(step))
             self._replica_state = (first, spread)
+        # Host floats: kept here and written into the record when it is read
+        # back (`_write`), so the step path copies nothing to the device.
+        self._rates.append(tuple(learning_rates))
         self.taken += 1
         self.latest_step = int(step)
         self._pending.add(record, step)
@@ -220,6 +239,12 @@ class Recorder:
           warning. The counters live on the device and went on, so the
           records after these are whole.
         """
+        for _, record in records:
+            # Records arrive in the order they were taken: the oldest rates are theirs.
+            rates = self._rates.popleft() if self._rates else ()
+            if rates:
+                first = md.HEADER_LEARNING_RATES
+                record[0, first:first + len(rates)] = np.asarray(rates, np.float32).view(np.int32)
         writer = self.writer
         for step, record in records:
             if self._names_written != self._names_hash:

@@ -16,6 +16,7 @@ from tb_varupdate import variables_record as vr
 # The status and gradient words live in `vocabulary`; re-exported here, where
 # the CLI, the backend and the writers' stuck check have always found them.
 from tb_varupdate.diagnosis import TF, TORCH, diagnose
+from tb_varupdate.vocabulary import WARNING
 from tb_varupdate.vocabulary import (  # noqa: F401  (re-exported)
     COUNTED_STATUSES, EMPTY, GRAD_INTERMITTENT, GRAD_MISSING, GRAD_NON_FINITE, GRAD_NOT_LOGGED,
     GRAD_PRESENT, GRAD_ZERO, GRADIENT_VERDICTS, NEVER_UPDATED, NON_FINITE, PROBLEM_STATUSES, REPLICAS_DIVERGED, STALLED,
@@ -27,6 +28,11 @@ from tb_varupdate.vocabulary import (  # noqa: F401  (re-exported)
 # changes under ~6e-8 away entirely, so the learning rate is almost surely too
 # small (healthy training sits around 1e-4 to 1e-2; see Karpathy's 1e-3 rule).
 TINY_RELATIVE_UPDATE = 1e-6
+# A largest relative update this far below the healthy range (1e-4 to 1e-2)
+# is not slow training but none: 10^9 such steps would not double the
+# weight. AMP clipping before `scaler.unscale_` gives ~1e-11. Such a row is a
+# problem, reported at training time like a never-updated one.
+STUCK_RELATIVE_UPDATE = 1e-9
 
 # A variable that changed earlier is `stalled` when it has not changed for at
 # least STALL_MIN_LOGS records (short runs are noisy), for at least
@@ -134,11 +140,17 @@ def severity(row):
             return 2
         # A PyTorch parameter with requires_grad=False should not move.
         return 1 if row.get("role") == vr.ROLE_PARAMETER and row["changed_steps"] else 0
-    if row["status"] in PROBLEM_STATUSES or row.get("non_finite_gradient_run"):
+    if row["status"] in PROBLEM_STATUSES or row.get("non_finite_gradient_run") or is_stuck_tiny(row):
         return 2
     if row["status"] == TINY_UPDATES or row["gradient"] in (GRAD_ZERO, GRAD_NON_FINITE):
         return 1
     return 0
+
+
+def is_stuck_tiny(row):
+    """A `tiny_updates` row whose largest relative update is orders below healthy: no training at all."""
+    return (row["status"] == TINY_UPDATES and row["max_relative_update"] is not None
+            and row["max_relative_update"] < STUCK_RELATIVE_UPDATE)
 
 
 def _label(row):
@@ -163,6 +175,47 @@ def _non_finite_run(updates):
 
 def _is_empty(shape):
     return any(d == 0 for d in shape or ())
+
+
+def _writer_facts(entry, role, updates):
+    """What the entry says about its writer: framework, how it wrote, the learning rate.
+
+    Records of older writers carry no `framework`: a `role` has always meant
+    PyTorch. `learning_rate` is None and `in_optimizer` None where the record
+    does not say.
+    """
+    framework = entry.get("framework")
+    if framework not in vr.FRAMEWORKS:
+        framework = TORCH if role else TF
+    slot, learning_rate, in_optimizer = entry.get("lr_slot"), None, None
+    if type(slot) is int:  # pylint: disable=unidiomatic-typecheck  (bool is not a slot)
+        if slot == vr.NOT_IN_OPTIMIZER:
+            in_optimizer = False
+        elif 0 <= slot < md.LEARNING_RATE_SLOTS:
+            in_optimizer = True
+            learning_rate = _finite_or_none(updates.learning_rates[slot])
+    via = entry.get("via") if entry.get("via") in vr.VIAS else vr.VIA_LOG
+    return {"framework": framework, "via": via, "learning_rate": learning_rate, "in_optimizer": in_optimizer}
+
+
+def _used_as_fixed_model(entry, row, facts):
+    """Whether a trainable variable that never changed is, by the writer's evidence, part of a fixed model.
+
+    keras-io's knowledge distillation keeps its teacher `trainable=True` and
+    gives it to no optimizer; so do target networks. The record cannot tell
+    such a model from a forgotten layer, but the writer can: the Keras
+    callback saw that no `tf.GradientTape.gradient` of the train step ever
+    asked for its gradient (entry `differentiated` false), the PyTorch
+    tracker that it is in none of the attached optimizers and its `.grad`
+    stayed None. A layer whose gradient was taken and never applied, or one
+    an optimizer holds, stays a problem.
+    """
+    # Unfrozen since it was first tracked: the no-recompile / not-in-optimizer case, never a fixed model.
+    if row["status"] != NEVER_UPDATED or not row["trainable"] or not facts["first_trainable"]:
+        return False
+    if facts["framework"] == TF:
+        return entry.get("differentiated") is False and row["gradient"] in (GRAD_NOT_LOGGED, GRAD_MISSING)
+    return facts["in_optimizer"] is False and row["gradient"] == GRAD_MISSING
 
 
 def _row(entry, col, fcol, updates, step, run, relative, latest_state, replicas=(-1, None)):
@@ -205,6 +258,10 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state, replicas=
     status = EMPTY if empty else _status(
         logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel, diverged_step)
     gradient = _gradient_verdict(counts, non_finite_step != -1)
+    if gradient == GRAD_INTERMITTENT and trainable and not first_trainable and counts["present"]:
+        # Unfrozen mid-run: its gradient was None while it was frozen, which is
+        # expected, not a branch that skips it.
+        gradient = GRAD_PRESENT
     # A run of non-finite gradients at the end concerns the variables whose
     # newest gradient is non-finite; their value stayed finite (skipped steps).
     run = run if trainable and not empty and latest_state == md.GRAD_STATE_NON_FINITE and status != NON_FINITE else 0
@@ -243,12 +300,14 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state, replicas=
         "replicas_diverged_step": diverged_step if diverged_step != -1 else None,
         "replica_spread": spread,
     }
-    facts = {
-        "framework": TORCH if role else TF, "role": role, "first_trainable": first_trainable,
-        "non_finite_run": run, "empty": empty, "tiny": TINY_RELATIVE_UPDATE,
+    facts = dict(_writer_facts(entry, role, updates), **{
+        "role": role, "first_trainable": first_trainable,
+        "non_finite_run": run, "empty": empty, "tiny": TINY_RELATIVE_UPDATE, "stuck_tiny": STUCK_RELATIVE_UPDATE,
         "zero_init": entry.get("zero_init") is True,
-    }
+    })
+    facts["fixed_model"] = _used_as_fixed_model(entry, row, facts)
     row["diagnosis"] = diagnose(row, latest_state, facts)
+    row["_fixed_model"] = facts["fixed_model"]
     if row["rows_changed"] < 0:
         row["rows_changed"] = None
     return row
@@ -297,7 +356,8 @@ def verdicts(entries, updates, step):
         # The row's position in the records: names may repeat (or be ""), so
         # the series, heatmap and the tab tell variables apart by this.
         row["index"] = index
-        row["severity"] = severity(row)
+        # A model used as a fixed one (a teacher) is a warning, not a problem: see _used_as_fixed_model.
+        row["severity"] = min(severity(row), WARNING) if row.pop("_fixed_model") else severity(row)
         row["problem"] = row["severity"] == 2
         row["quiet"] = row["severity"] == 0 and (row["status"] == EMPTY or not row["trainable"])
         row["allowed"] = False

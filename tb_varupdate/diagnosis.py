@@ -1,15 +1,22 @@
 """The diagnosis sentence of a verdict row: what happened and what to do. Pure.
 
 Each sentence says only what the record supports. Rows of a PyTorch writer
-(entries with a `role`) name PyTorch causes, the others TensorFlow/Keras ones.
+(an entry's `framework`, or for older records its `role`) name PyTorch
+causes, the others TensorFlow/Keras ones; rows the Keras callback wrote (entry
+`via` "fit") get advice a `model.fit` user can follow. Where the record holds
+the learning rate and whether the variable is in an optimizer (`lr_slot`),
+the cause is decided from them rather than listed.
 `analysis.verdicts` decides the status; this module only words it.
 """
 
+import math
+
 from tb_varupdate import metadata as md
+from tb_varupdate import precision
 from tb_varupdate import variables_record as vr
 from tb_varupdate import vocabulary as vc
 
-TF, TORCH = "tensorflow", "torch"
+TF, TORCH = vr.FRAMEWORK_TF, vr.FRAMEWORK_TORCH
 
 _NEVER_UPDATED_CAUSE = {
     TF: {
@@ -18,8 +25,7 @@ _NEVER_UPDATED_CAUSE = {
             "applied: the variable is likely not passed to the optimizer (left out of "
             "apply_gradients or of trainable_variables), its Python name was rebound with "
             "`v = v - lr * g` (which makes a new tensor; use `v.assign_sub(lr * g)` or "
-            "`optimizer.apply_gradients`), or the learning rate is 0 or too small to move "
-            "{dtype} weights"
+            "`optimizer.apply_gradients`), or the learning rate is 0"
         ),
         vc.GRAD_MISSING: (
             "its gradient is None at every step: it is not connected to the loss (unused in "
@@ -64,6 +70,44 @@ _NEVER_UPDATED_CAUSE = {
         ),
     },
 }
+# What differs for rows the Keras callback wrote: the callback records what
+# every optimizer's `apply` got in the train step, so "not given" means no
+# optimizer was handed the variable, and a present gradient was handed to one.
+_FIT_CAUSE = {
+    vc.GRAD_NOT_LOGGED: (
+        "no optimizer was given a gradient for it in any train step (the callback records "
+        "every optimizer `apply` of the step): the train step leaves it out of "
+        "`apply_gradients`, for example by pairing one model's gradients with another "
+        "model's variables (`zip(grads, other.trainable_variables)`), or the optimizer that "
+        "updates it is not an attribute of the model, so the callback cannot see it (or "
+        "`update_freq=\"epoch\"`, which records no gradients)"
+    ),
+    vc.GRAD_PRESENT: (
+        "an optimizer was given a non-zero gradient for it at {present} of {logged} logged "
+        "steps, but its value never moved: the learning rate is 0 (a schedule that reached "
+        "0), or the update is undone (a constraint, or an `assign` after the step)"
+    ),
+}
+_NOT_IN_OPTIMIZER = {
+    TF: (
+        "a non-zero gradient arrived at {present} of {logged} logged steps, but the variable is "
+        "in none of the optimizers the writer saw apply gradients: pass it to the optimizer "
+        "(`apply_gradients`, or the model's `trainable_variables` before `compile()`)"
+    ),
+    TORCH: (
+        "a non-zero `p.grad` was there at {present} of {logged} logged steps, but the parameter is "
+        "in none of the optimizers' `param_groups` (all the tracker was given), so no step applies it (a layer "
+        "replaced, or unfrozen, after the optimizer was created): add it with "
+        "`optimizer.add_param_group({{'params': [...]}})`, or create the optimizer after the "
+        "last change to the model"
+    ),
+}
+_LR_ZERO = (
+    "a non-zero gradient arrived at {present} of {logged} logged steps, but the learning rate "
+    "of its optimizer was 0 at the newest record, so every update is 0 (a schedule that "
+    "reached 0, or a learning rate set to 0)"
+)
+
 # An exactly-zero gradient at every record says the loss does not move with
 # the variable; dead units are one reason, never the only one (a WGAN critic's
 # output bias has a zero gradient by construction).
@@ -76,7 +120,9 @@ _ZERO_GRADIENT = {
         "a masked or all-zero input"
     ),
     TORCH: (
-        "`p.grad` is exactly zero at every logged step: `zero_grad(set_to_none=False)` runs "
+        "`p.grad` is exactly zero at every logged step: `clip_grad_norm_(params, max_norm=0)` "
+        "(0 does not disable clipping: it scales every gradient to zero), "
+        "`zero_grad(set_to_none=False)` runs "
         "between `backward()` and `step()`, the loss does not depend on it (a bias before a "
         "normalisation, or a loss that ignores a constant shift; then accept it with "
         "`--allow`), or there are dead units upstream (ReLUs that never fire) or a "
@@ -136,6 +182,26 @@ _ZERO_INIT_NOT_APPLIED = (
     "rate is 0"
 )
 
+# A trainable variable that nothing differentiated and nothing changed: by
+# the writer's evidence a model used as a fixed one (a distillation teacher,
+# a target network). A warning: say how to mark it.
+_FIXED_MODEL = {
+    TF: (
+        "Never changed in %d logged steps, and the train step never took its gradient: it is used "
+        "like a fixed model (a distillation teacher, a target network), which is fine. Mark it "
+        "`trainable=False` (e.g. `teacher.trainable = False`), or accept it with `allow=` / "
+        "`--allow`; if it should train, take its gradient in the train step and apply it with an "
+        "optimizer."
+    ),
+    TORCH: (
+        "Never changed in %d logged steps, its `p.grad` stayed None and it is in none of the "
+        "attached optimizers: it is used like a fixed model (a distillation teacher, a target "
+        "network), which is fine. Mark it with `requires_grad_(False)`, or accept it with "
+        "`allow=` / `--allow`; if it should train, put it on the path to the loss and in the "
+        "optimizer."
+    ),
+}
+
 _SKIPPED = {
     TF: "as loss scaling does with mixed precision",
     TORCH: "as `GradScaler` does with AMP",
@@ -182,6 +248,11 @@ def _never_updated(row, facts):
     if not facts["first_trainable"]:
         if framework == TORCH:
             fix = "add it to the optimizer (`optimizer.add_param_group`) when you set `requires_grad=True`"
+        elif facts["via"] == vr.VIA_FIT:
+            fix = (
+                "call `model.compile(...)` again after changing `trainable`: `fit` keeps training "
+                "the set of variables it compiled"
+            )
         else:
             fix = (
                 "with Keras, call `compile()` again after setting `trainable = True` (fit keeps "
@@ -197,11 +268,47 @@ def _never_updated(row, facts):
         cause = _ZERO_GRADIENT[framework]
     elif gradient == vc.GRAD_NON_FINITE:
         cause = _NON_FINITE_GRADIENT
+    elif gradient == vc.GRAD_PRESENT:
+        cause = _present_not_applied(row, facts)
+    elif framework == TF and facts["via"] == vr.VIA_FIT and gradient in _FIT_CAUSE:
+        cause = _FIT_CAUSE[gradient]
     else:
         cause = _NEVER_UPDATED_CAUSE[framework][gradient]
     return "Never changed: " + cause.format(
         present=row["gradient_steps"]["present"], logged=row["logged_steps"], dtype=row["dtype"]
     ) + "."
+
+
+def _present_not_applied(row, facts):
+    """Why a present gradient never moved the value, decided from the record where it can be.
+
+    The writer's facts come first: a variable in no optimizer, a learning
+    rate of 0, then a step that rounds away in a low-precision dtype; only
+    where the record holds none of them are the possible causes listed.
+    """
+    framework, learning_rate = facts["framework"], facts["learning_rate"]
+    if facts["in_optimizer"] is False:
+        return _NOT_IN_OPTIMIZER[framework]
+    if learning_rate is not None and learning_rate == 0:
+        return _LR_ZERO
+    rounding = precision.rounding_cause(row, learning_rate, framework)
+    if rounding is not None:
+        text = "a non-zero gradient arrived at {present} of {logged} logged steps, but " + rounding
+        if not precision.is_low_precision(row["dtype"]):
+            # Rounding in float32 means a step far below any training: say why it is that small.
+            text += ". " + _why_so_small(facts)
+        return text.replace("{", "{{").replace("}", "}}").replace("{{present}}", "{present}").replace(
+            "{{logged}}", "{logged}")
+    if framework == TF and facts["via"] == vr.VIA_FIT:
+        cause = _FIT_CAUSE[vc.GRAD_PRESENT]
+    else:
+        cause = _NEVER_UPDATED_CAUSE[framework][vc.GRAD_PRESENT]
+    if learning_rate is not None:
+        # The record rules the learning rate out: say so rather than list it.
+        cause = cause.replace(", or the learning rate is 0", "").replace(
+            "the learning rate is 0 (a schedule that reached 0), or ", "")
+        cause += " (its learning rate at the newest record, %.1e, is not 0)" % learning_rate
+    return cause
 
 
 def _non_finite_run(row, facts):
@@ -243,6 +350,48 @@ def _replicas_diverged(row):
         "kernels in the optimizer, or a replicated DTensor written locally; broadcast it "
         "from rank 0 and find the write." % (row["replicas_diverged_step"], row["replica_spread"] or 0.0)
     )
+
+
+def _tiny(row, facts):
+    """The `tiny_updates` sentence: rounding, stuck-small causes, or a small learning rate."""
+    largest = row["max_relative_update"]
+    head = "Changes, but its largest relative update was %.1e (below %.0e)" % (largest, facts["tiny"])
+    rounding = precision.rounding_cause(row, facts["learning_rate"], facts["framework"], tiny=True)
+    if rounding is not None and row["gradient"] == vc.GRAD_PRESENT and precision.is_low_precision(row["dtype"]):
+        return head + ": " + rounding + "."
+    if largest < facts["stuck_tiny"]:
+        # Nine orders below healthy: this is not slow training, it is none.
+        text = head + ", %d orders of magnitude below healthy training (1e-4 to 1e-2): it is not training. " % round(
+            -4 - _log10(largest))
+        return text + _why_so_small(facts) + "."
+    text = head + ": the learning rate is likely too small or the gradients vanish; raise the " \
+        "learning rate or check the gradient scale."
+    if facts["learning_rate"] is not None:
+        text += " Its learning rate was %.1e at the newest record." % facts["learning_rate"]
+    return text
+
+
+def _why_so_small(facts):
+    """The causes of a step many orders below healthy (no final period)."""
+    if facts["framework"] == TORCH:
+        text = (
+            "With AMP, clipping before `scaler.unscale_(optimizer)` clips the scaled gradients "
+            "(65,536x too large) to max_norm, so the real step is max_norm / scale: call "
+            "`scaler.unscale_(optimizer)` before `clip_grad_norm_`. Otherwise the "
+        )
+    else:
+        text = (
+            "With a LossScaleOptimizer, clipping the scaled gradients in your own train step "
+            "has the same effect: clip after unscaling. Otherwise the "
+        )
+    text += "learning rate or the gradients are almost 0"
+    if facts["learning_rate"] is not None:
+        text += " (the learning rate was %.1e at the newest record)" % facts["learning_rate"]
+    return text
+
+
+def _log10(value):
+    return math.log10(value) if value > 0 else -30.0
 
 
 def _rows_note(row):
@@ -296,15 +445,21 @@ def diagnose(row, latest_grad_state, facts):
     if facts["non_finite_run"]:
         return _non_finite_run(row, facts)
     if status == vc.NEVER_UPDATED:
+        if facts.get("fixed_model"):
+            return _FIXED_MODEL[facts["framework"]] % row["logged_steps"]
         return _never_updated(row, facts) + _rows_note(row)
     if status == vc.STALLED:
+        hint = _STALLED_HINT[latest_grad_state]
+        if latest_grad_state in (md.GRAD_STATE_PRESENT, md.GRAD_STATE_NOT_GIVEN):
+            # The record may hold the fact: say it instead of listing it.
+            if facts["learning_rate"] == 0:
+                hint = ("its optimizer's learning rate is 0 at the newest record: a learning rate schedule "
+                        "that reached 0 (a LambdaLR or warmup/decay lambda that returns 0); keep it above 0")
+            elif facts["in_optimizer"] is False:
+                hint = "it is in none of the optimizers now (dropped from the optimizer's param groups)"
         return "Changed until step %d, then stopped for %d logged steps: %s." % (
-            row["last_update_step"], row["logs_since_update"], _STALLED_HINT[latest_grad_state],
+            row["last_update_step"], row["logs_since_update"], hint,
         )
     if status == vc.TINY_UPDATES:
-        return (
-            "Changes, but its largest relative update was %.1e (below %.0e): the learning "
-            "rate is likely too small or the gradients vanish; raise the learning rate or "
-            "check the gradient scale." % (row["max_relative_update"], facts["tiny"])
-        ) + _rows_note(row)
+        return _tiny(row, facts) + _rows_note(row)
     return _updating(row, facts) + _rows_note(row)

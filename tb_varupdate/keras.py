@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from tb_varupdate import _fit
+from tb_varupdate import _tf_optim
 from tb_varupdate._tf_gradients import Warnings
 from tb_varupdate.summary import VariableUpdateTracker, describe_error
 
@@ -77,6 +78,7 @@ class VariableUpdateCallback(keras.callbacks.Callback):
         if self._tracker is None:
             every_n = 1 if self.update_freq in UPDATE_FREQ_CHOICES else self.update_freq
             self._tracker = VariableUpdateTracker(model, name=self.name, every_n_steps=every_n, **self._tracker_kwargs)
+            _tf_optim.mark_fit(self._tracker)
         if self._writer is None:
             self._writer = self._open_writer(os.path.join(self.log_dir, "train"))
             if self._writer is None:

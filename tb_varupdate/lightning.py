@@ -170,6 +170,11 @@ class VariableUpdateCallback(*_BASES):
         if self.tracker is None or trainer.global_step == self._last_global_step:
             return
         self._last_global_step = trainer.global_step
+        try:
+            # The optimizers' learning rates go into the records (set up by now, whatever the strategy).
+            self.tracker.read_learning_rates(*getattr(trainer, "optimizers", ()))
+        except Exception:  # pylint: disable=broad-except
+            pass  # only a richer diagnosis is lost
         self.tracker.log(_logged_step(trainer))  # never raises but for on_stuck="raise"
 
     def on_fit_end(self, trainer, pl_module):  # pylint: disable=unused-argument

@@ -292,7 +292,8 @@ class _Pack:
     def measure(self, grad_norms, kinds, track_rows):
         count = len(self.variables)
         with tf.device(self.device):
-            now = self._matrix([v.read_value() for v in self.variables])
+            reads = [v.read_value() for v in self.variables]
+            now = self._matrix(reads)
             value_sq = _row_squares(now)
             rows_changed = tf.fill([count], tf.constant(-1.0, tf.float64))
             if self.exact:
@@ -304,9 +305,14 @@ class _Pack:
                 counted = [i for i, kind in enumerate(kinds) if track_rows and kind == SPARSE and self.rows[i] is not None]
                 if counted:
                     shaped = lambda matrix, i: tf.reshape(matrix[i], self.variables[i].shape)  # noqa: E731
+                    # The value now from its read, not as a row of `now` shaped back: grappler
+                    # folds stack-slice-reshape of a reshape into the first reshape and then
+                    # fails its topological sort on stderr ("Non-existent input
+                    # .../varupdate/Reshape_N"), e.g. in a Keras NMT transformer's fit.
+                    as_float = lambda i: tf.cast(reads[i], tf.float32)  # noqa: E731
                     rows_changed = tf.tensor_scatter_nd_update(
                         rows_changed, [[i] for i in counted],
-                        tf.stack([_count_rows(self.rows[i], shaped(now, i), shaped(before, i)) for i in counted]),
+                        tf.stack([_count_rows(self.rows[i], as_float(i), shaped(before, i)) for i in counted]),
                     )
                 with tf.control_dependencies([delta_sq, rows_changed]):
                     updates = [self.snapshot.assign(now)]

@@ -60,6 +60,13 @@ HEADER_STEP_REGRESSIONS = 4  # records whose step was not greater than the previ
 # `logged` at the newest record whose given gradients were all finite (0 if none):
 # `logged - this` records in a row have had a non-finite gradient.
 HEADER_LOGS_AT_LAST_FINITE_GRADS = 5
+# Header columns 6.. hold float32 bit patterns of learning rates, one per
+# "slot" (an optimizer, or a PyTorch param group), read on the host when the
+# record was taken; a variables entry's `lr_slot` says which one updates it.
+# Writers before them left these columns 0, and wrote no `lr_slot`, so a
+# reader uses a slot only where an entry names it.
+HEADER_LEARNING_RATES = 6
+LEARNING_RATE_SLOTS = 9
 
 
 def new_writer_id():
@@ -200,10 +207,14 @@ class Updates:
       replica_spread: float64 array [V] of REPLICA_SPREAD, or None before version 4
         (`ints` and `floats` hold the NUM_COLUMNS columns of version 3 in every version).
       first_diverged: int64 array [V] of FIRST_DIVERGED_STEP, or None before version 4.
+      learning_rates: list of LEARNING_RATE_SLOTS floats from the header's
+        learning-rate slots (0.0 from writers that did not fill them: read a
+        slot only where a variables entry's `lr_slot` names it).
     """
 
     __slots__ = ("version", "logged", "names_hash", "every_n", "writer_id", "step_regressions",
-                 "logs_at_last_finite_grads", "ints", "floats", "trainable", "replica_spread", "first_diverged")
+                 "logs_at_last_finite_grads", "ints", "floats", "trainable", "replica_spread", "first_diverged",
+                 "learning_rates")
 
     def __init__(self, version, header, ints, floats, replicas=None):
         self.version = version
@@ -217,6 +228,9 @@ class Updates:
         self.floats = floats
         self.trainable = ints[:, TRAINABLE] > 0 if version >= 3 else None
         self.replica_spread, self.first_diverged = replicas if replicas is not None else (None, None)
+        # Meaningful only for the slots a variables entry names (`lr_slot`).
+        lr_bits = np.ascontiguousarray(header[HEADER_LEARNING_RATES:HEADER_LEARNING_RATES + LEARNING_RATE_SLOTS])
+        self.learning_rates = lr_bits.astype(np.int32).view(np.float32).astype(np.float64).tolist()
 
     @property
     def num_variables(self):
@@ -282,7 +296,8 @@ def encode_updates(header, ints, floats):
 
     Args:
       header: dict with keys "logged", "names_hash", "every_n", and optionally
-        "writer_id", "step_regressions", "logs_at_last_finite_grads" (0 if absent).
+        "writer_id", "step_regressions", "logs_at_last_finite_grads" (0 if absent),
+        and optionally "learning_rates" (up to LEARNING_RATE_SLOTS floats).
       ints: int array [V, NUM_COLUMNS]; its FLOAT_COLUMNS are ignored.
       floats: float array [V, NUM_COLUMNS]; only its FLOAT_COLUMNS are used.
 
@@ -300,6 +315,9 @@ def encode_updates(header, ints, floats):
     head[0, HEADER_WRITER_ID] = header.get("writer_id", 0)
     head[0, HEADER_STEP_REGRESSIONS] = header.get("step_regressions", 0)
     head[0, HEADER_LOGS_AT_LAST_FINITE_GRADS] = header.get("logs_at_last_finite_grads", 0)
+    rates = list(header.get("learning_rates", ()))[:LEARNING_RATE_SLOTS]
+    if rates:
+        head[0, HEADER_LEARNING_RATES:HEADER_LEARNING_RATES + len(rates)] = np.asarray(rates, np.float32).view(np.int32)
     return np.concatenate([head, body], axis=0)
 
 

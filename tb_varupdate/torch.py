@@ -34,6 +34,7 @@ from tb_varupdate import options
 from tb_varupdate import stuck
 from tb_varupdate import _torch_dist
 from tb_varupdate._torch_hooks import GradientProbe, StepHooks, warn_not_in_optimizers
+from tb_varupdate._torch_optim import LearningRates
 from tb_varupdate._torch_params import Tensors
 from tb_varupdate._torch_pending import READ_EVERY_ACCELERATOR
 from tb_varupdate._torch_record import Recorder
@@ -293,6 +294,9 @@ class ParameterUpdateTracker:
         self._lock = threading.RLock()
         self._lost_from = None  # the step of the first record a failed write lost
         self._steps, self._probe = StepHooks(), GradientProbe()
+        self._rates, self._flags_checked, self._missing_warned = LearningRates(), None, set()
+        self._read_only = []  # optimizers whose learning rates are recorded, stepped by someone else's hooks
+        self._last_written = None  # (records written, entries, record, step, seen_at) of the newest record
         self._recorder.refresh(self._tensors)
         _OPEN.add(self)
 
@@ -323,6 +327,17 @@ class ParameterUpdateTracker:
         if not self.records_written and self._writes:  # the writing rank reads the probe
             self._probe.start(self._tensors)
         return hooks
+
+    def read_learning_rates(self, *optimizers):
+        """Records the learning rate of each param group of `optimizers` (and which parameters they hold), no hooks.
+
+        For callers that call `log()` themselves after the optimizers step
+        (the Lightning and Hugging Face callbacks): the records then tell "in
+        no param group", "learning rate 0" and "the step rounds away in
+        bfloat16" apart, as with `attach`. Replaces the previous call's list.
+        """
+        self._read_only = [o for o in optimizers if hasattr(o, "param_groups")
+                           and all(o is not a for a in self._steps.attached)]
 
     def _after_step(self, optimizer, args, kwargs):  # pylint: disable=unused-argument
         if self._steps.is_last(optimizer):
@@ -393,9 +408,12 @@ class ParameterUpdateTracker:
             self._recorder.refresh(self._tensors)
         self._taken += 1
         self._probe.stop()  # the gradients it noted are compared with the first record's when read
+        remapped = self._rates.update(self._steps.attached + self._read_only, self._tensors)
+        if remapped:
+            self._recorder.rewrite_variables(self._tensors)
         try:
             if self._ranks is None:
-                self._recorder.take(self._tensors, step)
+                self._recorder.take(self._tensors, step, learning_rates=self._rates.values())
             else:
                 self._record_ranks(step)
         except _torch_dist.Unsupported as err:
@@ -403,6 +421,10 @@ class ParameterUpdateTracker:
             # same layouts, so every rank stops here.
             self._stopped = "stop: %s" % err
             warnings.warn(_UNSUPPORTED % (self.name, err), stacklevel=4)
+            return
+        if self._writes and (remapped or self._recorder.trainable_flags != self._flags_checked):
+            self._flags_checked = self._recorder.trainable_flags
+            self._warn_not_in_optimizers_now()
 
     def _record_ranks(self, step):
         """One record under torch.distributed: the handshake, the DTensor rows' reduction, the replica check."""
@@ -421,7 +443,7 @@ class ParameterUpdateTracker:
                     return
                 ranks.agreed = True
             replicas = recorder.check_replicas(self._tensors) if due else None
-            recorder.take(self._tensors, step, replicas, writes=self._writes)
+            recorder.take(self._tensors, step, replicas, writes=self._writes, learning_rates=self._rates.values())
             return
         # Replicas only (DDP): rank 0 records alone; every rank takes part in the checks.
         if number == 0:
@@ -438,12 +460,31 @@ class ParameterUpdateTracker:
                               stacklevel=4)
         replicas = recorder.check_replicas(self._tensors) if due and ranks.agreed else None
         if self._writes:
-            recorder.take(self._tensors, step, replicas)
+            recorder.take(self._tensors, step, replicas, learning_rates=self._rates.values())
+
+    def _warn_not_in_optimizers_now(self):
+        """Warns about parameters that require grad now and are in no attached optimizer (once per name).
+
+        `attach()` checks once; a layer unfrozen later with `requires_grad_(True)`
+        but never added to the optimizer only shows here, when its flag changes.
+        """
+        missing = [name for name in self._rates.not_in_optimizers(self._tensors) if name not in self._missing_warned]
+        self._missing_warned.update(missing)
+        if not missing or self._recorder.taken <= 1:
+            return  # at the first record, attach() has just named them
+        shown = ", ".join(missing[:5]) + (" and %d more" % (len(missing) - 5) if len(missing) > 5 else "")
+        warnings.warn(
+            "tb_varupdate: %d parameter(s) now require grad but are in none of the attached optimizers' "
+            "param_groups, so they will not be updated: %s. Unfrozen after the optimizer was created? "
+            "Add them with optimizer.add_param_group({'params': [...]})." % (len(missing), shown),
+            stacklevel=4,
+        )
 
     def _written(self, written, entries, record, step, seen_at):
         """The checks on each record once it is on the host: the gradient probe's, then the stuck check."""
         if written == 1 and self._probe.noted:
             self._probe.finish(self._recorder.grad_column(record), entries, self._warn_once)
+        self._last_written = (written, entries, record, step, seen_at)
         if self._check.is_due(written):
             if self._check.on_stuck == "raise":
                 try:
@@ -493,6 +534,7 @@ class ParameterUpdateTracker:
                 pending = self._recorder.pending
                 if self._lost_from is None:
                     self._recorder.flush()
+                    self._final_check()
             except StuckVariableError:
                 self._recorder.close_writer()
                 raise
@@ -516,6 +558,18 @@ class ParameterUpdateTracker:
     def __reduce_ex__(self, protocol):
         # Pickling and copy.copy() come here.
         raise TypeError(_NO_COPY % "copied or pickled")
+
+    def _final_check(self):
+        """At close: the check once more on the last record, for a stall since the last doubling.
+
+        Warn mode only: `close()` (also leaving a `with` block on an error)
+        must not raise for a check the run never reached.
+        """
+        last = self._last_written
+        if (last is None or self._check.on_stuck != "warn" or last[0] <= self._check.stuck_after
+                or self._check.is_due(last[0])):
+            return
+        self._check.run(*last[1:])
 
     def __enter__(self):
         return self

@@ -148,6 +148,9 @@ class VariableUpdateCallback(_transformers.TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):  # pylint: disable=unused-argument
         """Records this step: the Trainer counts it (global_step + 1) right after this hook."""
         if self.tracker is not None:
+            if kwargs.get("optimizer") is not None:
+                # Its param groups' learning rates go into the records.
+                self.tracker.read_learning_rates(kwargs["optimizer"])
             self.tracker.log(state.global_step + 1)  # never raises but for on_stuck="raise"
 
     def on_train_end(self, args, state, control, **kwargs):  # pylint: disable=unused-argument

@@ -34,6 +34,27 @@ ROLE_PARAMETER = "parameter"  # a parameter (torch `requires_grad=False` when fr
 ROLE_BUFFER = "buffer"  # state changed by assignment (BatchNorm running stats): expected to change.
 ROLES = (ROLE_PARAMETER, ROLE_BUFFER)
 
+# Optional entry "framework": which writer wrote the entry, so a diagnosis
+# never gives a PyTorch row Keras advice (older records: guessed from "role").
+FRAMEWORK_TF = "tensorflow"
+FRAMEWORK_TORCH = "torch"
+FRAMEWORKS = (FRAMEWORK_TF, FRAMEWORK_TORCH)
+# Optional entry "via": how the records were written, which decides what
+# advice a user can follow ("pass `gradients=` to `log()`" means nothing to a
+# `model.fit` user). Absent: unknown (treated as "log").
+VIA_FIT = "fit"  # the Keras `VariableUpdateCallback`
+VIA_LOG = "log"  # the user's own `log()` calls (or a tracker's `attach`)
+VIAS = (VIA_FIT, VIA_LOG)
+# Optional entry "lr_slot": the header learning-rate slot
+# (`metadata.HEADER_LEARNING_RATES + lr_slot`) of the optimizer (param group)
+# that updates the variable; NOT_IN_OPTIMIZER where the writer knew every
+# optimizer and the variable is in none. Absent: unknown.
+NOT_IN_OPTIMIZER = -1
+# Optional entry "differentiated" (Keras callback): whether the train step
+# took the variable's gradient (`tf.GradientTape.gradient`) in any trace.
+# False marks a model used like a fixed one (a distillation teacher, a target
+# network); absent: not watched.
+
 
 def encode_variables(entries, writer_id=None):
     """The variables record: a JSON document with its own checksum.
@@ -46,7 +67,9 @@ def encode_variables(entries, writer_id=None):
         role: ROLE_PARAMETER or ROLE_BUFFER where the framework tells them
         apart (PyTorch; absent for TensorFlow, whose non-trainable variables
         may be either), and optionally zero_init: true for a parameter that
-        started at zero by design (LoRA's `lora_B`; PyTorch only).
+        started at zero by design (LoRA's `lora_B`; PyTorch only), and
+        optionally framework (FRAMEWORKS), via (VIAS) and lr_slot (a header
+        learning-rate slot, or NOT_IN_OPTIMIZER).
       writer_id: the writing tracker's HEADER_WRITER_ID, or None.
 
     Returns:
@@ -107,6 +130,14 @@ def _entry_problem(entry):
         return "role is not one of %s" % ", ".join(ROLES)
     if "zero_init" in entry and not isinstance(entry["zero_init"], bool):
         return "zero_init is not a boolean"
+    if "framework" in entry and entry["framework"] not in FRAMEWORKS:
+        return "framework is not one of %s" % ", ".join(FRAMEWORKS)
+    if "via" in entry and entry["via"] not in VIAS:
+        return "via is not one of %s" % ", ".join(VIAS)
+    if "differentiated" in entry and not isinstance(entry["differentiated"], bool):
+        return "differentiated is not a boolean"
+    if "lr_slot" in entry and not (_is_int(entry["lr_slot"]) and NOT_IN_OPTIMIZER <= entry["lr_slot"] < 64):
+        return "lr_slot is not a slot number"
     return None
 
 

@@ -41,3 +41,13 @@ def assert_scenario(logdir, scenario):
     assert {row["variable"]: (row["status"], row["gradient"]) for row in rows} == scenario.expected
     assert {row["variable"] for row in rows if not row["trainable"]} == scenario.not_trainable
     assert scenario.healthy == (not any(row["problem"] for row in rows))
+
+
+def entries(run_dir, name="model"):
+    """The entries of the newest variables record of a run directory."""
+    from tb_varupdate import variables_record as vr  # pylint: disable=import-outside-toplevel
+
+    accumulator = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    event = accumulator.Tensors(md.variables_tag(name))[-1]
+    return vr.parse_variables(tensor_util.make_ndarray(event.tensor_proto))[0]

@@ -165,7 +165,7 @@ def test_rows_sort_problems_first_then_by_name():
     entries = [{"name": n, "shape": [2], "dtype": "float32", "trainable": True, "joined": 0} for n in ("a", "b", "c")]
     ints = np.zeros((3, md.NUM_COLUMNS), np.int64)
     floats = np.zeros((3, md.NUM_COLUMNS), np.float64)
-    floats[:, md.MAX_RELATIVE_UPDATE] = [0.1, 0.1, 1e-9]
+    floats[:, md.MAX_RELATIVE_UPDATE] = [0.1, 0.1, 1e-8]
     ints[:, md.CHANGED_STEPS] = [10, 0, 10]
     ints[:, md.LAST_UPDATE_STEP] = [9, -1, 9]
     ints[:, md.LOGS_AT_LAST_UPDATE] = [10, 0, 10]

@@ -294,3 +294,31 @@ def test_missing_lightning_is_a_clear_import_error():
             "sys.modules['pytorch_lightning'] = None; import tb_varupdate.lightning")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "pip install 'tb-varupdate[lightning]'" in result.stderr
+
+
+class _LateHead(Regressor):
+    """The optimizer is built from the parameters that exist then; a head added in `on_fit_start` is in none."""
+
+    def on_fit_start(self):
+        self.late_head = torch.nn.Linear(16, 1)
+
+    def forward(self, x):
+        hidden = torch.tanh(self.backbone(x))
+        return self.head(hidden) + self.late_head(hidden) if hasattr(self, "late_head") else self.head(hidden)
+
+
+def test_learning_rates_and_param_groups_reach_the_diagnosis(tmp_path):
+    """The callback hands Lightning's optimizers to the tracker: lr recorded, a parameter in no group named so."""
+    model = _LateHead(lr=0.05)
+    before = _values(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer(tmp_path, [VariableUpdateCallback()]).fit(model, _data())
+    rows = readback.verdicts(tmp_path, run="run/version_0", tag="varupdate/model")
+    (_, newest), = readback.records(tmp_path / "run" / "version_0")[-1:]
+    assert newest.learning_rates[0] == pytest.approx(0.05)
+    for name in ("late_head.weight", "late_head.bias"):
+        assert rows[name]["status"] == "never_updated" and rows[name]["problem"]
+        assert "in none of the optimizers' `param_groups`" in rows[name]["diagnosis"]
+        assert "rebound" not in rows[name]["diagnosis"]
+    assert all(rows[name]["status"] == "updating" for name in before)
