@@ -14,8 +14,8 @@ import torch_training  # noqa: E402
 
 
 def test_every_variant_is_timed_and_targets_say_what_they_measured():
-    times, cpu = torch_training.step_times(torch_training.many_small(layers=3, width=8), rounds=2, steps_per_round=1)
-    assert set(times) == set(cpu) == set(torch_training.VARIANTS) and all(t > 0 for t in times.values())
+    times = torch_training.step_times(torch_training.many_small(layers=3, width=8), rounds=2, steps_per_round=1)
+    assert set(times) == set(torch_training.VARIANTS) and all(t > 0 for t in times.values())
     targets = torch_training._targets("tiny", times, with_ratio=True)
     assert [t.goal for t in targets] == ["<= 1.05x", ">= 20x"]
     assert all(t.met or t.note or "histograms" in t.name for t in targets)
