@@ -6,6 +6,7 @@ does, and asserts the verdict and the cause against which tensors really
 changed.
 """
 
+import contextlib
 import math
 import warnings
 
@@ -39,26 +40,89 @@ def _bf16_mlp(scale=40.0):
     return model
 
 
-def _train(model, optimizer, logdir, steps=20, clip=None, **tracker_kwargs):
+def _track(model, optimizer, logdir, steps, step, warn="always", **tracker_kwargs):
+    """Runs `step(index)` `steps` times under a tracker written to `logdir`/run; returns the warnings' messages.
+
+    `warn` is the warnings filter meanwhile ("always" records every one,
+    "ignore" none, "error" raises); None leaves the filters alone.
+    """
+    with warnings.catch_warnings(record=True) if warn else contextlib.nullcontext([]) as caught:
+        if warn:
+            warnings.simplefilter(warn)
+        with tbt.ParameterUpdateTracker(model, log_dir=str(logdir / "run"), **tracker_kwargs) as tracker:
+            tracker.attach(optimizer)
+            for index in range(steps):
+                step(index)
+    return [str(w.message) for w in caught]
+
+
+def _regression_step(model, optimizer, x, y):
+    """One step of mean squared error from `model(x)` to `y`."""
+    def step(_index):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    return step
+
+
+def _square_step(model, optimizer, inputs):
+    """One step minimising the mean square of `model(inputs())`."""
+    def step(_index):
+        optimizer.zero_grad()
+        model(inputs()).pow(2).mean().backward()
+        optimizer.step()
+    return step
+
+
+def _scheduled(step, schedule):
+    """`step`, then `schedule.step()`."""
+    def scheduled(index):
+        step(index)
+        schedule.step()
+    return scheduled
+
+
+def _fine_tune(logdir, optimize_base):
+    """ResNet-style fine-tuning: a frozen base and a head, 30 steps, the base unfrozen at step 5.
+
+    The optimizer holds the head only, or the whole model if `optimize_base`.
+    Returns the warnings' messages and each parameter's changed fraction.
+    """
+    torch.manual_seed(0)
+    base, head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)
+    model = torch.nn.Sequential(base, torch.nn.ReLU(), head)
+    base.requires_grad_(False)
+    optimizer = torch.optim.SGD((model if optimize_base else head).parameters(), lr=0.05)
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+    before = _values(model)
+    train_step = _regression_step(model, optimizer, x, y)
+
+    def step(index):
+        if index == 5:
+            base.requires_grad_(True)  # unfrozen; in the optimizer only if `optimize_base`
+        train_step(index)
+
+    return _track(model, optimizer, logdir, 30, step), _changed_fraction(before, model)
+
+
+def _train(model, optimizer, logdir, warn, steps=20):
+    """The bf16 MLP's training: a fixed batch, the loss in float32."""
     torch.manual_seed(1)
     x = torch.randn(64, 256).to(next(model.parameters()).dtype)
     y = torch.randn(64, 256).to(x.dtype)
-    with tbt.ParameterUpdateTracker(model, log_dir=str(logdir / "run"), **tracker_kwargs) as tracker:
-        tracker.attach(optimizer)
-        for _ in range(steps):
-            optimizer.zero_grad()
-            torch.nn.functional.mse_loss(model(x).float(), y.float()).backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
+
+    def step(_index):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x).float(), y.float()).backward()
+        optimizer.step()
+
+    _track(model, optimizer, logdir, steps, step, warn=warn)
 
 
 def test_bf16_updates_that_round_away_are_named_with_sizes_and_fixes(tmp_path):
     model = _bf16_mlp()
     before = _values(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _train(model, torch.optim.SGD(model.parameters(), lr=1e-5), tmp_path)
+    _train(model, torch.optim.SGD(model.parameters(), lr=1e-5), tmp_path, warn="ignore")
     changed = _changed_fraction(before, model)
     rows = _rows(tmp_path)
     assert changed["0.weight"] == 0.0 and changed["0.bias"] == 0.0 and changed["2.weight"] > 0
@@ -80,9 +144,8 @@ def test_bf16_updates_that_round_away_are_named_with_sizes_and_fixes(tmp_path):
 def test_bf16_with_a_learning_rate_that_moves_it_is_healthy(tmp_path):
     model = _bf16_mlp(scale=1.0)
     before = _values(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no training-time warning either
-        _train(model, torch.optim.SGD(model.parameters(), lr=0.5), tmp_path)
+    # No training-time warning either.
+    _train(model, torch.optim.SGD(model.parameters(), lr=0.5), tmp_path, warn="error")
     assert all(fraction > 0.5 for fraction in _changed_fraction(before, model).values())
     rows = _rows(tmp_path)
     assert {row["status"] for row in rows.values()} == {"updating"}
@@ -93,12 +156,7 @@ def test_entries_say_torch_and_name_each_parameters_learning_rate_slot(tmp_path)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
     optimizer = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.1},
                                  {"params": model[1].parameters(), "lr": 0.02}])
-    with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
-        tracker.attach(optimizer)
-        for _ in range(3):
-            optimizer.zero_grad()
-            model(torch.randn(8, 4)).pow(2).mean().backward()
-            optimizer.step()
+    _track(model, optimizer, tmp_path, 3, _square_step(model, optimizer, lambda: torch.randn(8, 4)), warn=None)
     (_, newest), = readback.records(tmp_path / "run")[-1:]
     entries = {e["name"]: e for e in readback.entries(tmp_path / "run")}
     assert {e["framework"] for e in entries.values()} == {vr.FRAMEWORK_TORCH}
@@ -109,9 +167,7 @@ def test_entries_say_torch_and_name_each_parameters_learning_rate_slot(tmp_path)
 def test_a_learning_rate_of_zero_is_named_from_the_record(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU(), torch.nn.Linear(256, 256))
     before = _values(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _train(model, torch.optim.SGD(model.parameters(), lr=0.0), tmp_path)
+    _train(model, torch.optim.SGD(model.parameters(), lr=0.0), tmp_path, warn="ignore")
     assert not any(_changed_fraction(before, model).values())
     for row in _rows(tmp_path).values():
         assert row["status"] == "never_updated"
@@ -128,17 +184,16 @@ def test_clipping_to_zero_is_named_where_every_gradient_is_zero(tmp_path):
     optimizer = torch.optim.SGD(net.parameters(), lr=20.0)
     data = torch.randint(0, 50, (8, 12))
     before = _values(net)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with tbt.ParameterUpdateTracker(net, log_dir=str(tmp_path / "run")) as tracker:
-            tracker.attach(optimizer)
-            for _ in range(12):
-                optimizer.zero_grad()
-                out, _ = model(data[:, :-1])
-                loss = torch.nn.functional.cross_entropy(decoder(out).reshape(-1, 50), data[:, 1:].reshape(-1))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 0)
-                optimizer.step()
+
+    def step(_index):
+        optimizer.zero_grad()
+        out, _ = model(data[:, :-1])
+        loss = torch.nn.functional.cross_entropy(decoder(out).reshape(-1, 50), data[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 0)
+        optimizer.step()
+
+    _track(net, optimizer, tmp_path, 12, step, warn="ignore")
     assert not any(_changed_fraction(before, net).values())
     rows = _rows(tmp_path)
     assert {(row["status"], row["gradient"]) for row in rows.values()} == {("never_updated", "zero")}
@@ -159,18 +214,17 @@ def test_amp_clipping_without_unscale_is_stuck_not_tiny(tmp_path):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
     x, y = torch.randn(64, 32), torch.randn(64, 1)
     before = _values(model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
-            tracker.attach(optimizer)
-            for _ in range(12):
-                optimizer.zero_grad()
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    loss = torch.nn.functional.mse_loss(model(x).float(), y)
-                scaler.scale(loss).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)  # the scaled gradients: the bug
-                scaler.step(optimizer)
-                scaler.update()
+
+    def step(_index):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.mse_loss(model(x).float(), y)
+        scaler.scale(loss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)  # the scaled gradients: the bug
+        scaler.step(optimizer)
+        scaler.update()
+
+    caught = _track(model, optimizer, tmp_path, 12, step)
     rows = _rows(tmp_path)
     moved = {name for name, fraction in _changed_fraction(before, model).items() if fraction}
     assert moved == {name for name, row in rows.items() if row["changed_steps"]}
@@ -180,32 +234,15 @@ def test_amp_clipping_without_unscale_is_stuck_not_tiny(tmp_path):
         if row["status"] == "tiny_updates":
             assert row["max_relative_update"] < 1e-9 and "not training" in row["diagnosis"]
         assert "param_groups" not in row["diagnosis"] and "rebound" not in row["diagnosis"]
-    messages = [str(w.message) for w in caught if "stuck" in str(w.message)]
+    messages = [message for message in caught if "stuck" in message]
     assert messages and "unscale_" in messages[0]
 
 
 def test_parameters_unfrozen_mid_run_outside_the_optimizer_are_warned_and_named(tmp_path):
     """ResNet fine-tuning: the head trains, the base is unfrozen later but never added to the optimizer."""
-    torch.manual_seed(0)
-    base, head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)
-    model = torch.nn.Sequential(base, torch.nn.ReLU(), head)
-    base.requires_grad_(False)
-    optimizer = torch.optim.SGD(head.parameters(), lr=0.05)
-    x, y = torch.randn(32, 8), torch.randn(32, 1)
-    before = _values(model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
-            tracker.attach(optimizer)
-            for step in range(30):
-                if step == 5:
-                    base.requires_grad_(True)  # unfrozen, but the optimizer only holds the head
-                optimizer.zero_grad()
-                torch.nn.functional.mse_loss(model(x), y).backward()
-                optimizer.step()
-    messages = [str(w.message) for w in caught if "now require grad" in str(w.message)]
+    caught, changed = _fine_tune(tmp_path, optimize_base=False)
+    messages = [message for message in caught if "now require grad" in message]
     assert len(messages) == 1 and "0.weight" in messages[0] and "0.bias" in messages[0]
-    changed = _changed_fraction(before, model)
     rows = _rows(tmp_path)
     for name in ("0.weight", "0.bias"):
         assert changed[name] == 0.0
@@ -241,16 +278,8 @@ def test_a_warmup_schedule_that_reaches_zero_is_warned_during_training(tmp_path)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / 19))
     x, y = torch.randn(8, 6, 16), torch.randn(8, 6, 1)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
-            tracker.attach(optimizer)
-            for _ in range(45):
-                optimizer.zero_grad()
-                torch.nn.functional.mse_loss(model(x), y).backward()
-                optimizer.step()
-                schedule.step()
-    messages = [str(w.message) for w in caught if "are stuck" in str(w.message)]
+    caught = _track(model, optimizer, tmp_path, 45, _scheduled(_regression_step(model, optimizer, x, y), schedule))
+    messages = [message for message in caught if "are stuck" in message]
     assert len(messages) == 1 and "after 40 records" in messages[0]
     assert "stalled" in messages[0] and "learning rate is 0" in messages[0]
     rows = _rows(tmp_path)
@@ -264,16 +293,9 @@ def test_a_stall_after_the_last_check_is_warned_at_close(tmp_path):
     model = torch.nn.Linear(4, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step < 10 else 0.0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
-            tracker.attach(optimizer)
-            for _ in range(35):
-                optimizer.zero_grad()
-                model(torch.randn(8, 4)).pow(2).mean().backward()
-                optimizer.step()
-                schedule.step()
-    (message,) = [str(w.message) for w in caught if "are stuck" in str(w.message)]
+    caught = _track(model, optimizer, tmp_path, 35,
+                    _scheduled(_square_step(model, optimizer, lambda: torch.randn(8, 4)), schedule))
+    (message,) = [message for message in caught if "are stuck" in message]
     assert "after 35 records" in message and "learning rate is 0" in message
     assert {row["status"] for row in _rows(tmp_path).values()} == {"stalled"}
 
@@ -286,15 +308,8 @@ def test_console_warnings_group_variables_by_cause_and_stay_short(tmp_path):
     for index in range(12):
         model[index] = torch.nn.Linear(8, 8)  # replaced after the optimizer was built: never trained
     x = torch.randn(16, 8)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
-            tracker.attach(optimizer)
-            for _ in range(10):
-                optimizer.zero_grad()
-                model(x).pow(2).mean().backward()
-                optimizer.step()
-    (message,) = [str(w.message) for w in caught if "are stuck" in str(w.message)]
+    caught = _track(model, optimizer, tmp_path, 10, _square_step(model, optimizer, lambda: x))
+    (message,) = [message for message in caught if "are stuck" in message]
     assert "24 trainable variable(s)" in message and "24 variables - " in message and "and 19 more" in message
     assert message.count("param_groups") == 1 and len(message) < 1500
 
@@ -308,17 +323,16 @@ def test_a_distillation_teacher_in_no_optimizer_is_a_warning_a_forgotten_layer_i
     optimizer = torch.optim.SGD(student.parameters(), lr=0.05)
     x, y = torch.randn(32, 4), torch.randn(32, 1)
     before = _values(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
-            tracker.attach(optimizer)
-            for _ in range(12):
-                optimizer.zero_grad()
-                with torch.no_grad():
-                    soft = teacher(x)
-                out = student["body"](x)
-                (torch.nn.functional.mse_loss(out, y) + torch.nn.functional.mse_loss(out, soft)).backward()
-                optimizer.step()
+
+    def step(_index):
+        optimizer.zero_grad()
+        with torch.no_grad():
+            soft = teacher(x)
+        out = student["body"](x)
+        (torch.nn.functional.mse_loss(out, y) + torch.nn.functional.mse_loss(out, soft)).backward()
+        optimizer.step()
+
+    _track(model, optimizer, tmp_path, 12, step, warn="ignore")
     changed = _changed_fraction(before, model)
     rows = _rows(tmp_path)
     for name, row in rows.items():
@@ -332,25 +346,8 @@ def test_a_distillation_teacher_in_no_optimizer_is_a_warning_a_forgotten_layer_i
 
 def test_a_parameter_unfrozen_mid_run_has_a_present_gradient_not_an_intermittent_one(tmp_path):
     """ResNet fine-tuning done right: the optimizer holds every parameter, the base is unfrozen at step 5."""
-    torch.manual_seed(0)
-    base, head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)
-    model = torch.nn.Sequential(base, torch.nn.ReLU(), head)
-    base.requires_grad_(False)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    x, y = torch.randn(32, 8), torch.randn(32, 1)
-    before = _values(model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run")) as tracker:
-            tracker.attach(optimizer)
-            for step in range(30):
-                if step == 5:
-                    base.requires_grad_(True)
-                optimizer.zero_grad()
-                torch.nn.functional.mse_loss(model(x), y).backward()
-                optimizer.step()
-    assert not [w for w in caught if "tb_varupdate" in str(w.message)]
-    changed = _changed_fraction(before, model)
+    caught, changed = _fine_tune(tmp_path, optimize_base=True)
+    assert not [message for message in caught if "tb_varupdate" in message]
     for name, row in _rows(tmp_path).items():
         assert changed[name] > 0 and row["status"] == "updating" and row["gradient"] == "present", name
 
@@ -361,13 +358,14 @@ def test_each_record_holds_the_learning_rate_of_its_own_step_when_read_in_batche
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
     seen = []
-    with tbt.ParameterUpdateTracker(model, log_dir=str(tmp_path / "run"), read_every=4) as tracker:
-        tracker.attach(optimizer)
-        for _ in range(10):
-            optimizer.zero_grad()
-            model(torch.randn(8, 4)).pow(2).mean().backward()
-            seen.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            schedule.step()
+
+    def step(_index):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+
+    _track(model, optimizer, tmp_path, 10, step, warn=None, read_every=4)
     records = readback.records(tmp_path / "run")
     assert [updates.learning_rates[0] for _, updates in records] == pytest.approx(seen, rel=1e-6)

@@ -6,43 +6,20 @@ figures, equal to the same MLP trained in one process, the replicated bias
 counted once and compared across the ranks as a replica.
 """
 
-import datetime
 import os
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
-from demo import localnet
+import gloo_ranks
+from gloo_ranks import WORLD
 import readback
-import tb_varupdate.torch as tbt
-from tb_varupdate import metadata as md
 
-WORLD = 2
 STEPS = 10  # the replica check runs at the 10th record
-DEADLINE_S = 150
 
 
-class _Mlp(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = torch.nn.Linear(3, 8)
-        self.fc2 = torch.nn.Linear(8, 1)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
-def _data():
-    generator = torch.Generator().manual_seed(1)
-    return [torch.rand(16, 3, generator=generator) for _ in range(STEPS)]
-
-
-def _train(model, optimizer, batches):
-    for x in batches:
-        optimizer.zero_grad()
-        torch.nn.functional.mse_loss(model(x), x.sum(dim=1, keepdim=True)).backward()
-        optimizer.step()
+def _mlp():
+    torch.manual_seed(0)
+    return gloo_ranks.Net(names=("fc1", "fc2"), width=8)
 
 
 def _worker(rank, port, logdir, results):
@@ -50,45 +27,24 @@ def _worker(rank, port, logdir, results):
     from torch.distributed.tensor.parallel import (  # pylint: disable=import-outside-toplevel
         ColwiseParallel, RowwiseParallel, parallelize_module)
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
-    try:
-        torch.manual_seed(0)
-        model = _Mlp()
+    with gloo_ranks.process_group(rank, port):
+        model = _mlp()
         mesh = init_device_mesh("cpu", (WORLD,))
         parallelize_module(model, mesh, {"fc1": ColwiseParallel(), "fc2": RowwiseParallel()})
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        tracker = tbt.ParameterUpdateTracker(model, log_dir=os.path.join(logdir, "tp"), on_stuck="ignore")
-        tracker.attach(optimizer)
-        _train(model, optimizer, _data())
-        tracker.close()
+        tracker = gloo_ranks.tracked(model, optimizer, os.path.join(logdir, "tp"), gloo_ranks.data(STEPS))
         placements = {name: str(p.placements) for name, p in model.named_parameters()}
-        torch.save({"written": tracker.records_written, "placements": placements},
-                   os.path.join(results, "rank%d.pt" % rank))
-    finally:
-        dist.destroy_process_group()
+        gloo_ranks.save(results, rank, {"written": tracker.records_written, "placements": placements})
 
 
 def test_tensor_parallel_mlp_records_the_whole_parameters(tmp_path):
-    logdir, results = tmp_path / "logs", tmp_path / "results"
-    results.mkdir()
-    localnet.spawn_bounded(_worker, (str(logdir), str(results)), WORLD, DEADLINE_S)
-    ranks = [torch.load(results / ("rank%d.pt" % rank)) for rank in range(WORLD)]
+    logdir, ranks = gloo_ranks.spawn(_worker, tmp_path)
     assert [r["written"] for r in ranks] == [STEPS, 0]
     assert ranks[0]["placements"] == {"fc1.weight": "(Shard(dim=0),)", "fc1.bias": "(Shard(dim=0),)",
                                       "fc2.weight": "(Shard(dim=1),)", "fc2.bias": "(Replicate(),)"}
-    torch.manual_seed(0)
-    model = _Mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with tbt.ParameterUpdateTracker(model, log_dir=logdir / "single", on_stuck="ignore") as tracker:
-        tracker.attach(optimizer)
-        _train(model, optimizer, _data())
-    sharded, single = readback.records(logdir / "tp"), readback.records(logdir / "single")
-    assert len(sharded) == len(single) == STEPS
-    for (_, a), (_, b) in zip(sharded, single):
-        for column in (md.DELTA_L2, md.VALUE_L2, md.GRAD_L2):
-            np.testing.assert_allclose(a.floats[:, column], b.floats[:, column], rtol=1e-5, atol=0)
+    model = _mlp()
+    gloo_ranks.single(logdir, model, torch.optim.SGD(model.parameters(), lr=0.1), gloo_ranks.data(STEPS))
+    gloo_ranks.compare_with_single(logdir, "tp", STEPS)
     rows = readback.verdicts(logdir, run="tp")
     assert {name: (row["status"], row["gradient"]) for name, row in rows.items()} == {
         name: ("updating", "present") for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")}
