@@ -125,30 +125,47 @@ class _DDPNet(torch.nn.Module):
         return self.head(torch.relu(self.hidden(x)))
 
 
-def _ddp_worker(rank, port, run_dir):
+def _ddp(model):
+    """DDP over the whole model, SGD: rank 0 writes; the other rank takes part in the replica checks."""
+    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    return ddp, torch.optim.SGD(ddp.parameters(), lr=LR)
+
+
+def _fsdp2(model):
+    """FSDP2, AdamW: every rank measures its shards, rank 0 writes the sums."""
+    from torch.distributed.fsdp import fully_shard  # pylint: disable=import-outside-toplevel
+
+    for layer in (model.hidden, model.head, model.aux_head):
+        fully_shard(layer)  # parameters become DTensors, sharded by rows over the 2 ranks
+    fully_shard(model)
+    return model, torch.optim.AdamW(model.parameters(), lr=LR)
+
+
+def _gloo_worker(rank, port, run_dir, wrap):
     # torch's SummaryWriter imports TensorFlow where it is installed, and its
     # C++ runtime logs to descriptor 2 in each fresh worker; a worker's error
     # still reaches the parent, which torch.multiprocessing re-raises.
     with catalogue.quiet_stderr():
-        _ddp_train(rank, port, run_dir)
+        _gloo_train(rank, port, run_dir, wrap)
 
 
-def _ddp_train(rank, port, run_dir):
+def _gloo_train(rank, port, run_dir, wrap):
+    """One rank of a 2-process run over gloo: `wrap(model)` gives the model to train and its optimizer."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=DDP_WORLD,
                                          timeout=datetime.timedelta(seconds=60))
     try:
         torch.manual_seed(SEED)
-        ddp = torch.nn.parallel.DistributedDataParallel(_DDPNet(), find_unused_parameters=True)
-        optimizer = torch.optim.SGD(ddp.parameters(), lr=LR)
+        model, optimizer = wrap(_DDPNet())
         x, y = _data()
         shard = slice(rank * 16, rank * 16 + 16)
-        with tbt.ParameterUpdateTracker(ddp, log_dir=run_dir, on_stuck="ignore") as tracker:
-            tracker.attach(optimizer)  # rank 0 writes; rank 1 takes part in the replica checks
+        # Every rank makes and attaches the tracker (the README's rule under torch.distributed).
+        with tbt.ParameterUpdateTracker(model, log_dir=run_dir, on_stuck="ignore") as tracker:
+            tracker.attach(optimizer)
             for _ in range(STEPS):
                 optimizer.zero_grad()
-                torch.nn.functional.mse_loss(ddp(x[shard]), y[shard]).backward()
+                torch.nn.functional.mse_loss(model(x[shard]), y[shard]).backward()
                 optimizer.step()
     finally:
         torch.distributed.destroy_process_group()
@@ -160,39 +177,7 @@ def _ddp_train(rank, port, run_dir):
             "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
             "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
 def torch_ddp_unused_parameter(run_dir):
-    localnet.spawn_bounded(_ddp_worker, (run_dir,), DDP_WORLD, DDP_DEADLINE_S)
-
-
-def _fsdp2_worker(rank, port, run_dir):
-    with catalogue.quiet_stderr():
-        _fsdp2_train(rank, port, run_dir)
-
-
-def _fsdp2_train(rank, port, run_dir):
-    from torch.distributed.fsdp import fully_shard  # pylint: disable=import-outside-toplevel
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=DDP_WORLD,
-                                         timeout=datetime.timedelta(seconds=60))
-    try:
-        torch.manual_seed(SEED)
-        model = _DDPNet()
-        for layer in (model.hidden, model.head, model.aux_head):
-            fully_shard(layer)  # parameters become DTensors, sharded by rows over the 2 ranks
-        fully_shard(model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
-        x, y = _data()
-        shard = slice(rank * 16, rank * 16 + 16)
-        # Every rank makes and attaches the tracker: each measures its shards, rank 0 writes the sums.
-        with tbt.ParameterUpdateTracker(model, log_dir=run_dir, on_stuck="ignore") as tracker:
-            tracker.attach(optimizer)
-            for _ in range(STEPS):
-                optimizer.zero_grad()
-                torch.nn.functional.mse_loss(model(x[shard]), y[shard]).backward()
-                optimizer.step()
-    finally:
-        torch.distributed.destroy_process_group()
+    localnet.spawn_bounded(_gloo_worker, (run_dir, _ddp), DDP_WORLD, DDP_DEADLINE_S)
 
 
 @_scenario("torch_fsdp2_unused_layer",
@@ -201,4 +186,4 @@ def _fsdp2_train(rank, port, run_dir):
             "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
             "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
 def torch_fsdp2_unused_layer(run_dir):
-    localnet.spawn_bounded(_fsdp2_worker, (run_dir,), DDP_WORLD, DDP_DEADLINE_S)
+    localnet.spawn_bounded(_gloo_worker, (run_dir, _fsdp2), DDP_WORLD, DDP_DEADLINE_S)
