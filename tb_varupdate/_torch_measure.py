@@ -18,8 +18,8 @@ one device tensor, which `_torch_pending` reads every few records.
 * Exact norms: a float32 sum of squares is 0 for changes below ~1e-19 and
   Inf for values above ~1e19. On CUDA the norms accumulate in float64 (one
   pass, the same memory traffic); elsewhere, where float64 reductions are
-  ~10x slower, the L2 is taken twice, as is and times 2**100 (`_UP`), and the
-  finite one of the second, which no square underflows, is kept.
+  ~10x slower, the L2 is taken twice, as is and of the values times 2**100
+  (`_UP`), and `_exact` keeps the second wherever it is finite.
 * `delta="checksum"` keeps no copy: a tensor changed when the sum of its
   bits or its L2 norm changed (one kernel pair per tensor); the size of the
   change is not measured (NaN).
