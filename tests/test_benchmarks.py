@@ -100,4 +100,4 @@ def test_unknown_section_is_a_usage_error():
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2
-    assert "unknown section(s) gpu; choose from training, callback, torch_training, gpu_training, trainers, storage, backend, dashboard" in proc.stderr
+    assert "unknown section(s) gpu; choose from training, callback, torch_training, gpu_training, torch_fsdp, trainers, storage, backend, dashboard" in proc.stderr
