@@ -189,6 +189,11 @@ class Row:
             self.value_l2 = _norms_of(_Lists, [data], data.dtype, how)[0][0].to(torch.float64)
 
 
+def home_device(rows):
+    """Where the results of `rows` (`Row`s) land: the first accelerator's device among them, else the CPU."""
+    return next((row.local.device for row in rows if row.local.device.type != "cpu"), torch.device("cpu"))
+
+
 class _Block:
     """Tensors of one device and dtype measured together: a foreach list, or a pack of one shape.
 
@@ -241,9 +246,7 @@ class Plan:
     def __init__(self, rows, delta, no_grad):
         self.rows = list(rows)
         self.count = len(self.rows)
-        devices = [row.local.device for row in self.rows]
-        # Results land on one device: the first accelerator's, else the CPU.
-        self.home = next((d for d in devices if d.type != "cpu"), torch.device("cpu"))
+        self.home = home_device(self.rows)
         by_key = {}
         for index, row in enumerate(self.rows):
             if row.local.numel() == 0:

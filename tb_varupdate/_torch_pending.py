@@ -56,7 +56,6 @@ class PendingRecords:
         self.capacity = capacity
         self._deliver = deliver
         self._ring, self._steps, self._transfers = None, [], []
-        self.reads = 0  # transfers started: the proxies' count of host reads
 
     def __len__(self):
         """Records taken and not yet delivered."""
@@ -77,7 +76,6 @@ class PendingRecords:
         if self._steps:
             self._transfers.append(_Transfer(self._ring, len(self._steps), self._steps))
             self._steps = []
-            self.reads += 1
 
     def poll(self):
         """Delivers the transfers that have completed, in order; never waits."""

@@ -19,7 +19,8 @@ from tb_varupdate import counters
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
 from tb_varupdate._torch_dist import Replicas, Sharded
-from tb_varupdate._torch_measure import CHANGED, DELTA_L2, EXACT, FINITE, GRAD_L2, ROWS_CHANGED, VALUE_L2, Measurement
+from tb_varupdate._torch_measure import (CHANGED, DELTA_L2, EXACT, FINITE, GRAD_L2, ROWS_CHANGED, VALUE_L2, Measurement,
+                                         home_device)
 from tb_varupdate._torch_ops import TorchOps, to_torch
 from tb_varupdate._torch_pending import PendingRecords
 from tb_varupdate._torch_writer import write_updates, write_variables
@@ -79,11 +80,6 @@ class Recorder:
         return self._names_hash or 0
 
     @property
-    def reads(self):
-        """Host reads of the records so far (one per `read_every` records, and at flushes)."""
-        return self._pending.reads
-
-    @property
     def pending(self):
         """Records taken and not yet written."""
         return len(self._pending)
@@ -105,8 +101,7 @@ class Recorder:
             self._replica_state = tuple(
                 torch.cat([old, to_torch(new, old.device)])
                 for old, new in zip(self._replica_state, counters.initial_replicas(added)))
-        self.entries = [dict(entry) for entry in tensors.entries]
-        self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
+        self._encode(tensors)
         self._sized = to_torch(np.array([row.is_float and self._delta == EXACT for row in tensors.rows]),
                                self._counters.device)
 
@@ -122,14 +117,22 @@ class Recorder:
         self._step_origin = torch.zeros((), dtype=torch.int64, device=device)
         self._trainable = (None, None)
 
+    def _mask(self, cached, flags):
+        """(flags, bool tensor of them on the device): `cached` again while the flags are the same.
+
+        A host-to-device copy is made only when a flag changed, from pinned
+        memory on CUDA, so it does not wait for the device.
+        """
+        if flags == cached[0]:
+            return cached
+        mask = torch.tensor(flags, dtype=torch.bool)
+        if self._device.type == "cuda":
+            mask = mask.pin_memory()
+        return flags, mask.to(self._device, non_blocking=True)
+
     def _trainable_now(self, tensors):
-        """bool [rows] on the device: `requires_grad` now; copied over only when a flag changed."""
-        flags = tensors.trainable()
-        if flags != self._trainable[0]:
-            mask = torch.tensor(flags, dtype=torch.bool)
-            if self._device.type == "cuda":
-                mask = mask.pin_memory()
-            self._trainable = (flags, mask.to(self._device, non_blocking=True))
+        """bool [rows] on the device: `requires_grad` now."""
+        self._trainable = self._mask(self._trainable, tensors.trainable())
         return self._trainable[1]
 
     @property
@@ -140,15 +143,17 @@ class Recorder:
     def rewrite_variables(self, tensors):
         """Encodes the variables record again after an entry changed (not its rows): written before the next record."""
         self._pending.flush()  # the records taken so far keep the entries they were taken with
-        self.entries = [dict(entry) for entry in tensors.entries]
-        self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
+        self._encode(tensors)
         self._names_written = None
 
+    def _encode(self, tensors):
+        """The variables record of `tensors.entries` now, and the entries the checks read with it."""
+        self.entries = [dict(entry) for entry in tensors.entries]
+        self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
+
     def _present_now(self, grads):
-        """bool [rows] on the device: a gradient tensor on this rank; copied over only when one changed."""
-        flags = tuple(isinstance(grad, torch.Tensor) for grad in grads)
-        if flags != self._present[0]:
-            self._present = (flags, torch.tensor(flags, dtype=torch.bool).to(self._device))
+        """bool [rows] on the device: a gradient tensor on this rank."""
+        self._present = self._mask(self._present, tuple(isinstance(grad, torch.Tensor) for grad in grads))
         return self._present[1]
 
     def _sharded_of(self, plan, tensors):
@@ -175,9 +180,7 @@ class Recorder:
         if self._replicas[0] != key:
             rows = [row if entry["role"] == vr.ROLE_PARAMETER else None
                     for entry, row in zip(tensors.entries, tensors.rows)]
-            devices = [row.local.device for row in tensors.rows]
-            home = next((d for d in devices if d.type != "cpu"), torch.device("cpu"))
-            self._replicas = (key, Replicas(rows, home, tensors.flat_groups))
+            self._replicas = (key, Replicas(rows, home_device(tensors.rows), tensors.flat_groups))
         return self._replicas[1].check(tensors.rows)
 
     def take(self, tensors, step, replicas=None, writes=True, learning_rates=()):
