@@ -8,8 +8,10 @@ end of training. CPU only: `precision="16-mixed"` is Lightning's
 on CUDA.
 """
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 import warnings
 
 import pytest
@@ -21,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
+import bounded  # noqa: E402
 import readback  # noqa: E402
 from tb_varupdate import cli  # noqa: E402
 from tb_varupdate.lightning import VariableUpdateCallback  # noqa: E402
@@ -233,13 +236,24 @@ def test_fp16_amp_skipped_steps_are_healthy(tmp_path):
     assert len(readback.records(trainer.logger.log_dir)) == 2 * BATCHES  # skipped steps are records too
 
 
+# Run by the DDP test in a process of its own: Lightning spawns the two ranks from it.
+DDP_FIT = """
+import pathlib, sys
+from lightning.pytorch.strategies import DDPStrategy
+import test_lightning as t
+t._fit(pathlib.Path(sys.argv[1]), t.Regressor(with_unused_head=True), max_epochs=1, devices=2,
+       strategy=DDPStrategy(start_method="spawn", find_unused_parameters=True))
+"""
+DDP_DEADLINE_S = 300
+
+
 def test_ddp_two_processes_rank_zero_writes_and_names_the_unused_head(tmp_path):
     """DDP over gloo, 2 spawned CPU processes: one event file, and the head DDP calls "unused" by name."""
-    from lightning.pytorch.strategies import DDPStrategy  # pylint: disable=import-outside-toplevel
-
-    module = Regressor(with_unused_head=True)
-    strategy = DDPStrategy(start_method="spawn", find_unused_parameters=True)
-    _fit(tmp_path, module, strategy=strategy, devices=2, max_epochs=1)
+    # In a process group of its own, so that on the deadline the ranks are killed too.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    result = bounded.run([sys.executable, "-c", DDP_FIT, str(tmp_path)], DDP_DEADLINE_S, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
     # The workers wrote version_0 (the parent's logger, asked after they ended, would name a new version).
     assert len(list((tmp_path / "run" / "version_0").glob("events.out.tfevents.*"))) == 1
     rows = readback.verdicts(tmp_path, run="run/version_0")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import bounded
 from demo import localnet
 from tb_varupdate import cli
 
@@ -33,8 +34,10 @@ def test_block_runs_as_written_and_writes_records(tmp_path, monkeypatch, index):
         script.write_text(BLOCKS[index], encoding="utf-8")
         env = dict(os.environ, MASTER_PORT=str(localnet.free_port()),
                    PYTHONPATH=os.pathsep.join([str(DOC.parent), os.environ.get("PYTHONPATH", "")]))
-        subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, check=True, timeout=SCRIPT_DEADLINE_S,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its own process group: on the deadline its spawned workers are killed with it.
+        result = bounded.run([sys.executable, str(script)], SCRIPT_DEADLINE_S, cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a random toy model may have a dead unit: not this test's point
