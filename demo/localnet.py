@@ -30,7 +30,7 @@ def free_port():
     return free_ports(1)[0]
 
 
-def spawn_bounded(worker, args, nprocs, deadline_s):
+def spawn_bounded(worker, args, nprocs, deadline_s, on_retry=None):
     """Runs `worker(rank, port, *args)` in `nprocs` torch processes, each given one free port.
 
     Workers still alive at the deadline are killed and TimeoutError raised;
@@ -38,12 +38,16 @@ def spawn_bounded(worker, args, nprocs, deadline_s):
     ProcessRaisedException). A failed run gets one more try on a fresh port:
     a start-up abort was seen once on a loaded 2-core machine, and another
     process can take the port between `free_port` and the rendezvous.
+    `on_retry()`, when given, runs before that try: it removes what the
+    failed one wrote, which the second would otherwise add to.
     """
     import torch.multiprocessing as mp  # pylint: disable=import-outside-toplevel  (free_ports needs no torch)
 
     try:
         _spawn_once(mp, worker, args, nprocs, deadline_s)
     except (mp.ProcessExitedException, mp.ProcessRaisedException):
+        if on_retry is not None:
+            on_retry()
         _spawn_once(mp, worker, args, nprocs, deadline_s)
 
 

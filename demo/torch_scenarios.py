@@ -10,6 +10,7 @@ same "Variable Updates" tab beside the TensorFlow ones. Its `SCENARIOS` are
 
 import datetime
 import os
+import shutil
 
 import torch
 
@@ -141,6 +142,12 @@ def _fsdp2(model):
     return model, torch.optim.AdamW(model.parameters(), lr=LR)
 
 
+def _spawn(run_dir, wrap):
+    """The 2-process run; a retried start begins from an empty run (the failed one's records removed)."""
+    localnet.spawn_bounded(_gloo_worker, (run_dir, wrap), DDP_WORLD, DDP_DEADLINE_S,
+                           on_retry=lambda: shutil.rmtree(run_dir, ignore_errors=True))
+
+
 def _gloo_worker(rank, port, run_dir, wrap):
     # torch's SummaryWriter imports TensorFlow where it is installed, and its
     # C++ runtime logs to descriptor 2 in each fresh worker; a worker's error
@@ -177,7 +184,7 @@ def _gloo_train(rank, port, run_dir, wrap):
             "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
             "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
 def torch_ddp_unused_parameter(run_dir):
-    localnet.spawn_bounded(_gloo_worker, (run_dir, _ddp), DDP_WORLD, DDP_DEADLINE_S)
+    _spawn(run_dir, _ddp)
 
 
 @_scenario("torch_fsdp2_unused_layer",
@@ -186,4 +193,4 @@ def torch_ddp_unused_parameter(run_dir):
             "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
             "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
 def torch_fsdp2_unused_layer(run_dir):
-    localnet.spawn_bounded(_gloo_worker, (run_dir, _fsdp2), DDP_WORLD, DDP_DEADLINE_S)
+    _spawn(run_dir, _fsdp2)

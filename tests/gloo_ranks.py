@@ -10,6 +10,7 @@ records can be compared with the distributed ones number for number.
 import contextlib
 import datetime
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -105,7 +106,13 @@ def spawn(worker, root):
     """Runs `worker(rank, port, logdir, results)` on WORLD ranks; returns `root`/logs and the ranks' saved results."""
     logdir, results = root / "logs", root / "results"
     results.mkdir()
-    localnet.spawn_bounded(worker, (str(logdir), str(results)), WORLD, DEADLINE_S)
+
+    def start_over():  # a retried run must not find the failed one's records and results
+        shutil.rmtree(logdir, ignore_errors=True)
+        shutil.rmtree(results)
+        results.mkdir()
+
+    localnet.spawn_bounded(worker, (str(logdir), str(results)), WORLD, DEADLINE_S, on_retry=start_over)
     return logdir, [torch.load(results / ("rank%d.pt" % rank)) for rank in range(WORLD)]
 
 
@@ -119,6 +126,6 @@ def assert_norms_close(sharded, single_records):
 def compare_with_single(logdir, run, steps):
     """The `run` records and the single-process ones: `steps` of each, their norms close; returns both."""
     sharded, reference = readback.records(logdir / run), readback.records(logdir / "single")
-    assert len(sharded) == len(reference) == steps
+    assert len(sharded) == len(reference) == steps, (len(sharded), len(reference), steps)
     assert_norms_close(sharded, reference)
     return sharded, reference
