@@ -6,7 +6,9 @@ variants' rounds are interleaved and each round is bracketed by
 `torch.cuda.synchronize()`; the median per-round step time is reported:
 
 * tracker every step / every 10 steps (`ParameterUpdateTracker.log`, its
-  default `read_every`);
+  default `read_every`), and every step reading records back every 8 records
+  or every record (the choices behind the default); the host time spent
+  inside `log()` is reported beside;
 * floor, no host read: snapshot, difference, norms and copy by foreach
   kernels, the norms left on the device;
 * floor + one `.cpu()` per step: the same, read back every step.
@@ -29,7 +31,11 @@ import common  # noqa: E402
 
 import tb_varupdate.torch as tbt  # noqa: E402
 
-VARIANTS = ("no logging", "tracker every step", "tracker every 10 steps", "floor, no host read", "floor + .cpu()")
+VARIANTS = ("no logging", "tracker every step", "tracker every 10 steps", "tracker every step, read_every=8",
+            "tracker every step, read_every=1", "floor, no host read", "floor + .cpu()")
+# The trackers of the variants above: (every_n_steps, read_every or None for the default).
+TRACKERS = {"tracker every step": (1, None), "tracker every 10 steps": (10, None),
+            "tracker every step, read_every=8": (1, 8), "tracker every step, read_every=1": (1, 1)}
 # The issue's targets: (model key, variant) -> the largest ratio to no logging.
 TARGETS = {
     ("GPT-2", "tracker every step"): 1.03, ("ResNet-50", "tracker every step"): 1.03,
@@ -117,26 +123,32 @@ class _Floor:
 
 
 def step_times(task, rounds, steps):
-    """Median seconds per step of each variant, rounds interleaved, each bracketed by a synchronize."""
+    """({variant: median seconds per step}, {tracker variant: mean host seconds per log() call}).
+
+    Rounds are interleaved, each bracketed by a synchronize.
+    """
     synchronize = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     with tempfile.TemporaryDirectory() as logdir:
         from torch.utils.tensorboard import SummaryWriter  # pylint: disable=import-outside-toplevel
 
         writer = SummaryWriter(logdir)
-        trackers = {
-            "tracker every step": tbt.ParameterUpdateTracker(task.model, writer=writer, name="every_step",
-                                                             on_stuck="ignore"),
-            "tracker every 10 steps": tbt.ParameterUpdateTracker(task.model, writer=writer, name="every_10",
-                                                                 every_n_steps=10, on_stuck="ignore"),
-        }
+        trackers = {}
+        for variant, (every_n, read_every) in TRACKERS.items():
+            options = {} if read_every is None else {"read_every": read_every}
+            trackers[variant] = tbt.ParameterUpdateTracker(task.model, writer=writer, name="t%d" % len(trackers),
+                                                           every_n_steps=every_n, on_stuck="ignore", **options)
         floor = _Floor(task.model.parameters())
         count = [0]
+        # Host time inside log(), the device not waited for: what a record costs the Python thread.
+        log_seconds = {variant: [] for variant in trackers}
 
         def run(variant, n):
             for _ in range(n):
                 task.step()
                 if variant in trackers:
+                    started = time.perf_counter()
                     trackers[variant].log(count[0])
+                    log_seconds[variant].append(time.perf_counter() - started)
                 elif variant.startswith("floor"):
                     floor(read=variant.endswith(".cpu()"))
                 count[0] += 1
@@ -155,7 +167,8 @@ def step_times(task, rounds, steps):
         for tracker in trackers.values():
             tracker.close()
         writer.close()
-    return {variant: statistics.median(values) for variant, values in times.items()}
+    return ({variant: statistics.median(values) for variant, values in times.items()},
+            {variant: sum(values) / len(values) for variant, values in log_seconds.items()})
 
 
 def measure(device, quick, keys=None):
@@ -177,17 +190,21 @@ def measure(device, quick, keys=None):
 def section(measured, device_name):
     """The section of `measure`'s results on `device_name`."""
     parts, targets = [], []
-    for key, (description, times) in measured.items():
+    for key, (description, (times, log_seconds)) in measured.items():
         base = times["no logging"]
-        rows = [(name, common.ms(t), "%.3fx" % (t / base)) for name, t in times.items()]
-        parts.append("**%s**\n\n%s" % (description, common.table(("variant", "step", "ratio"), rows)))
+        rows = [(name, common.ms(t), "%.3fx" % (t / base),
+                 "%.2f ms" % (log_seconds[name] * 1e3) if name in log_seconds else "")
+                for name, t in times.items()]
+        parts.append("**%s**\n\n%s" % (description, common.table(
+            ("variant", "step", "ratio", "host time in log(), per call"), rows)))
         for (model, variant), goal in TARGETS.items():
             if model == key:
                 ratio = times[variant] / base
                 targets.append(common.Target("%s / no logging (%s, %s)" % (variant, key, device_name),
                                              "%.3fx" % ratio, "<= %.2fx" % goal, ratio <= goal))
-    header = "Measured on %s, torch %s; medians of interleaved rounds, each bracketed by `torch.cuda.synchronize()`." % (
-        device_name, torch.__version__)
+    header = ("Measured on %s, torch %s, CUDA %s; medians of interleaved rounds, each bracketed by "
+              "`torch.cuda.synchronize()`. The tracker's default `read_every` on CUDA is %d." % (
+                  device_name, torch.__version__, torch.version.cuda, tbt.READ_EVERY_ACCELERATOR))
     return common.Section("Training overhead, PyTorch on a GPU", "\n\n".join([header] + parts), targets)
 
 

@@ -25,11 +25,16 @@ RESULTS = os.path.join(HERE, "results")
 
 
 def versions():
-    """The versions the measurements ran with, as a sentence part."""
+    """The versions the measurements ran with, as a sentence part (of those installed: a GPU machine has no TF)."""
     code = (
-        "import json, tensorflow as tf, tensorboard, keras, numpy;"
-        "print(json.dumps({'tensorflow': tf.__version__, 'tensorboard': tensorboard.__version__,"
-        "'keras': keras.__version__, 'numpy': numpy.__version__}))"
+        "import importlib, json\n"
+        "found = {}\n"
+        "for name in ('tensorflow', 'tensorboard', 'keras', 'torch', 'numpy'):\n"
+        "    try:\n"
+        "        found[name] = importlib.import_module(name).__version__\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "print(json.dumps(found))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return ", ".join("%s %s" % item for item in json.loads(out.stdout.strip().splitlines()[-1]).items())

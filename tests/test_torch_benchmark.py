@@ -31,9 +31,11 @@ def test_the_gpu_section_runs_its_variants_on_the_cpu_and_builds_targets():
     # The GPU figures are measured on a GPU only; here the same code runs on tiny CPU models.
     measured = gpu_training.measure("cpu", quick=True, keys=("300 tensors",))
     assert list(measured) == ["300 tensors"]
-    for _, times in measured.values():
+    for _, (times, log_seconds) in measured.values():
         assert set(times) == set(gpu_training.VARIANTS) and all(t > 0 for t in times.values())
+        assert set(log_seconds) == set(gpu_training.TRACKERS) and all(t > 0 for t in log_seconds.values())
     section = gpu_training.section(measured, "cpu")
+    assert "| tracker every step, read_every=1 | " in section.body
     assert [t.goal for t in section.targets if "300 tensors" in t.name] == ["<= 1.15x", "<= 1.01x"]
 
 

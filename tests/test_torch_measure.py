@@ -15,6 +15,7 @@ import torch
 
 from tb_varupdate import _torch_measure as measure
 from tb_varupdate import metadata as md
+from torch_devices import DEVICES
 
 COUNT_OPS = r"""
 import collections, json, sys, tempfile
@@ -68,26 +69,29 @@ def _rows(*tensors, delta=measure.EXACT):
     return [measure.Row(t, delta) for t in tensors]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("size", [4, measure.LARGE_ELEMENTS])
-def test_tiny_changes_and_gradients_are_measured_exactly_in_packs_and_lists(dtype, size):
-    tiny = torch.nn.Parameter(torch.zeros(size, dtype=dtype))
-    same = torch.nn.Parameter(torch.ones(size, dtype=dtype))
+def test_tiny_changes_and_gradients_are_measured_exactly_in_packs_and_lists(dtype, size, device):
+    tiny = torch.nn.Parameter(torch.zeros(size, dtype=dtype, device=device))
+    same = torch.nn.Parameter(torch.ones(size, dtype=dtype, device=device))
     rows = _rows(tiny, same)
     measurement = measure.Measurement()
     with torch.no_grad():
         tiny.add_(1e-30)
     tiny.grad = torch.full_like(tiny, 1e-30)
     same.grad = torch.zeros_like(same)
-    out = measurement.measure(rows, [tiny.grad, same.grad]).numpy()
+    out = measurement.measure(rows, [tiny.grad, same.grad]).cpu().numpy()
     expected = torch.tensor(1e-30, dtype=dtype).double().item() * size ** 0.5
     assert out[measure.CHANGED].tolist() == [1.0, 0.0]
     assert out[measure.DELTA_L2][0] == pytest.approx(expected, rel=1e-5) and out[measure.DELTA_L2][1] == 0.0
     assert out[measure.GRAD_L2][0] == pytest.approx(expected, rel=1e-5) and out[measure.GRAD_L2][1] == 0.0
 
 
-def test_integer_and_bool_buffers_are_compared_on_the_device():
-    counter, mask, empty = torch.tensor(3), torch.zeros(5, dtype=torch.bool), torch.zeros(0, dtype=torch.int64)
+@pytest.mark.parametrize("device", DEVICES)
+def test_integer_and_bool_buffers_are_compared_on_the_device(device):
+    counter, mask = torch.tensor(3, device=device), torch.zeros(5, dtype=torch.bool, device=device)
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
     rows = _rows(counter, mask, empty)
     measurement = measure.Measurement()
     grads = [md.GRAD_NOT_GIVEN] * 3
@@ -98,10 +102,11 @@ def test_integer_and_bool_buffers_are_compared_on_the_device():
     assert measurement.measure(rows, grads)[measure.CHANGED].tolist() == [0.0, 0.0, 0.0]
 
 
-def test_non_finite_gradients_and_values_read_as_such():
-    w = torch.nn.Parameter(torch.ones(3))
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_finite_gradients_and_values_read_as_such(device):
+    w = torch.nn.Parameter(torch.ones(3, device=device))
     rows = _rows(w)
-    w.grad = torch.tensor([1.0, float("nan"), 0.0])
+    w.grad = torch.tensor([1.0, float("nan"), 0.0], device=device)
     out = measure.Measurement().measure(rows, [w.grad])
     assert out[measure.GRAD_L2, 0].item() == float("inf") and out[measure.FINITE, 0].item() == 1.0
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """Records kept on the device and read every `read_every` records: every step written, checks when read.
 
-Real training on the CPU, where the same schedule runs as on a GPU (a ring
+Real training on the CPU, and on CUDA where present (`torch_devices`): the
+CPU runs the same schedule as a GPU (a ring
 of records, one copy to the host per `read_every` records), read back by
 TensorBoard's loader.
 """
@@ -16,12 +17,15 @@ import readback
 import tb_varupdate.torch as tbt
 from tb_varupdate import _torch_pending
 from tb_varupdate.errors import StuckVariableError
+from torch_devices import DEVICES
 
 RUN = "run"
 
 
 def _train(model, optimizer, steps, tracker, fail_at=None):
-    x, y = torch.randn(16, 3, generator=torch.Generator().manual_seed(0)), torch.ones(16, 1)
+    device = next(model.parameters()).device
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0)).to(device)
+    y = torch.ones(16, 1, device=device)
     for step in range(steps):
         if step == fail_at:
             raise RuntimeError("the training loop failed")
@@ -31,9 +35,9 @@ def _train(model, optimizer, steps, tracker, fail_at=None):
         tracker.log(step)
 
 
-def _model():
+def _model(device="cpu"):
     torch.manual_seed(0)
-    model = torch.nn.Linear(3, 1)
+    model = torch.nn.Linear(3, 1).to(device)
     return model, torch.optim.SGD(model.parameters(), lr=0.1)
 
 
@@ -51,11 +55,13 @@ def test_read_every_must_be_a_positive_int(read_every):
         tbt.ParameterUpdateTracker(model, log_dir="unused", read_every=read_every)
 
 
-def test_every_step_is_its_own_record_after_close(tmp_path):
-    model, optimizer = _model()
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_step_is_its_own_record_after_close(tmp_path, device):
+    model, optimizer = _model(device)
     tracker = tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN, read_every=8)
     _train(model, optimizer, 21, tracker)
-    assert tracker.records_written == 16  # two full reads; five records still on the device
+    # Two full reads started; five records still on the device. A GPU's copies finish when they finish.
+    assert tracker.records_written == 16 if device == "cpu" else tracker.records_written in (0, 8, 16)
     tracker.close()
     records = readback.records(tmp_path / RUN)
     assert [step for step, _ in records] == list(range(21))
@@ -101,15 +107,18 @@ def test_a_script_that_never_closes_writes_its_records_at_exit(tmp_path):
     assert [step for step, _ in readback.records(tmp_path / RUN)] == list(range(7))
 
 
-def test_the_stuck_check_runs_at_the_first_read_after_stuck_after(tmp_path):
-    model, _ = _model()
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_stuck_check_runs_at_the_first_read_after_stuck_after(tmp_path, device):
+    model, _ = _model(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     tracker = tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN, stuck_after=3, read_every=4,
                                          on_stuck="raise")
-    with pytest.raises(StuckVariableError, match=r"after 3 records \(step 2, seen at step 3\)") as raised:
+    # Raised at the read of records 0-3, not before: at once on the CPU, when the copy is done on a GPU.
+    seen_at = "3" if device == "cpu" else r"[3-9]"
+    with pytest.raises(StuckVariableError, match=r"after 3 records \(step 2, seen at step %s\)" % seen_at) as raised:
         _train(model, optimizer, 10, tracker)
     assert "weight: never_updated" in str(raised.value)
-    assert tracker.records_written == 4  # raised at the read of records 0-3, not before
+    assert tracker.records_written == 4
     tracker.close()
 
 
