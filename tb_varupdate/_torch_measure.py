@@ -7,11 +7,13 @@ dtype, and a record is a fixed number of kernels per block, whatever the
 number of tensors. Nothing is read back to the host here: the results are
 one device tensor, which `_torch_pending` reads every few records.
 
-* Blocks: tensors of at least `LARGE_ELEMENTS` elements are measured as a
-  list by `torch._foreach_*` kernels; smaller ones of one shape are packed,
-  their snapshots the rows of one matrix, and measured by row reductions (on
-  the CPU, where a foreach kernel is a loop of per-tensor kernels, 300 small
-  tensors cost ~10 ms a record as lists, a few as packs).
+* Blocks, per device and dtype: float tensors of at least `LARGE_ELEMENTS`
+  elements are measured as a list by `torch._foreach_*` kernels; smaller ones
+  are laid end to end in one vector (one `cat` of cached flat views), their
+  snapshots views of one flat scratch, and their norms are one segmented
+  reduction (`torch.segment_reduce`). A list costs the host work per tensor
+  (a foreach kernel allocates a result per tensor, a loop of kernels on the
+  CPU); the flat vector a few kernels however many small tensors there are.
 * `delta="exact"` keeps one snapshot per float tensor, which doubles as
   scratch: `snapshot -= value` and the L2 of that (`_norms_of`), then the
   snapshot is copied back from the value. All in place.
@@ -30,6 +32,7 @@ one device tensor, which `_torch_pending` reads every few records.
   sparse one's changed rows are counted.
 """
 
+import functools
 import math
 
 import torch
@@ -44,7 +47,7 @@ DELTA_CHOICES = (EXACT, CHECKSUM)
 DELTA_L2, VALUE_L2, CHANGED, FINITE, GRAD_L2, ROWS_CHANGED = range(6)
 NUM_MEASURED = 6
 # Tensors of at least this many elements (256 KB of float32) are measured as
-# foreach lists; smaller ones packed by shape, where a stack copy costs less
+# foreach lists; smaller ones laid end to end in one vector, where a copy costs less
 # than a kernel per tensor.
 LARGE_ELEMENTS = 1 << 16
 _BITS_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -53,7 +56,9 @@ _BITS_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _UP = 2.0 ** 100
 
 
+@functools.lru_cache(maxsize=None)
 def _dtensor_type():
+    # Looked up once: is_dtensor runs for every gradient of every record.
     try:
         from torch.distributed.tensor import DTensor  # pylint: disable=import-outside-toplevel
     except ImportError:  # torch without DTensor
@@ -99,24 +104,48 @@ class _Lists:
         torch._foreach_copy_(tensors, others)  # pylint: disable=protected-access
 
 
-class _Rows:
-    """The block operations over a matrix whose rows are the tensors: one kernel each."""
+class _Flat:
+    """The block operations over one vector holding its tensors end to end: a kernel or two each.
+
+    Args:
+      lengths: the element count of each tensor, in order (none empty).
+      device: where the vector lives.
+    """
+
+    def __init__(self, lengths, device):
+        self.lengths = torch.tensor(lengths, dtype=torch.int64, device=device)
+
+    def norms(self, flat, dtype):
+        squares = flat.to(dtype).square()
+        # unsafe: no check that the lengths add up (they do by construction), which would read them on the host.
+        return torch.segment_reduce(squares, "sum", lengths=self.lengths, unsafe=True).sqrt()
 
     @staticmethod
-    def norms(matrix, dtype):
-        return torch.linalg.vector_norm(matrix, dim=1, dtype=dtype)
+    def sub_(flat, other):
+        flat.sub_(other)
 
     @staticmethod
-    def sub_(matrix, other):
-        matrix.sub_(other)
+    def mul_(flat, scalar):
+        flat.mul_(scalar)
 
     @staticmethod
-    def mul_(matrix, scalar):
-        matrix.mul_(scalar)
+    def copy_(flat, other):
+        flat.copy_(other)
 
-    @staticmethod
-    def copy_(matrix, other):
-        matrix.copy_(other)
+
+def flat_view(tensor):
+    """A 1-D view of `tensor`'s elements in memory order, or None if they are not one dense block.
+
+    Also for a non-contiguous layout such as channels_last: the order does not
+    matter to a norm, as long as value and snapshot are read alike.
+    """
+    expected = 1
+    for size, stride in sorted(((size, stride) for size, stride in zip(tensor.shape, tensor.stride()) if size != 1),
+                               key=lambda pair: pair[1]):
+        if stride != expected:
+            return None
+        expected *= size
+    return tensor.as_strided((tensor.numel(),), (1,))
 
 
 # How a block's L2 norms are taken (see the module docstring).
@@ -127,7 +156,7 @@ def _norms_of(ops, data, dtype, how):
     """(L2 [n], L2 of `data` times `_UP` [n] or None) of a block's tensors, in its dtype's opmath or float64.
 
     Args:
-      ops: `_Lists` or `_Rows`.
+      ops: `_Lists` or a `_Flat`.
       data: the block's tensors (a list or a matrix).
       dtype: their dtype.
       how: FLOAT64 (accumulated in float64: no square underflows), PLAIN, or
@@ -194,43 +223,84 @@ def home_device(rows):
     return next((row.local.device for row in rows if row.local.device.type != "cpu"), torch.device("cpu"))
 
 
+LIST, FLAT, STACKED = "list", "flat", "stacked"
+
+
 class _Block:
-    """Tensors of one device and dtype measured together: a foreach list, or a pack of one shape.
+    """Tensors of one device and dtype measured together.
 
     Args:
       rows: every tracked `Row`.
       members: the indices of this block's rows.
-      packed: stack the members as the rows of one matrix (small, one shape).
+      kind: LIST (a foreach list), FLAT (small floats end to end in one
+        vector, each snapshot a view of one flat scratch) or STACKED (integer
+        and bool tensors of one shape, the rows of one matrix).
       home: the device the results land on.
     """
 
-    def __init__(self, rows, members, packed, home):
-        self.members = members
+    def __init__(self, rows, members, kind, home):
+        self.members, self.kind = members, kind
         self.rows = [rows[i] for i in members]
         self.positions = torch.tensor(members, dtype=torch.int64, device=home)
         self.values = [row.local for row in self.rows]
         self.dtype, self.device = self.values[0].dtype, self.values[0].device
-        self.shape = self.values[0].shape
-        self.ops = _Rows if packed else _Lists
-        if packed:
-            # The snapshots become rows of one matrix; each row's snapshot a view of it.
+        self.ops = _Lists
+        if kind == FLAT:
+            self.views = [flat_view(value) for value in self.values]
+            self.ops = _Flat([view.numel() for view in self.views], self.device)
+            self._gathers = {}
+            self.scratch = torch.cat([flat_view(row.snapshot) for row in self.rows])
+            start = 0
+            for row in self.rows:
+                snapshot, start = row.snapshot, start + row.snapshot.numel()
+                row.snapshot = self.scratch[start - snapshot.numel():start].as_strided(snapshot.shape,
+                                                                                       snapshot.stride())
+        elif kind == STACKED:
             self.scratch = torch.stack([row.snapshot for row in self.rows]).reshape(len(members), -1)
             for k, row in enumerate(self.rows):
-                row.snapshot = self.scratch[k].view(self.shape)
+                row.snapshot = self.scratch[k].view(self.values[0].shape)
         elif self.rows[0].snapshot is not None:
             self.scratch = [row.snapshot for row in self.rows]
         else:
             self.scratch = None  # checksum floats keep no copy
 
     def now(self):
-        """The members' values now: the list itself, or a pack's stacked copy."""
-        if self.ops is _Rows:
+        """The members' values now: the list itself, or a flat or stacked copy."""
+        if self.kind == FLAT:
+            return torch.cat(self.views)
+        if self.kind == STACKED:
             return torch.stack(self.values).reshape(len(self.members), -1)
         return self.values
 
-    def difference(self, k):
-        """Member `k`'s difference from its snapshot, in its own shape, while the scratch holds differences."""
-        return self.scratch[k].view(self.shape) if self.ops is _Rows else self.scratch[k]
+    def gradients(self, dense):
+        """How the gradients of the members at positions `dense` are gathered: a cached `_Gather`."""
+        key = tuple(dense)
+        if key not in self._gathers:
+            self._gathers[key] = _Gather(dense, self.values, self.device)
+        return self._gathers[key]
+
+
+class _Gather:
+    """Gradients of a flat block laid end to end with one `cat` per kind of shape, not an op per tensor.
+
+    Tensors of one rank and one shape after their first axis concatenate along
+    it as they are; each such group is then flattened once (a 0-d group is
+    stacked). The norms come out in `order`, the group after group order.
+    """
+
+    def __init__(self, dense, values, device):
+        groups = {}
+        for k in dense:
+            groups.setdefault((values[k].dim(), tuple(values[k].shape[1:])), []).append(k)
+        self.groups = [(rank > 0, members) for (rank, _), members in groups.items()]
+        self.order = [k for _, members in self.groups for k in members]
+        self.ops = _Flat([values[k].numel() for k in self.order], device)
+
+    def flat(self, grad_of):
+        """One new vector of the gradients (`grad_of(k)`), in `order`."""
+        parts = [(torch.cat if ranked else torch.stack)([grad_of(k) for k in members]).reshape(-1)
+                 for ranked, members in self.groups]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class Plan:
@@ -252,15 +322,19 @@ class Plan:
             if row.local.numel() == 0:
                 continue  # never changes (or another rank's shard): the defaults below hold
             tensor = row.local
-            # Integer and bool tensors are packed whatever their size: few, mostly
-            # 0-d counters, and compared by one `!=` of plain kernels on any device.
-            packed = not row.is_float or (delta == EXACT and tensor.numel() < LARGE_ELEMENTS)
-            key = (row.is_float, tensor.device, tensor.dtype, tuple(tensor.shape) if packed else None)
-            by_key.setdefault(key, []).append(index)
+            if not row.is_float:
+                # Integer and bool tensors are stacked by shape whatever their size: few,
+                # mostly 0-d counters, compared by one `!=` of plain kernels on any device.
+                kind, shape = STACKED, tuple(tensor.shape)
+            else:
+                flat = (delta == EXACT and tensor.numel() < LARGE_ELEMENTS and flat_view(tensor) is not None
+                        and row.snapshot.stride() == tensor.stride())
+                kind, shape = (FLAT if flat else LIST), None
+            by_key.setdefault((kind, tensor.device, tensor.dtype, shape), []).append(index)
         self.floats, self.others = [], []
-        for (is_float, _, _, shape), members in by_key.items():
-            block = _Block(self.rows, members, shape is not None, self.home)
-            (self.floats if is_float else self.others).append(block)
+        for (kind, _, _, _), members in by_key.items():
+            block = _Block(self.rows, members, kind, self.home)
+            (self.others if kind == STACKED else self.floats).append(block)
         # On CUDA a float64 accumulation costs no more memory traffic than float32;
         # elsewhere it is ~10x slower than the second look scaled in place.
         self.how = FLOAT64 if self.home.type == "cuda" else SCALED
@@ -354,17 +428,18 @@ class Measurement:
                 ops.sub_(block.scratch, now)
                 for k in alone if track_rows else ():
                     if grads[block.members[k]].is_sparse and block.values[k].dim() >= 2:
-                        _count_rows(block.rows[k], block.difference(k), out, block.members[k])
+                        # The snapshot holds the difference now, in the tensor's own shape.
+                        _count_rows(block.rows[k], block.rows[k].snapshot, out, block.members[k])
                 plain, scaled = _norms_of(ops, block.scratch, block.dtype, how)
                 deltas.append(plain)
                 scaled_deltas.append(scaled)
             else:
                 checksum_changed.append(_checksum_changed(block, value_l2))
             if dense:
-                plain, scaled = self._grad_norms(block, [grads[block.members[k]] for k in dense], dense, how)
+                plain, scaled, order = self._grad_norms(block, grads, dense, how)
                 grad_norms.append(plain)
                 scaled_grad_norms.append(scaled)
-                with_grad.append(tuple(block.members[k] for k in dense))
+                with_grad.append(tuple(block.members[k] for k in order))
             if self.delta == EXACT:
                 ops.copy_(block.scratch, now)
             for k in alone:
@@ -385,19 +460,23 @@ class Measurement:
             grad_l2 = torch.where(torch.isnan(grad_l2), math.inf, grad_l2)  # NaN gradients read as non-finite
             out[GRAD_L2].index_copy_(0, plan.present(with_grad), grad_l2.to(home))
 
-    def _grad_norms(self, block, dense_grads, dense, how):
-        """`_norms_of` the block's dense gradients, exact wherever the snapshots or a stack give scratch."""
-        if how == FLOAT64:
-            data = torch.stack(dense_grads).reshape(len(dense), -1) if block.ops is _Rows else dense_grads
-            return _norms_of(block.ops, data, block.dtype, FLOAT64)
-        if block.ops is _Rows:
-            return _norms_of(_Rows, torch.stack(dense_grads).reshape(len(dense), -1), block.dtype, how)
-        if self.delta == EXACT:
-            # The snapshots are scratch until copied back: the gradients' turn.
-            scratch = [block.scratch[k] for k in dense]
-            torch._foreach_copy_(scratch, dense_grads)  # pylint: disable=protected-access
-            return _norms_of(_Lists, scratch, block.dtype, how)
-        return _norms_of(_Lists, dense_grads, block.dtype, FLOAT64)  # checksum keeps no scratch
+    def _grad_norms(self, block, grads, dense, how):
+        """(L2, second look, member positions in their order) of the block's dense gradients.
+
+        Exact wherever the snapshots or a copy give scratch for a second look.
+        """
+        if block.kind == FLAT:
+            # A new vector: scratch for the second look. Any element order serves a norm.
+            gather = block.gradients(dense)
+            flat = gather.flat(lambda k: grads[block.members[k]])
+            return _norms_of(gather.ops, flat, block.dtype, how) + (gather.order,)
+        dense_grads = [grads[block.members[k]] for k in dense]
+        if how == FLOAT64 or self.delta != EXACT:  # (checksum keeps no scratch)
+            return _norms_of(_Lists, dense_grads, block.dtype, FLOAT64) + (dense,)
+        # The snapshots are scratch until copied back: the gradients' turn.
+        scratch = [block.scratch[k] for k in dense]
+        torch._foreach_copy_(scratch, dense_grads)  # pylint: disable=protected-access
+        return _norms_of(_Lists, scratch, block.dtype, how) + (dense,)
 
 
 def _measure_others(block, out):

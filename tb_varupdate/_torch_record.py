@@ -1,7 +1,8 @@
 """`Recorder`: the PyTorch tracker's counters, one record's measure and fold, and the writer.
 
-A record is measured (`_torch_measure`) and folded (`counters.fold` over
-`_torch_ops.TorchOps`, every writer's fold) on the tensors' device, then kept
+A record is measured (`_torch_measure`) and folded (`_torch_fold`: every
+writer's `counters.fold` over `_torch_ops.TorchOps`, replayed as a CUDA graph
+on a GPU) on the tensors' device, then kept
 there (`_torch_pending`) until the host reads a batch of them; only then is
 each written, with its own step, and checked (`stuck.StuckCheck`). Reading
 late changes when a record is written, not what it says. The `SummaryWriter`
@@ -19,8 +20,8 @@ from tb_varupdate import counters
 from tb_varupdate import metadata as md
 from tb_varupdate import variables_record as vr
 from tb_varupdate._torch_dist import Replicas, Sharded
-from tb_varupdate._torch_measure import (CHANGED, DELTA_L2, EXACT, FINITE, GRAD_L2, ROWS_CHANGED, VALUE_L2, Measurement,
-                                         home_device)
+from tb_varupdate._torch_fold import Fold
+from tb_varupdate._torch_measure import EXACT, Measurement, home_device
 from tb_varupdate._torch_ops import TorchOps, to_torch
 from tb_varupdate._torch_pending import PendingRecords
 from tb_varupdate._torch_writer import write_updates, write_variables
@@ -50,6 +51,7 @@ class Recorder:
     def __init__(self, name, every_n_steps, delta, log_dir, writer, read_every, on_written, replicas=False):
         self._name, self._every_n_steps, self._delta = name, every_n_steps, delta
         self._measurement = Measurement(delta)
+        self._fold = Fold()
         self._log_dir, self._writer, self._own_writer = log_dir, writer, writer is None
         self._writer_id = md.new_writer_id()
         self._on_written = on_written
@@ -204,17 +206,9 @@ class Recorder:
         if not writes:
             self.taken += 1
             return
-        measured = counters.Measured(
-            delta_l2=measured[DELTA_L2], value_l2=measured[VALUE_L2], grad_l2=measured[GRAD_L2],
-            changed=measured[CHANGED] != 0, finite=measured[FINITE] != 0,
-            rows_changed=measured[ROWS_CHANGED].to(torch.int64),
-        )
-        state = counters.fold(
-            _OPS, self._counters, self._floats, self._header, measured, self._step_origin + int(step),
-            self._trainable_now(tensors), self._sized, self._names_hash, self._every_n_steps, self._writer_id,
-        )
-        self._counters, self._floats, self._header = state[:3]
-        record = state[3]
+        self._counters, self._floats, self._header, record = self._fold(
+            (self._counters, self._floats, self._header), measured, int(step), self._step_origin,
+            self._trainable_now(tensors), self._sized, (self._names_hash, self._every_n_steps, self._writer_id))
         if self._replica_state is not None:
             first, spread, record = counters.fold_replicas(
                 _OPS, *self._replica_state, record, *(replicas or self._not_checked()), self._step_origin + int(step))

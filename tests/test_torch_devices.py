@@ -144,3 +144,30 @@ def test_no_record_makes_the_host_wait_for_the_gpu(tmp_path):
         assert tracker.records_written >= steps - 2 * 8
     assert not caught, [str(warning.message) for warning in caught]
     assert [step for step, _ in readback.records(tmp_path / RUN)] == list(range(steps))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fold is replayed as a CUDA graph on CUDA only")
+def test_the_graphed_fold_writes_the_records_of_the_eager_fold(tmp_path):
+    written = {}
+    for how in ("graph", "eager"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 1)).cuda()
+        model[0].bias.requires_grad_(False)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        x, y = torch.randn(32, 8, device="cuda"), torch.randn(32, 1, device="cuda")
+        with tbt.ParameterUpdateTracker(model, log_dir=tmp_path / how, read_every=8) as tracker:
+            tracker._recorder._fold._eager_only = how == "eager"  # pylint: disable=protected-access
+            for step in range(30):
+                optimizer.zero_grad()
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                if step == 12:
+                    model[2].weight.grad.fill_(float("nan"))  # non-finite counters and header too
+                optimizer.step()
+                if step == 20:
+                    model[0].bias.requires_grad_(True)  # the trainable flags change mid-run
+                tracker.log(step * 3)
+        written[how] = readback.records(tmp_path / how)
+    assert [step for step, _ in written["graph"]] == [step for step, _ in written["eager"]] == list(range(0, 90, 3))
+    for (_, graphed), (_, eager) in zip(written["graph"], written["eager"]):
+        assert np.array_equal(graphed.ints, eager.ints) and graphed.logged == eager.logged
+        assert np.array_equal(graphed.floats, eager.floats, equal_nan=True)
