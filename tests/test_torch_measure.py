@@ -113,3 +113,26 @@ def test_non_finite_gradients_and_values_read_as_such(device):
         w[0] = float("inf")
     out = measure.Measurement().measure(_rows(w), [md.GRAD_NONE])
     assert out[measure.FINITE, 0].item() == 0.0 and out[measure.GRAD_L2, 0].item() == md.GRAD_NONE
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_and_strided_tensors_are_measured_in_their_own_layout(device):
+    # A channels_last conv weight is laid end to end in memory order (flat block); a strided view
+    # cannot be, and is measured as a list. Both over several records, as the snapshots are re-pointed.
+    conv = torch.randn(8, 4, 3, 3, device=device).to(memory_format=torch.channels_last)
+    strided = torch.randn(6, 10, device=device)[:, ::2]
+    assert measure.flat_view(conv) is not None and measure.flat_view(strided) is None
+    rows = _rows(conv, strided)
+    measurement = measure.Measurement()
+    grads = [md.GRAD_NOT_GIVEN] * 2
+    measurement.measure(rows, grads)
+    assert {block.kind for block in measurement.plan.floats} == {measure.FLAT, measure.LIST}
+    for k in range(3):
+        conv[k, 1, 2, 0] += 0.5
+        strided[k, 3] -= 0.25
+        out = measurement.measure(rows, grads).cpu()
+        assert out[measure.DELTA_L2].tolist() == pytest.approx([0.5, 0.25], rel=1e-6)
+        assert out[measure.VALUE_L2].tolist() == pytest.approx(
+            [float(conv.double().norm()), float(strided.double().norm())], rel=1e-6)
+        assert out[measure.CHANGED].tolist() == [1.0, 1.0]
+    assert measurement.measure(rows, grads)[measure.CHANGED].tolist() == [0.0, 0.0]
