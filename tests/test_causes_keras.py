@@ -194,6 +194,49 @@ def test_fine_tuning_without_recompile_is_a_problem_on_the_base(tmp_path, recomp
     assert cli.main(["check", str(tmp_path)]) == (0 if recompile else 1)
 
 
+def _xception_fine_tune(logdir):
+    """keras-io's transfer-learning guide, end to end (Xception, no ImageNet download): unfreeze, no recompile."""
+    keras.utils.set_random_seed(0)
+    base = keras.applications.Xception(weights=None, input_shape=(71, 71, 3), include_top=False)
+    base.trainable = False
+    inputs = keras.Input((71, 71, 3))
+    x = keras.layers.Rescaling(scale=1 / 127.5, offset=-1)(inputs)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile(keras.optimizers.Adam(), keras.losses.BinaryCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(8, 71, 71, 3)).astype("float32")
+    labels = rng.integers(0, 2, size=(8, 1)).astype("float32")
+    callbacks = [VariableUpdateCallback(str(logdir), on_stuck="ignore")] if logdir else []
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+    base.trainable = True  # the guide's next line, `model.compile(...)`, forgotten
+    before = _snapshot(model)
+    model.fit(images, labels, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+    return base, model, _changed(before, model)
+
+
+def test_the_keras_io_fine_tune_without_recompile_is_a_problem_on_its_154_base_variables(tmp_path):
+    from tb_varupdate import cli  # pylint: disable=import-outside-toplevel
+
+    with pytest.warns(UserWarning, match="compile"):
+        base, model, changed = _xception_fine_tune(tmp_path)
+    _, plain, plain_changed = _xception_fine_tune(None)
+    for mine, theirs in zip(model.variables, plain.variables):  # training runs as without the callback
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert list(changed.values()) == list(plain_changed.values())
+    assert len(base.trainable_weights) == 154
+    rows = _rows(tmp_path)
+    base_paths = {variable.path for variable in base.trainable_weights}
+    base_rows = {name: row for name, row in rows.items() if name in base_paths}
+    assert len(base_rows) == 154 and all(row["trainable"] for row in base_rows.values())
+    for name, row in base_rows.items():
+        assert changed[name] == 0 and row["status"] == "never_updated" and row["problem"], name
+        assert "call `model.compile(...)` again after changing `trainable`" in row["diagnosis"], name
+    assert cli.main(["check", str(tmp_path)]) == 1
+
+
 class _no_warning:  # pylint: disable=invalid-name
     def __enter__(self):
         import warnings  # pylint: disable=import-outside-toplevel
