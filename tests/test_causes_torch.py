@@ -369,3 +369,84 @@ def test_each_record_holds_the_learning_rate_of_its_own_step_when_read_in_batche
     _track(model, optimizer, tmp_path, 10, step, warn=None, read_every=4)
     records = readback.records(tmp_path / "run")
     assert [updates.learning_rates[0] for _, updates in records] == pytest.approx(seen, rel=1e-6)
+
+
+class _Block(torch.nn.Module):
+    """nanoGPT's transformer block, in miniature: pre-norm causal attention and a GELU MLP."""
+
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln_1, self.ln_2 = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
+        self.c_attn, self.c_proj = torch.nn.Linear(width, 3 * width), torch.nn.Linear(width, width)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(width, 4 * width), torch.nn.GELU(), torch.nn.Linear(4 * width, width))
+
+    def forward(self, x):
+        batch, tokens, width = x.shape
+        q, k, v = (t.view(batch, tokens, self.heads, -1).transpose(1, 2)
+                   for t in self.c_attn(self.ln_1(x)).split(width, dim=2))
+        attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(attended.transpose(1, 2).reshape(batch, tokens, width))
+        return x + self.mlp(self.ln_2(x))
+
+
+class _GPT(torch.nn.Module):
+    """nanoGPT's model in miniature, the token embedding tied to the output head."""
+
+    def __init__(self, vocab=64, context=16, width=32, layers=2, heads=2):
+        super().__init__()
+        self.wte, self.wpe = torch.nn.Embedding(vocab, width), torch.nn.Embedding(context, width)
+        self.h = torch.nn.ModuleList(_Block(width, heads) for _ in range(layers))
+        self.ln_f = torch.nn.LayerNorm(width)
+        self.lm_head = torch.nn.Linear(width, vocab, bias=False)
+        self.wte.weight = self.lm_head.weight  # weight tying, as nanoGPT does
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def configure_optimizers(self, weight_decay, learning_rate, forget_no_decay=False):
+        """nanoGPT's two param groups: weight decay for matrices, none for biases and norms."""
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        decay = [p for p in params.values() if p.dim() >= 2]
+        no_decay = [p for p in params.values() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}]
+        if not forget_no_decay:  # the bug: a refactor that dropped the second group
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.95))
+
+
+@pytest.mark.parametrize("forget_no_decay", [False, True])
+def test_a_nanogpt_style_amp_run_names_the_parameters_left_out_of_its_param_groups(tmp_path, forget_no_decay):
+    """nanoGPT's train loop: bf16 autocast, a GradScaler (enabled for float16 only), unscale and clip, then step."""
+    torch.manual_seed(0)
+    model = _GPT()
+    optimizer = model.configure_optimizers(0.1, 1e-3, forget_no_decay)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)  # nanoGPT enables it for float16 only
+    data = torch.randint(0, 64, (8, 17))
+    before = _values(model)
+
+    def step(_index):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(data[:, :-1], data[:, 1:])
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    caught = _track(model, optimizer, tmp_path, 12, step)
+    changed = _changed_fraction(before, model)
+    rows = _rows(tmp_path)
+    assert set(rows) == set(changed)  # the tied embedding is one row, named once
+    left_out = {name for name, p in model.named_parameters() if p.dim() < 2} if forget_no_decay else set()
+    assert {name for name, fraction in changed.items() if fraction == 0.0} == left_out
+    assert {name for name, row in rows.items() if row["problem"]} == left_out
+    for name in left_out:
+        assert rows[name]["status"] == "never_updated" and rows[name]["gradient"] == "present"
+        assert "param_groups" in rows[name]["diagnosis"]
+    assert any("param_group" in message for message in caught) == forget_no_decay
