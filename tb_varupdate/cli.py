@@ -35,7 +35,7 @@ import re
 import sys
 import types
 
-from tb_varupdate import analysis
+from tb_varupdate.verdicts import analysis
 from tb_varupdate.errors import VarUpdateError
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNREADABLE, EXIT_PARTLY_UNREADABLE = 0, 1, 2, 3, 4
@@ -89,8 +89,8 @@ def _load(logdir):
     from tensorboard.backend.event_processing import data_provider
     from tensorboard.backend.event_processing import plugin_event_multiplexer
 
-    from tb_varupdate import eventfiles
-    from tb_varupdate import metadata as md
+    from tb_varupdate.reader import eventfiles
+    from tb_varupdate.format import metadata as md
 
     if not os.path.isdir(logdir):
         raise CheckError("logdir %r does not exist or is not a directory." % logdir)
@@ -142,8 +142,8 @@ def check(logdir, run_pattern=None, allow=()):
     """
     from tensorboard import context as tb_context
 
-    from tb_varupdate import cache as cache_lib
-    from tb_varupdate import reports
+    from tb_varupdate.reader import cache as cache_lib
+    from tb_varupdate.reader import reports
 
     pattern = _compile(run_pattern, "--run") if run_pattern else None
     allowed = [_compile(item, "--allow") for item in allow or ()]

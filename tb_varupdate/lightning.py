@@ -27,7 +27,7 @@ import importlib
 import os
 import warnings
 
-from tb_varupdate import options
+from tb_varupdate.writers import common as options
 from tb_varupdate.torch import ParameterUpdateTracker
 
 __all__ = ["VariableUpdateCallback"]

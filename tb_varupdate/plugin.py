@@ -19,12 +19,12 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
 import tb_varupdate.frontend
-from tb_varupdate import buckets as buckets_lib
-from tb_varupdate import cache as cache_lib
-from tb_varupdate import history
-from tb_varupdate import jsonutil
-from tb_varupdate import metadata as md
-from tb_varupdate import vocabulary as vocabulary_lib
+from tb_varupdate.reader import buckets as buckets_lib
+from tb_varupdate.reader import cache as cache_lib
+from tb_varupdate.reader import history
+from tb_varupdate.reader import jsonutil
+from tb_varupdate.format import metadata as md
+from tb_varupdate.verdicts import vocabulary as vocabulary_lib
 
 TAB_NAME = "Variable Updates"
 

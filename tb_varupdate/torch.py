@@ -30,15 +30,15 @@ import weakref
 
 import torch
 
-from tb_varupdate import options
-from tb_varupdate import stuck
-from tb_varupdate import _torch_dist
-from tb_varupdate._torch_hooks import GradientProbe, StepHooks, warn_not_in_optimizers
-from tb_varupdate._torch_optim import LearningRates
-from tb_varupdate._torch_params import Tensors
-from tb_varupdate._torch_pending import READ_EVERY_ACCELERATOR
-from tb_varupdate._torch_record import Recorder
-from tb_varupdate._torch_writer import WriteFailed
+from tb_varupdate.writers import common as options
+from tb_varupdate.verdicts import stuck
+from tb_varupdate.writers.torch import dist as _torch_dist
+from tb_varupdate.writers.torch.hooks import GradientProbe, StepHooks, warn_not_in_optimizers
+from tb_varupdate.writers.torch.optim import LearningRates
+from tb_varupdate.writers.torch.params import Tensors
+from tb_varupdate.writers.torch.pending import READ_EVERY_ACCELERATOR
+from tb_varupdate.writers.torch.record import Recorder
+from tb_varupdate.writers.events import WriteFailed
 from tb_varupdate.errors import StuckVariableError
 
 __all__ = ["ParameterUpdateTracker", "StuckVariableError"]

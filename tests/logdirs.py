@@ -15,8 +15,8 @@ import os
 
 import numpy as np
 
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
 
 STEP500_RUN = "step500"
 STEP500_STEPS = 1000
@@ -37,7 +37,7 @@ def write_step500_run(logdir, run=STEP500_RUN, steps=STEP500_STEPS):
     `frozen` is not trainable and never changes. Returns the run's directory.
     """
     tf = _tf()
-    from tb_varupdate.summary import VariableUpdateTracker
+    from tb_varupdate.writers.tf.tracker import VariableUpdateTracker
 
     w = tf.Variable([1.0, 2.0], name="w")
     b = tf.Variable(0.5, name="b")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tb_varupdate import analysis
-from tb_varupdate import metadata as md
+from tb_varupdate.verdicts import analysis
+from tb_varupdate.format import metadata as md
 
 
 def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(4, 3), header=None,
@@ -337,7 +337,7 @@ def test_zero_bias_that_never_trains_has_relative_update_zero_like_the_heatmap()
 
 
 def test_relative_update_is_the_backends_formula():
-    from tb_varupdate import records
+    from tb_varupdate.reader import records
 
     delta = np.array([0.0, 0.0, 1.0, 1.0, np.nan, 1.0, np.inf])
     value = np.array([0.0, 2.0, 2.0, 0.0, 1.0, np.nan, 1.0])

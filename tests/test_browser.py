@@ -29,8 +29,8 @@ import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from tb_varupdate import metadata as md  # noqa: E402
-from tb_varupdate import variables_record as vr  # noqa: E402
+from tb_varupdate.format import metadata as md  # noqa: E402
+from tb_varupdate.format import variables as vr  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -53,7 +53,7 @@ def _train(logdir, run, rebinding):
     """Trains y = x @ kernel + bias for STEPS steps with the tracker logging each one."""
     import tensorflow as tf
 
-    from tb_varupdate.summary import VariableUpdateTracker
+    from tb_varupdate.writers.tf.tracker import VariableUpdateTracker
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(32, 3)), tf.float32)

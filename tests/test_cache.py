@@ -1,12 +1,12 @@
-"""Tests of tb_varupdate.cache: tags kept between requests, read together, memoised."""
+"""Tests of tb_varupdate.reader.cache: tags kept between requests, read together, memoised."""
 
 import pytest
 
 from tensorboard import context
 
-from tb_varupdate import cache as cache_lib
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.reader import cache as cache_lib
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
 
 import logdirs
 from test_reading import CountingProvider

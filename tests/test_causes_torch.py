@@ -15,8 +15,8 @@ import torch
 
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
 
 
 def _values(module):
@@ -253,7 +253,7 @@ def test_parameters_unfrozen_mid_run_outside_the_optimizer_are_warned_and_named(
 
 def test_a_torch_entry_without_role_still_gets_pytorch_advice():
     """The entry's framework decides, not the presence of `role` (older records keep the guess)."""
-    from tb_varupdate import analysis  # pylint: disable=import-outside-toplevel
+    from tb_varupdate.verdicts import analysis  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     ints = np.zeros((1, md.NUM_COLUMNS), np.int64)

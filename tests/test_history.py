@@ -1,10 +1,10 @@
-"""Tests of tb_varupdate.history: sample counts, relative update, kept records as columns."""
+"""Tests of tb_varupdate.reader.history: sample counts, relative update, kept records as columns."""
 
 import numpy as np
 import pytest
 
-from tb_varupdate import history
-from tb_varupdate import metadata as md
+from tb_varupdate.reader import history
+from tb_varupdate.format import metadata as md
 
 NAN = float("nan")
 

@@ -7,8 +7,8 @@ import pytest
 
 from tensorboard.compat.proto import summary_pb2
 
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
 
 ENTRIES = [
     {"name": "dense/kernel", "shape": [3, 2], "dtype": "float32", "trainable": True, "joined": 0},

@@ -14,9 +14,9 @@ from werkzeug import test as werkzeug_test
 from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
 from tb_varupdate import plugin
-from tb_varupdate import records
+from tb_varupdate.reader import records
 
 import logdirs
 
@@ -340,7 +340,7 @@ def test_backend_imports_without_tensorflow():
     # TensorBoard imports the entry point at start-up: it must not need TF.
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"
-        "import tb_varupdate.plugin, tb_varupdate.records\n"
+        "import tb_varupdate.plugin, tb_varupdate.reader.records\n"
         "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "print('ok')\n"
     )

@@ -1,4 +1,4 @@
-"""Tests of tb_varupdate.reading (and the reports built from it) over real event files."""
+"""Tests of tb_varupdate.reader.reading (and the reports built from it) over real event files."""
 
 import numpy as np
 import pytest
@@ -6,13 +6,13 @@ import pytest
 from tensorboard import context
 from tensorboard import errors
 
-from tb_varupdate import analysis
-from tb_varupdate import history as history_lib
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
-from tb_varupdate import reading
-from tb_varupdate import records
-from tb_varupdate import reports
+from tb_varupdate.verdicts import analysis
+from tb_varupdate.reader import history as history_lib
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import reading
+from tb_varupdate.reader import records
+from tb_varupdate.reader import reports
 
 import logdirs
 
@@ -268,7 +268,7 @@ def test_non_finite_values_become_none(provider):
 def test_real_tracker_with_a_variable_added_mid_run(tmp_path):
     import tensorflow as tf
 
-    from tb_varupdate.summary import VariableUpdateTracker
+    from tb_varupdate.writers.tf.tracker import VariableUpdateTracker
 
     class Growing(tf.Module):
         def __init__(self):

@@ -25,8 +25,8 @@ import tensorflow as tf
 import keras
 
 from tb_varupdate import cli
-from tb_varupdate import metadata as md
-from tb_varupdate import records
+from tb_varupdate.format import metadata as md
+from tb_varupdate.reader import records
 
 import local_http
 

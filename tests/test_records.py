@@ -1,11 +1,11 @@
-"""Tests of tb_varupdate.records: the one-import facade names the split modules' parts."""
+"""Tests of tb_varupdate.reader.records: the one-import facade names the split modules' parts."""
 
-from tb_varupdate import buckets
-from tb_varupdate import cache
-from tb_varupdate import history
-from tb_varupdate import jsonutil
-from tb_varupdate import reading
-from tb_varupdate import records
+from tb_varupdate.reader import buckets
+from tb_varupdate.reader import cache
+from tb_varupdate.reader import history
+from tb_varupdate.reader import jsonutil
+from tb_varupdate.reader import reading
+from tb_varupdate.reader import records
 
 
 def test_facade_names_the_modules_objects():

@@ -1,15 +1,15 @@
-"""Tests of tb_varupdate.reports: route documents from data already read (no I/O)."""
+"""Tests of tb_varupdate.reader.reports: route documents from data already read (no I/O)."""
 
 import numpy as np
 import pytest
 
 from tensorboard import errors
 
-from tb_varupdate import history as history_lib
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
-from tb_varupdate import reading
-from tb_varupdate import reports
+from tb_varupdate.reader import history as history_lib
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import reading
+from tb_varupdate.reader import reports
 
 import logdirs
 

@@ -21,7 +21,7 @@ if str(REPO) not in sys.path:
 
 from demo import scenarios  # noqa: E402
 from tb_varupdate import cli  # noqa: E402
-from tb_varupdate import records  # noqa: E402
+from tb_varupdate.reader import records  # noqa: E402
 
 NAMES = [scenario.name for scenario in scenarios.SCENARIOS]
 TAG = "varupdate/model"

@@ -11,9 +11,9 @@ import pytest
 from tensorboard import program
 from tensorboard.plugins.core import core_plugin
 
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
 from tb_varupdate import plugin
-from tb_varupdate import records
+from tb_varupdate.reader import records
 
 import logdirs
 

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from tb_varupdate import analysis, vocabulary
+from tb_varupdate.verdicts import analysis
+from tb_varupdate.verdicts import vocabulary
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FALLBACK_JS = ROOT / "frontend" / "static" / "vocabulary.js"
