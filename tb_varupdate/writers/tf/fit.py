@@ -55,7 +55,7 @@ class FitHooks:
       model: the Keras model.
       tracker: its `VariableUpdateTracker`.
       writer: the summary writer of the run.
-      warn: the callback's `_tf_gradients.Warnings`.
+      warn: the callback's `common.Warnings`.
     """
 
     def __init__(self, model, tracker, writer, warn):

@@ -10,8 +10,6 @@ variable twice keep the last gradient, with one warning. Under
 `tf.distribute`, a per-replica gradient is read from the first replica.
 """
 
-import warnings
-
 import tensorflow as tf
 
 from tb_varupdate.writers.tf import measure
@@ -26,26 +24,12 @@ def first_replica(value):
     return value
 
 
-class Warnings:
-    """Warns once per key: advice is worth one line, not one per step."""
-
-    def __init__(self):
-        self._seen = set()
-
-    def once(self, key, message, stacklevel=5):
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        warnings.warn(message, stacklevel=stacklevel)
-        return True
-
-
 class Matcher:
     """Turns `log(gradients=...)` into one gradient and kind per row.
 
     Args:
       variables: the tracker's `_tf_variables.Variables`.
-      warn: a `Warnings`.
+      warn: a `common.Warnings`.
 
     Attributes:
       given: gradients (not None) passed to `log()` so far.

@@ -30,9 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from tb_varupdate.format import metadata as md
-
-EXACT, CHECKSUM = "exact", "checksum"
-DELTA_CHOICES = (EXACT, CHECKSUM)
+from tb_varupdate.writers import common
+from tb_varupdate.writers.common import CHECKSUM, EXACT  # noqa: F401  (the delta choices, named where measured)
 
 # Columns of `Layout.measure`'s result. CHANGED and FINITE are 0/1;
 # ROWS_CHANGED is -1 where rows are not counted.
@@ -346,9 +345,7 @@ class Layout:
     """The measurement groups of a tracker's variables; grows as variables join."""
 
     def __init__(self, delta=EXACT):
-        if delta not in DELTA_CHOICES:
-            raise ValueError("delta must be one of %s. Received: delta=%r" % (DELTA_CHOICES, delta))
-        self.delta = delta
+        self.delta = common.check_delta(delta)
         self.groups = []
         self.count = 0
 

@@ -10,10 +10,10 @@ changed), and at the `stuck_after`-th record runs the `stuck.StuckCheck` in a
 
 import tensorflow as tf
 
+from tb_varupdate.format import metadata as md
+from tb_varupdate.writers import common
 from tb_varupdate.writers import counters
 from tb_varupdate.writers.tf import measure
-from tb_varupdate.format import metadata as md
-from tb_varupdate.format import variables as vr
 from tb_varupdate.writers.tf.ops import TFOps
 
 _OPS = TFOps()
@@ -36,7 +36,7 @@ class Recorder:
       check: the tracker's `stuck.StuckCheck`.
       variables: the tracker's `_tf_variables.Variables`.
       matcher: the tracker's `_tf_gradients.Matcher` (its counts feed a warning).
-      warn: the tracker's `_tf_gradients.Warnings`.
+      warn: the tracker's `common.Warnings`.
       delta: `measure.EXACT` or `measure.CHECKSUM`.
       track_rows: count changed rows of sparse-fed variables.
     """
@@ -61,7 +61,7 @@ class Recorder:
         # `trainable` changed without `compile()` reuses the old trace, and
         # its records must show the flags of now (`_tf_optim`).
         self.live_trainable = None
-        self._entries_bytes, self._names_hash = vr.encode_variables([], writer_id=writer_id)
+        self._variables_record = common.VariablesRecord(writer_id)
         with tf.init_scope():
             self.header = tf.Variable(counters.initial_header(), trainable=False, name="varupdate_header")
             self._names_written = tf.Variable(-1, dtype=tf.int64, trainable=False, name="varupdate_names")
@@ -80,11 +80,11 @@ class Recorder:
             self._counters.assign(tf.concat([self._counters, fresh], 0))
             self._floats.assign(tf.concat([self._floats, fresh_floats], 0))
         self.layout.add([t.variable for t in added], lift)
-        self._entries_bytes, self._names_hash = vr.encode_variables(self._variables.entries(), writer_id=self.writer_id)
+        self._variables_record.update(self._variables.entries())
 
     def reencode(self):
         """Encodes the variables record again after an entry changed (not the rows); written at the next record."""
-        self._entries_bytes, self._names_hash = vr.encode_variables(self._variables.entries(), writer_id=self.writer_id)
+        self._variables_record.update(self._variables.entries())
         with tf.init_scope():
             self._names_written.assign(-1)
 
@@ -139,13 +139,13 @@ class Recorder:
                 changed=column(measure.CHANGED) > 0, finite=column(measure.FINITE) > 0,
                 rows_changed=tf.cast(column(measure.ROWS_CHANGED), tf.int64),
             ),
-            step, self._trainable_mask(trainable), sized, self._names_hash, self.every_n_steps, self.writer_id,
+            step, self._trainable_mask(trainable), sized, self._variables_record.names_hash, self.every_n_steps, self.writer_id,
         )
         record = self._with_learning_rates(record)
         self._counters.assign(new_counters)
         self._floats.assign(new_floats)
         self.header.assign(header)
-        names_hash = tf.constant(self._names_hash, tf.int64)
+        names_hash = tf.constant(self._variables_record.names_hash, tf.int64)
         tf.cond(
             tf.not_equal(self._names_written, names_hash),
             lambda: self._write_variables(step, names_hash),
@@ -160,16 +160,17 @@ class Recorder:
         )
         if not self._check.enabled:
             return tf.constant("")
-        entries_bytes = self._entries_bytes
+        # The entries of this trace's rows, as plain data: the check reads them, never the JSON.
+        entries = self._variables_record.entries
         return tf.reshape(tf.cond(
             _is_check_record(header[counters.LOGGED], self._check.stuck_after),
-            lambda: tf.py_function(lambda r, s: self._run_check(entries_bytes, r, s), [record, step], tf.string),
+            lambda: tf.py_function(lambda r, s: self._run_check(entries, r, s), [record, step], tf.string),
             lambda: tf.constant(""),
         ), [])
 
     def _write_variables(self, step, names_hash):
         written = tf.summary.write(
-            md.variables_tag(self.name), tf.constant(self._entries_bytes), step=step,
+            md.variables_tag(self.name), tf.constant(self._variables_record.document), step=step,
             metadata=md.create_summary_metadata(md.KIND_VARIABLES),
         )
         with tf.control_dependencies([written]):
@@ -189,7 +190,7 @@ class Recorder:
         )
         return True
 
-    def _run_check(self, entries_bytes, record, step):
+    def _run_check(self, entries, record, step):
         """The `on_stuck` check of the `stuck_after`-th record; returns its message or ""."""
         given, matched = self._matcher.given, self._matcher.matched
         if given and not matched:
@@ -201,11 +202,8 @@ class Recorder:
                 % (self.name, given),
                 stacklevel=2,
             )
-        entries, _ = vr.parse_variables(entries_bytes)
         record = record.numpy()
-        # A variable with no element can never change: it is not stuck.
-        keep = [i for i, entry in enumerate(entries) if not (entry["shape"] and 0 in entry["shape"])]
-        message = self._check.find([entries[i] for i in keep], record[[0] + [i + 1 for i in keep]], int(step.numpy()))
+        message = common.check_record(self._check, entries, record, int(step.numpy()))
         if message is None:
             return ""
         self._check.message = message

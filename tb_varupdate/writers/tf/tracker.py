@@ -27,15 +27,14 @@ import threading
 
 import tensorflow as tf
 
-from tb_varupdate.writers import counters
-from tb_varupdate.format import metadata as md
-from tb_varupdate.writers import common as options
+from tb_varupdate.errors import StuckVariableError
 from tb_varupdate.verdicts import stuck
-from tb_varupdate.writers.tf.gradients import Matcher, Warnings, first_replica
+from tb_varupdate.writers import common
+from tb_varupdate.writers import counters
+from tb_varupdate.writers.tf.gradients import Matcher, first_replica
 from tb_varupdate.writers.tf.record import Recorder
 from tb_varupdate.writers.tf.trace import UNKNOWN_WRITER, TraceCache, current_writer, writer_closed
 from tb_varupdate.writers.tf.variables import Variables, initialized
-from tb_varupdate.errors import StuckVariableError
 
 __all__ = ["VariableUpdateTracker", "StuckVariableError"]
 
@@ -150,17 +149,17 @@ class VariableUpdateTracker:
 
     def __init__(self, variables_or_module, name="model", every_n_steps=1, on_stuck="warn", stuck_after=10, track_rows=True,
                  delta="exact", allow=()):
-        options.check_name(name)
-        options.check_every_n_steps(every_n_steps)
+        common.check_name(name)
+        common.check_every_n_steps(every_n_steps)
         self._check = stuck.StuckCheck(name, on_stuck, stuck_after, allow)
         self.name = name
         self.every_n_steps = every_n_steps
         self.on_stuck = on_stuck
         self.stuck_after = stuck_after
         self.track_rows = track_rows
-        self.writer_id = md.new_writer_id()
+        self.writer_id = common.new_writer_id()
         self._variables = Variables(variables_or_module)
-        self._warn = Warnings()
+        self._warn = common.Warnings()
         self._matcher = Matcher(self._variables, self._warn)
         self._recorder = Recorder(name, every_n_steps, self.writer_id, self._check, self._variables, self._matcher,
                                   self._warn, delta, track_rows)
@@ -235,7 +234,7 @@ class VariableUpdateTracker:
           raises (`StuckVariableError`; inside a `tf.function` the function
           fails with the same message).
         """
-        try:
+        with common.never_raise(self._warn, lambda err: self._write_failed(err, step)):
             if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
                 # In a replica (Keras' distributed train step, strategy.run):
                 # log once, in cross-replica context, with the first replica's gradients.
@@ -249,16 +248,6 @@ class VariableUpdateTracker:
             else:
                 with self._lock:
                     self._log(step, gradients, when)
-        except StuckVariableError:
-            raise
-        except Exception as err:  # pylint: disable=broad-except
-            if not self._write_failed(err, step):
-                self._warn.once(
-                    "error:%s" % type(err).__name__,
-                    "tb_varupdate: logging failed and was skipped; training goes on. "
-                    "%s: %s" % (type(err).__name__, err),
-                    stacklevel=3,
-                )
         message, self._recorder.pending_stuck = self._recorder.pending_stuck, None
         if message is not None:
             raise StuckVariableError(message)
@@ -280,12 +269,12 @@ class VariableUpdateTracker:
                 "That record and every later one logged to this writer are lost; training goes on. "
                 "Close the writer after the last log(), or log inside an open writer's as_default()."
                 % (self.name, step),
-                stacklevel=4,
+                stacklevel=7,
             )
             return True
         self._warn.once("write-failed", write_failed_message(
             self.name, "its record of " + step, cause, "later records are lost for as long as writing fails."),
-            stacklevel=4)
+            stacklevel=7)
         return True
 
     def _log_with(self, writer, step, gradients, when):
