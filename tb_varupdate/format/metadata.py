@@ -24,7 +24,6 @@ gives an exact verdict however TensorBoard downsampled the older ones.
 """
 
 import json
-import random
 
 import numpy as np
 
@@ -67,11 +66,6 @@ HEADER_LOGS_AT_LAST_FINITE_GRADS = 5
 # reader uses a slot only where an entry names it.
 HEADER_LEARNING_RATES = 6
 LEARNING_RATE_SLOTS = 9
-
-
-def new_writer_id():
-    """A random HEADER_WRITER_ID for a new tracker: two ids in one tag mean two writers started over in it."""
-    return random.SystemRandom().randrange(1, 2**31)
 
 
 # Variable row columns. "f32" columns hold float32 bit patterns.

@@ -35,9 +35,9 @@ import math
 import torch
 
 from tb_varupdate.format import metadata as md
+from tb_varupdate.writers import common
+from tb_varupdate.writers.common import CHECKSUM, EXACT  # noqa: F401  (the delta choices, named where measured)
 
-EXACT, CHECKSUM = "exact", "checksum"
-DELTA_CHOICES = (EXACT, CHECKSUM)
 
 # Columns of `Measurement.measure`'s result, the `counters.Measured` fields.
 # The first four are filled for all float rows by one copy (`_measure_floats`).
@@ -299,9 +299,7 @@ class Measurement:
     """Measures a `Plan`'s rows; `measure` returns one [NUM_MEASURED, rows] float64 tensor on the device."""
 
     def __init__(self, delta=EXACT):
-        if delta not in DELTA_CHOICES:
-            raise ValueError("delta must be one of %s. Received: delta=%r" % (DELTA_CHOICES, delta))
-        self.delta = delta
+        self.delta = common.check_delta(delta)
         self.plan = None
 
     def plan_for(self, rows, grads):

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import torch
 
+from tb_varupdate.writers import common
 from tb_varupdate.writers import counters
 from tb_varupdate.format import metadata as md
 from tb_varupdate.format import variables as vr
@@ -51,7 +52,7 @@ class Recorder:
         self._name, self._every_n_steps, self._delta = name, every_n_steps, delta
         self._measurement = Measurement(delta)
         self._log_dir, self._writer, self._own_writer = log_dir, writer, writer is None
-        self._writer_id = md.new_writer_id()
+        self._writer_id = common.new_writer_id()
         self._on_written = on_written
         self._pending = PendingRecords(read_every, self._write)
         self._device = None  # the device the state lives on, set by the first plan
