@@ -80,8 +80,10 @@ def expected_files(source_copy):
 def test_wheel_contains_sources_and_frontend(wheel, source_copy):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = expected_files(source_copy)
-    for required in ("tb_varupdate/plugin.py", "tb_varupdate/records.py", "tb_varupdate/metadata.py",
-                     "tb_varupdate/analysis.py", "tb_varupdate/frontend/static/vendor/uPlot.esm.js",
+    for required in ("tb_varupdate/plugin.py", "tb_varupdate/reader/service.py", "tb_varupdate/format/metadata.py",
+                     "tb_varupdate/verdicts/analysis.py", "tb_varupdate/writers/common.py",
+                     "tb_varupdate/writers/tf/tracker.py", "tb_varupdate/writers/torch/record.py",
+                     "tb_varupdate/frontend/static/vendor/uPlot.esm.js",
                      "tb_varupdate/frontend/static/panes/overview.js"):
         assert required in expected
     assert expected <= names, sorted(expected - names)
@@ -135,6 +137,33 @@ def test_installed_package_comes_from_the_wheel(fresh_venv, tmp_path):
     assert result.returncode == 0, result.stderr
     assert str(fresh_venv.parent.parent) in result.stdout
     assert ROOT not in result.stdout
+
+
+# The import paths the README shows, each with the name it imports.
+PUBLIC_PATHS = (
+    ("tb_varupdate", "VariableUpdateTracker"),
+    ("tb_varupdate.keras", "VariableUpdateCallback"),
+    ("tb_varupdate.torch", "ParameterUpdateTracker"),
+    ("tb_varupdate.lightning", "VariableUpdateCallback"),
+    ("tb_varupdate.transformers", "VariableUpdateCallback"),
+    ("tb_varupdate.cli", "main"),
+    ("tb_varupdate.plugin", "VarUpdateLoader"),
+)
+
+
+def test_the_readmes_import_paths_work_from_the_wheel(fresh_venv, tmp_path):
+    code = "\n".join(
+        ["import importlib, os"]
+        + ["obj = getattr(importlib.import_module(%r), %r)" % pair for pair in PUBLIC_PATHS]
+        + ["import tb_varupdate; print(os.path.dirname(tb_varupdate.__file__))"]
+    )
+    result = subprocess.run([str(fresh_venv), "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith(str(fresh_venv.parent.parent))
+    script = subprocess.run([str(fresh_venv.parent / "tb-varupdate"), "--help"], capture_output=True, text=True,
+                            cwd=str(tmp_path), timeout=120)
+    assert script.returncode == 0 and "check" in script.stdout, script.stderr[-3000:]
 
 
 def test_tensorboard_from_the_wheel_serves_the_plugin(fresh_venv, source_copy, tmp_path):
