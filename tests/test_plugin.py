@@ -16,7 +16,7 @@ from tensorboard.plugins import base_plugin
 
 from tb_varupdate.format import metadata as md
 from tb_varupdate import plugin
-from tb_varupdate.reader import records
+from tb_varupdate.reader import history as history_lib
 
 import logdirs
 
@@ -313,7 +313,7 @@ def _parsed_flags(argv):
 def test_loader_raises_default_samples():
     flags = _parsed_flags(["--logdir", "x"])
     plugin.VarUpdateLoader().fix_flags(flags)
-    assert flags.samples_per_plugin[md.PLUGIN_NAME] == records.DEFAULT_SAMPLES
+    assert flags.samples_per_plugin[md.PLUGIN_NAME] == history_lib.DEFAULT_SAMPLES
 
 
 @pytest.mark.parametrize("value", ["varupdate=0", "varupdate=5", "scalars=7,varupdate=5"])
@@ -340,7 +340,7 @@ def test_backend_imports_without_tensorflow():
     # TensorBoard imports the entry point at start-up: it must not need TF.
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"
-        "import tb_varupdate.plugin, tb_varupdate.reader.records\n"
+        "import tb_varupdate.plugin, tb_varupdate.reader.service\n"
         "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "print('ok')\n"
     )

@@ -119,3 +119,10 @@ def test_step_regressions_in_the_newest_header_are_a_tag_warning():
     newest = md.parse_updates(records[-1][3])
     (warning,) = reading.header_warnings("run", logdirs.TAG, newest, {7})
     assert "4 of 3 records had a step that was not greater" in warning and "step=optimizer.iterations" in warning
+
+
+def test_compare_report_of_a_tag_without_verdicts_and_a_run_without_the_tag():
+    empty = reading.TagRecords("a", "varupdate/model", None, None, None, ("a varupdate/model: skipped",))
+    report = reports.compare_report("varupdate/model", {"a": reports.verdicts_report(empty), "b": None})
+    assert report["rows"] == [] and report["runs"] == ["a", "b"]
+    assert report["warnings"] == ["a varupdate/model: skipped", "b: has no tag 'varupdate/model'"]

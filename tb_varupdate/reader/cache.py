@@ -1,17 +1,17 @@
-"""`RecordCache`: parsed tags kept between requests, with their encoded documents.
+"""`RecordCache`: parsed tags kept between requests, with what was computed from them.
 
-The plugin's routes and `tb-varupdate check` read through one `RecordCache`:
-it asks `reading` for what is not cached yet (the newest records of many runs
-in one call, a tag's history on first use), hands plain data to `reports`,
-and keeps each tag's verdicts, history, heatmap values and a few encoded
-documents until a newer record arrives.
+`service` reads through one `RecordCache`: it asks `reading` for what is not
+cached yet (the newest records of many runs in one call, a tag's history on
+first use) and keeps each tag's records, verdicts, history, heatmap values and
+a few encoded documents (`Entry.memoized`) until a newer record arrives. It
+builds no document itself: that is `reports`' job, called by `service`.
 """
 
 import collections
 import threading
 
-from tb_varupdate.reader import buckets as buckets_lib
 from tb_varupdate.format import metadata as md
+from tb_varupdate.reader import buckets as buckets_lib
 from tb_varupdate.reader import reading
 from tb_varupdate.reader import reports
 
@@ -37,7 +37,7 @@ PINNED = ("variables", ("heatmap", buckets_lib.DEFAULT_BUCKETS))
 HEATMAP_WORKERS = 1
 
 
-class _Entry:
+class Entry:
     """One cached tag: its records and what was computed from them, under one lock."""
 
     def __init__(self, records):
@@ -49,6 +49,29 @@ class _Entry:
         self.memo = collections.OrderedDict()
         self.pinned = {}
 
+    def verdicts_document(self):
+        """The `variables` document of these records, computed once."""
+        with self.lock:
+            if self.verdicts is None:
+                self.verdicts = reports.verdicts_report(self.records)
+            return self.verdicts
+
+    def history_of(self, source):
+        """The kept records' `History`, read on first use."""
+        # Under the entry's lock: a second request for the same history waits
+        # for the first read instead of repeating it.
+        with self.lock:
+            if self.history is None:
+                self.history = reading.read_history(source, self.records)
+            return self.history
+
+    def heatmap_values(self, source):
+        """(History, heatmap values) of these records, computed once."""
+        history = self.history_of(source)
+        with self.lock:
+            if self.values is None:
+                self.values = reports.heatmap_values(self.records, history)
+            return history, self.values
 
     def memoized(self, key, compute):
         """`compute()`, computed once per `key` for this entry.
@@ -91,7 +114,8 @@ class RecordCache:
         self._size = size
         self._entries = collections.OrderedDict()
         self._lock = threading.Lock()
-        self._heatmaps = threading.BoundedSemaphore(HEATMAP_WORKERS)
+        # Held while a heatmap document is computed (`service.heatmap`).
+        self.heatmaps = threading.BoundedSemaphore(HEATMAP_WORKERS)
 
     def source(self, ctx, experiment_id):
         """The `reading.Source` of one request."""
@@ -104,8 +128,13 @@ class RecordCache:
 
     # Reading, cached.
 
-    def _cached(self, source, runs, tag, listing=None):
-        """{run: _Entry, or None where the run has no updates tag `tag`}; misses read together."""
+    def entries(self, source, runs, tag, listing=None):
+        """{run: Entry, or None where the run has no updates tag `tag`}; misses read together.
+
+        Args:
+          listing: `source.list_tensors` of these runs and the tag's two tags,
+            where already read (a `reading.Scan`'s).
+        """
         vtag = tag + md.VARIABLES_TAG_SUFFIX
         if listing is None:
             listing = source.list_tensors(runs=list(runs), tags=[tag, vtag])
@@ -134,17 +163,22 @@ class RecordCache:
             read = reading.read_tags(source, tag, missing)
             with self._lock:
                 for run, records in read.items():
-                    found[run] = None if records is None else _Entry(records)
+                    found[run] = None if records is None else Entry(records)
                     if records is not None:
                         self._entries[keys[run]] = found[run]
                 while len(self._entries) > self._size:
                     self._entries.popitem(last=False)
         return {run: found[run] for run in runs}
 
-    def _entry(self, source, run, tag):
+    def entry(self, source, run, tag):
+        """The `Entry` of one tag.
+
+        Raises:
+          errors.NotFoundError: unknown run or tag, or a variables tag was named.
+        """
         series = reading.tag_series(source, run, tag)
         reading.check_updates_tag(tag, series[tag])
-        return self._cached(source, [run], tag, {run: series})[run]
+        return self.entries(source, [run], tag, {run: series})[run]
 
     def records(self, ctx, experiment_id, run, tag):
         """The `reading.TagRecords` of one tag, cached.
@@ -152,117 +186,9 @@ class RecordCache:
         Raises:
           errors.NotFoundError: unknown run or tag, or a variables tag was named.
         """
-        return self._entry(self.source(ctx, experiment_id), run, tag).records
+        return self.entry(self.source(ctx, experiment_id), run, tag).records
 
     def records_of(self, ctx, experiment_id, runs, tag):
         """{run: TagRecords, or None where the run has no updates tag `tag`}."""
-        entries = self._cached(self.source(ctx, experiment_id), runs, tag)
+        entries = self.entries(self.source(ctx, experiment_id), runs, tag)
         return {run: entry and entry.records for run, entry in entries.items()}
-
-    @staticmethod
-    def _verdicts(entry):
-        with entry.lock:
-            if entry.verdicts is None:
-                entry.verdicts = reports.verdicts_report(entry.records)
-            return entry.verdicts
-
-    def _history(self, source, entry):
-        # Under the entry's lock: a second request for the same history waits
-        # for the first read instead of repeating it.
-        with entry.lock:
-            if entry.history is None:
-                entry.history = reading.read_history(source, entry.records)
-            return entry.history
-
-    def history(self, ctx, experiment_id, run, tag):
-        """(TagRecords, History) of one tag; the history is read on first use."""
-        source = self.source(ctx, experiment_id)
-        entry = self._entry(source, run, tag)
-        return entry.records, self._history(source, entry)
-
-    # The route documents.
-
-    def verdicts(self, ctx, experiment_id, run, tag, encode=None):
-        """The `variables` document of one tag (`encode(document)` once, if given)."""
-        entry = self._entry(self.source(ctx, experiment_id), run, tag)
-        if encode is None:
-            return self._verdicts(entry)
-        return entry.memoized("variables", lambda: encode(self._verdicts(entry)))
-
-    def check(self, ctx, experiment_id, run_filter=None):
-        """Every readable tag's verdicts: what the `runs` route and `tb-varupdate check` show.
-
-        Args:
-          run_filter: optional predicate on run names; runs it rejects are not read.
-
-        Returns:
-          (scan, {(run, tag): (TagRecords, verdicts document)}).
-        """
-        source = self.source(ctx, experiment_id)
-        scan = reading.scan(source)
-        if run_filter is not None:
-            scan = reading.Scan(
-                scan.listing,
-                {run: tags for run, tags in scan.updates.items() if run_filter(run)},
-                tuple(item for item in scan.unreadable if run_filter(item[0])),
-                tuple(w for item, w in zip(scan.unreadable, scan.warnings) if run_filter(item[0])),
-            )
-        found = {}
-        for tag in sorted({tag for tags in scan.updates.values() for tag in tags}):
-            runs = [run for run in scan.updates if tag in scan.updates[run]]
-            for run, entry in self._cached(source, runs, tag, scan.listing).items():
-                found[run, tag] = (entry.records, self._verdicts(entry))
-        return scan, found
-
-    def runs(self, ctx, experiment_id):
-        """The `runs` route's document, with the tags that gave no verdicts listed."""
-        scan, found = self.check(ctx, experiment_id)
-        document = reports.runs_report(scan, {key: verdicts for key, (_, verdicts) in found.items()})
-        unreadable = [{"run": run, "tag": tag, "reason": reason} for run, tag, reason in scan.unreadable]
-        for (run, tag), (records, verdicts) in sorted(found.items()):
-            reason = reports.unreadable_reason(records, verdicts)
-            if reason is not None:
-                unreadable.append({"run": run, "tag": tag, "reason": reason})
-        document["unreadable"] = sorted(unreadable, key=lambda item: (item["run"], item["tag"]))
-        return document
-
-    def series(self, ctx, experiment_id, run, tag, variables, indices=()):
-        """The `series` route's document (`reports.series_report`)."""
-        records, history = self.history(ctx, experiment_id, run, tag)
-        return reports.series_report(records, history, variables, indices)
-
-    def heatmap(self, ctx, experiment_id, run, tag, buckets=buckets_lib.DEFAULT_BUCKETS, encode=None):
-        """The `heatmap` route's document (`encode(document)` once per bucket count, if given)."""
-        source = self.source(ctx, experiment_id)
-        entry = self._entry(source, run, tag)
-
-        def compute():
-            with self._heatmaps:
-                history = self._history(source, entry)
-                verdicts = self._verdicts(entry)
-                with entry.lock:
-                    if entry.values is None:
-                        entry.values = reports.heatmap_values(entry.records, history)
-                    values = entry.values
-                document = reports.heatmap_report(entry.records, verdicts, history, values, buckets)
-                return document if encode is None else encode(document)
-
-        return entry.memoized(("heatmap", buckets), compute)
-
-    def compare(self, ctx, experiment_id, tag, runs):
-        """The `compare` route's document.
-
-        Raises:
-          errors.NotFoundError: an unknown run, or none of the runs has `tag`.
-        """
-        source = self.source(ctx, experiment_id)
-        entries = self._cached(source, runs, tag)
-        # Runs are listed only when one has no tag: under the Rust loader
-        # each data provider call can cost ~40 ms, even a small one.
-        if any(entry is None for entry in entries.values()):
-            known = source.run_names()
-            if any(run not in known for run in runs) or all(entry is None for entry in entries.values()):
-                # A list: the "none of the runs" wording of several runs.
-                reading.raise_unknown(source, list(runs), tag, known)
-        verdicts = {run: entry and self._verdicts(entry) for run, entry in entries.items()}
-        return reports.compare_report(tag, verdicts)

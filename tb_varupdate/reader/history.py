@@ -1,15 +1,14 @@
 """A tracker's kept updates records as columns: what the series and heatmap draw. Pure.
 
 `read_history` turns the TensorDatum list TensorBoard returned into a
-`History`; `relative_update` and `presence` are the per-record quantities the
-charts show. No I/O here: `reading.read_history` does the read.
+`History`; `presence` is the per-record quantity the charts show beside
+`analysis.relative_update`. No I/O here: `reading.read_history` does the read.
 """
 
 import dataclasses
 
 import numpy as np
 
-from tb_varupdate.verdicts import analysis
 from tb_varupdate.format import metadata as md
 
 # How many samples per tag the plugin asks TensorBoard to keep when the user
@@ -212,12 +211,3 @@ def presence(history, entries):
     mask = history.num_rows[:, np.newaxis] > np.arange(width)[np.newaxis, :]
     mask &= history.logged[:, np.newaxis] > first[np.newaxis, :]
     return mask
-
-
-def relative_update(delta_l2, value_l2, dtype=np.float64):
-    """`analysis.relative_update`: the one formula of the table, heatmap and charts.
-
-    The heatmap asks for float32, which its four significant digits do not
-    notice, to halve the memory it sweeps.
-    """
-    return analysis.relative_update(delta_l2, value_l2, dtype)

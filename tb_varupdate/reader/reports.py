@@ -179,7 +179,7 @@ def series_report(records, history, variables, indices=()):
             "delta_l2": column[md.DELTA_L2].tolist(),
             "value_l2": column[md.VALUE_L2].tolist(),
             "relative_update": jsonutil.round_significant(
-                history_lib.relative_update(column[md.DELTA_L2], column[md.VALUE_L2]), SERIES_DIGITS
+                analysis.relative_update(column[md.DELTA_L2], column[md.VALUE_L2]), SERIES_DIGITS
             ).tolist(),
             # Negative values are GRAD_* sentinels, told apart by gradient_state.
             "gradient_l2": np.where(grad >= 0, grad, np.nan).tolist(),
@@ -204,7 +204,7 @@ def heatmap_values(records, history):
     float32 [records, width]: what every bucket count of the heatmap is cut
     from, so `cache.RecordCache` computes it once per tag.
     """
-    relative = history_lib.relative_update(
+    relative = analysis.relative_update(
         history.columns[md.DELTA_L2], history.columns[md.VALUE_L2], dtype=np.float32
     )
     relative[~history_lib.presence(history, records.entries)] = np.nan

@@ -12,16 +12,8 @@ import numpy as np
 
 from tb_varupdate.format import metadata as md
 from tb_varupdate.format import variables as vr
-
-# The status and gradient words live in `vocabulary`; re-exported here, where
-# the CLI, the backend and the writers' stuck check have always found them.
+from tb_varupdate.verdicts import vocabulary as vc
 from tb_varupdate.verdicts.diagnosis import TF, TORCH, diagnose
-from tb_varupdate.verdicts.vocabulary import WARNING
-from tb_varupdate.verdicts.vocabulary import (  # noqa: F401  (re-exported)
-    COUNTED_STATUSES, EMPTY, GRAD_INTERMITTENT, GRAD_MISSING, GRAD_NON_FINITE, GRAD_NOT_LOGGED,
-    GRAD_PRESENT, GRAD_ZERO, GRADIENT_VERDICTS, NEVER_UPDATED, NON_FINITE, PROBLEM_STATUSES, REPLICAS_DIVERGED, STALLED,
-    STATUSES, TINY_UPDATES, UPDATING, FROZEN_LABEL, ACCEPTED_LABEL, STATUS_LABELS, vocabulary,
-)
 
 # The largest single update was below this fraction of the variable's norm:
 # even 10,000 such steps move it by at most ~1%, and float32 rounds relative
@@ -89,20 +81,20 @@ def _gradient_verdict(counts, value_went_non_finite):
         counts["present"], counts["none"], counts["zero"], counts["non_finite"],
     )
     if given == 0:
-        return GRAD_NOT_LOGGED
+        return vc.GRAD_NOT_LOGGED
     if none == given:
-        return GRAD_MISSING
+        return vc.GRAD_MISSING
     if non_finite == given or (non_finite and value_went_non_finite):
-        return GRAD_NON_FINITE
+        return vc.GRAD_NON_FINITE
     if present == 0 and zero and not none:
-        return GRAD_ZERO
+        return vc.GRAD_ZERO
     if none:
-        return GRAD_INTERMITTENT
+        return vc.GRAD_INTERMITTENT
     if present == 0:
         # Only zero and non-finite gradients, values finite: nothing usable.
-        return GRAD_ZERO
+        return vc.GRAD_ZERO
     # Non-finite gradients beside present ones are skipped steps (loss scaling).
-    return GRAD_PRESENT
+    return vc.GRAD_PRESENT
 
 
 def _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel, diverged_step=-1):
@@ -110,12 +102,12 @@ def _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_s
     # each epoch or repeats (a LossScaleOptimizer's skipped steps) must not
     # hide a stall.
     if non_finite_step != -1:
-        return NON_FINITE
+        return vc.NON_FINITE
     if diverged_step != -1:
         # Replicas that differ train different models on each rank, whatever else the row says.
-        return REPLICAS_DIVERGED
+        return vc.REPLICAS_DIVERGED
     if changed == 0:
-        return NEVER_UPDATED
+        return vc.NEVER_UPDATED
     # Records per change up to the latest one: exact for gradient accumulation
     # (a change every N records) and an upper bound for a variable that started
     # changing late, whose quiet window must then be longer to count as a stall.
@@ -125,44 +117,44 @@ def _status(logs_tracked, changed, logs_since, logs_to_last_update, non_finite_s
         and logs_since >= STALL_FRACTION * logs_tracked
         and logs_since > STALL_RHYTHM_FACTOR * usual_interval
     ):
-        return STALLED
+        return vc.STALLED
     if max_rel is not None and max_rel < TINY_RELATIVE_UPDATE:
-        return TINY_UPDATES
-    return UPDATING
+        return vc.TINY_UPDATES
+    return vc.UPDATING
 
 
 def severity(row):
     """2 for a problem, 1 for a warning, 0 for healthy; problems sort first."""
-    if row["status"] == EMPTY:
+    if row["status"] == vc.EMPTY:
         return 0
     if not row["trainable"]:
-        if row["status"] in (NON_FINITE, REPLICAS_DIVERGED):
+        if row["status"] in (vc.NON_FINITE, vc.REPLICAS_DIVERGED):
             return 2
         # A PyTorch parameter with requires_grad=False should not move.
         return 1 if row.get("role") == vr.ROLE_PARAMETER and row["changed_steps"] else 0
-    if row["status"] in PROBLEM_STATUSES or row.get("non_finite_gradient_run") or is_stuck_tiny(row):
+    if row["status"] in vc.PROBLEM_STATUSES or row.get("non_finite_gradient_run") or is_stuck_tiny(row):
         return 2
-    if row["status"] == TINY_UPDATES or row["gradient"] in (GRAD_ZERO, GRAD_NON_FINITE):
+    if row["status"] == vc.TINY_UPDATES or row["gradient"] in (vc.GRAD_ZERO, vc.GRAD_NON_FINITE):
         return 1
     return 0
 
 
 def is_stuck_tiny(row):
     """A `tiny_updates` row whose largest relative update is orders below healthy: no training at all."""
-    return (row["status"] == TINY_UPDATES and row["max_relative_update"] is not None
+    return (row["status"] == vc.TINY_UPDATES and row["max_relative_update"] is not None
             and row["max_relative_update"] < STUCK_RELATIVE_UPDATE)
 
 
 def _label(row):
     """The badge word: frozen for a quiet row that does not change, else the status."""
-    if row["quiet"] and row["status"] in (NEVER_UPDATED, STALLED):
-        return FROZEN_LABEL
-    return STATUS_LABELS[row["status"]]
+    if row["quiet"] and row["status"] in (vc.NEVER_UPDATED, vc.STALLED):
+        return vc.FROZEN_LABEL
+    return vc.STATUS_LABELS[row["status"]]
 
 
 def sort_key(row):
     """Problems first, then by status order, then by name, then by row (names may repeat)."""
-    return (-row["severity"], STATUSES.index(row["status"]), row["variable"], row.get("index", 0))
+    return (-row["severity"], vc.STATUSES.index(row["status"]), row["variable"], row.get("index", 0))
 
 
 def _non_finite_run(updates):
@@ -211,11 +203,11 @@ def _used_as_fixed_model(entry, row, facts):
     an optimizer holds, stays a problem.
     """
     # Unfrozen since it was first tracked: the no-recompile / not-in-optimizer case, never a fixed model.
-    if row["status"] != NEVER_UPDATED or not row["trainable"] or not facts["first_trainable"]:
+    if row["status"] != vc.NEVER_UPDATED or not row["trainable"] or not facts["first_trainable"]:
         return False
     if facts["framework"] == TF:
-        return entry.get("differentiated") is False and row["gradient"] in (GRAD_NOT_LOGGED, GRAD_MISSING)
-    return facts["in_optimizer"] is False and row["gradient"] == GRAD_MISSING
+        return entry.get("differentiated") is False and row["gradient"] in (vc.GRAD_NOT_LOGGED, vc.GRAD_MISSING)
+    return facts["in_optimizer"] is False and row["gradient"] == vc.GRAD_MISSING
 
 
 def _row(entry, col, fcol, updates, step, run, relative, latest_state, replicas=(-1, None)):
@@ -255,20 +247,20 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state, replicas=
     role = entry.get("role") if entry.get("role") in vr.ROLES else None
     empty = _is_empty(shape)
     diverged_step, spread = replicas
-    status = EMPTY if empty else _status(
+    status = vc.EMPTY if empty else _status(
         logs_tracked, changed, logs_since, logs_to_last_update, non_finite_step, max_rel, diverged_step)
     gradient = _gradient_verdict(counts, non_finite_step != -1)
-    if gradient == GRAD_INTERMITTENT and trainable and not first_trainable and counts["present"]:
+    if gradient == vc.GRAD_INTERMITTENT and trainable and not first_trainable and counts["present"]:
         # Unfrozen mid-run: its gradient was None while it was frozen, which is
         # expected, not a branch that skips it.
-        gradient = GRAD_PRESENT
+        gradient = vc.GRAD_PRESENT
     # A run of non-finite gradients at the end concerns the variables whose
     # newest gradient is non-finite; their value stayed finite (skipped steps).
-    run = run if trainable and not empty and latest_state == md.GRAD_STATE_NON_FINITE and status != NON_FINITE else 0
+    run = run if trainable and not empty and latest_state == md.GRAD_STATE_NON_FINITE and status != vc.NON_FINITE else 0
     if run:
-        gradient = GRAD_NON_FINITE
+        gradient = vc.GRAD_NON_FINITE
         if changed and int(col[md.LOGS_AT_LAST_UPDATE]) <= updates.logged - run:
-            status = STALLED
+            status = vc.STALLED
     row = {
         "variable": entry["name"],
         "trainable": trainable,
@@ -279,7 +271,7 @@ def _row(entry, col, fcol, updates, step, run, relative, latest_state, replicas=
         "gradient": gradient,
         "first_update_step": first_step if changed else None,
         "last_update_step": last_step if changed else None,
-        "stalled_since_step": last_step if status == STALLED else None,
+        "stalled_since_step": last_step if status == vc.STALLED else None,
         "logs_since_update": logs_since,
         "logged_steps": logs_tracked,
         "changed_steps": changed,
@@ -357,9 +349,9 @@ def verdicts(entries, updates, step):
         # the series, heatmap and the tab tell variables apart by this.
         row["index"] = index
         # A model used as a fixed one (a teacher) is a warning, not a problem: see _used_as_fixed_model.
-        row["severity"] = min(severity(row), WARNING) if row.pop("_fixed_model") else severity(row)
+        row["severity"] = min(severity(row), vc.WARNING) if row.pop("_fixed_model") else severity(row)
         row["problem"] = row["severity"] == 2
-        row["quiet"] = row["severity"] == 0 and (row["status"] == EMPTY or not row["trainable"])
+        row["quiet"] = row["severity"] == 0 and (row["status"] == vc.EMPTY or not row["trainable"])
         row["allowed"] = False
         row["label"] = _label(row)
         rows.append(row)
@@ -376,7 +368,7 @@ def summarize(rows):
       trainable variables} over COUNTED_STATUSES; a variable with no
       elements is in none).
     """
-    by_status = {status: 0 for status in COUNTED_STATUSES}
+    by_status = {status: 0 for status in vc.COUNTED_STATUSES}
     for row in rows:
         if row["trainable"] and row["status"] in by_status:
             by_status[row["status"]] += 1

@@ -9,14 +9,15 @@ owns its message: `on_stuck="warn"` warns with it, `"raise"` raises
 import re
 import warnings
 
-from tb_varupdate.verdicts import analysis
 from tb_varupdate.format import metadata as md
+from tb_varupdate.verdicts import analysis
+from tb_varupdate.verdicts import vocabulary as vc
 from tb_varupdate.errors import StuckVariableError
 
 ON_STUCK_CHOICES = ("warn", "raise", "ignore")
 # Statuses reported at training time, where the row is a problem (a
 # `tiny_updates` row is one when its updates are orders below training).
-STUCK_STATUSES = (analysis.NEVER_UPDATED, analysis.NON_FINITE, analysis.STALLED, analysis.TINY_UPDATES)
+STUCK_STATUSES = (vc.NEVER_UPDATED, vc.NON_FINITE, vc.STALLED, vc.TINY_UPDATES)
 # A message names this many variables of a group, then counts the rest.
 SHOWN_NAMES = 5
 # Numbers in a diagnosis (counts, sizes, steps) do not make another cause.
