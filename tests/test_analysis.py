@@ -6,6 +6,7 @@ import pytest
 from tb_varupdate.verdicts import analysis
 from tb_varupdate.verdicts import vocabulary as vocabulary_lib
 from tb_varupdate.format import metadata as md
+from tb_varupdate.writers import reference
 
 
 def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(4, 3), header=None,
@@ -27,7 +28,7 @@ def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(
         (floats if column in md.FLOAT_COLUMNS else ints)[0, column] = value
     fields = {"logged": logged, "names_hash": 0, "every_n": 1, "logs_at_last_finite_grads": logged}
     fields.update(header or {})
-    array = md.encode_updates(fields, ints, floats)
+    array = reference.updates_record(fields, ints, floats)
     if version == 2:
         array = array[:, : md.NUM_COLUMNS_V2]
     record = md.parse_updates(array)
@@ -172,7 +173,7 @@ def test_rows_sort_problems_first_then_by_name():
     ints[:, md.LOGS_AT_LAST_UPDATE] = [10, 0, 10]
     ints[:, md.FIRST_NON_FINITE_STEP] = -1
     ints[:, md.TRAINABLE] = 1
-    record = md.parse_updates(md.encode_updates({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats))
+    record = md.parse_updates(reference.updates_record({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats))
     rows = analysis.verdicts(entries, record, 9)
     assert [(r["variable"], r["status"]) for r in rows] == [("b", "never_updated"), ("c", "tiny_updates"), ("a", "updating")]
     assert analysis.summarize(rows) == {
@@ -184,7 +185,7 @@ def test_rows_sort_problems_first_then_by_name():
 
 
 def test_more_rows_than_names_is_a_format_error():
-    record = md.parse_updates(md.encode_updates({"logged": 1, "names_hash": 0, "every_n": 1},
+    record = md.parse_updates(reference.updates_record({"logged": 1, "names_hash": 0, "every_n": 1},
                                                 np.zeros((2, md.NUM_COLUMNS)), np.zeros((2, md.NUM_COLUMNS))))
     with pytest.raises(md.FormatError, match="2 variable rows but its variables record names only 1"):
         analysis.verdicts([{"name": "v", "shape": [], "dtype": "float32", "trainable": True, "joined": 0}], record, 0)
@@ -365,7 +366,7 @@ def test_replicas_diverged_is_a_problem_with_its_step_and_spread_trainable_or_no
     ints[:, md.FIRST_NON_FINITE_STEP] = -1
     ints[:, md.TRAINABLE] = [1, 0, 1]
     floats[:, md.MAX_RELATIVE_UPDATE] = 0.1
-    record = md.encode_updates({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats)
+    record = reference.updates_record({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats)
     extra = np.zeros((4, 2), np.int32)
     extra[1:, 0] = np.asarray([0.5, 0.25, 0.0], np.float32).view(np.int32)
     extra[1:, 1] = [9, 4, -1]

@@ -285,36 +285,6 @@ def parse_updates(array):
                    replicas=replicas)
 
 
-def encode_updates(header, ints, floats):
-    """Builds an updates tensor with NumPy, for writers outside TensorFlow.
-
-    Args:
-      header: dict with keys "logged", "names_hash", "every_n", and optionally
-        "writer_id", "step_regressions", "logs_at_last_finite_grads" (0 if absent),
-        and optionally "learning_rates" (up to LEARNING_RATE_SLOTS floats).
-      ints: int array [V, NUM_COLUMNS]; its FLOAT_COLUMNS are ignored.
-      floats: float array [V, NUM_COLUMNS]; only its FLOAT_COLUMNS are used.
-
-    Returns:
-      An int32 array [1 + V, NUM_COLUMNS] ready for a summary write.
-    """
-    ints = np.asarray(ints, dtype=np.int64)
-    body = ints.astype(np.int32)
-    float_bits = np.asarray(floats, dtype=np.float32).view(np.int32)
-    body[:, FLOAT_COLUMNS] = float_bits[:, FLOAT_COLUMNS]
-    head = np.zeros((1, NUM_COLUMNS), dtype=np.int32)
-    head[0, HEADER_LOGGED] = header["logged"]
-    head[0, HEADER_NAMES_HASH] = header["names_hash"]
-    head[0, HEADER_EVERY_N] = header["every_n"]
-    head[0, HEADER_WRITER_ID] = header.get("writer_id", 0)
-    head[0, HEADER_STEP_REGRESSIONS] = header.get("step_regressions", 0)
-    head[0, HEADER_LOGS_AT_LAST_FINITE_GRADS] = header.get("logs_at_last_finite_grads", 0)
-    rates = list(header.get("learning_rates", ()))[:LEARNING_RATE_SLOTS]
-    if rates:
-        head[0, HEADER_LEARNING_RATES:HEADER_LEARNING_RATES + len(rates)] = np.asarray(rates, np.float32).view(np.int32)
-    return np.concatenate([head, body], axis=0)
-
-
 def grad_state(grad_l2):
     """The gradient state names of GRAD_L2 values (vectorised over NumPy arrays).
 

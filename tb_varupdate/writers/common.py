@@ -4,8 +4,8 @@ A writer (TensorFlow's, PyTorch's, the NumPy `reference`) adds a tracker, a
 measure and an `Ops` for its framework; the rest is here, once:
 the tracker options and their messages, the writer id, warn-once, the rule
 that `log()` never raises (`never_raise`), the variables record's
-bookkeeping (`VariablesRecord`) and the training-time check on a record's
-plain data (`check_record`). No framework import.
+bookkeeping (`VariablesRecord`). The training-time check on a record's plain
+data is `verdicts.stuck.StuckCheck`. No framework import.
 """
 
 import contextlib
@@ -143,19 +143,3 @@ class VariablesRecord:
     def mark_written(self):
         self.written = self.names_hash
 
-
-def check_record(check, entries, record, step, seen_at=None):
-    """The training-time check's message for one record's plain data, or None.
-
-    Args:
-      check: the tracker's `stuck.StuckCheck`.
-      entries: the variables record's entries (dicts), as written.
-      record: the int32 updates record (NumPy), header row first.
-      step: the record's step.
-      seen_at: the step when the writer read the record, if later.
-    """
-    # A variable with no element can never change: it is not stuck.
-    keep = [i for i, entry in enumerate(entries) if not (entry["shape"] and 0 in entry["shape"])]
-    if len(keep) == len(entries):
-        return check.find(entries, record, step, seen_at)
-    return check.find([entries[i] for i in keep], record[[0] + [i + 1 for i in keep]], step, seen_at)

@@ -1,14 +1,15 @@
-"""Writes `varupdate` records through `torch.utils.tensorboard.SummaryWriter`.
+"""Writes `varupdate` records into event files without TensorFlow: the writers' shared event-file writer.
 
-Torch's own summary helpers do not set `SummaryMetadata.data_class`, and
-TensorBoard serves a third-party plugin's tensors only when it is set, so the
-records are built as `Summary` protos here (with `metadata.py`'s metadata)
-and handed to the writer's file writer. That hand-over is private API of
-`SummaryWriter`: it is isolated in `_file_writer` with an error that says
-so. A write that fails (a full disk, a closed file) is raised as
-`WriteFailed`, so the tracker can say which records were lost rather than
-report a raw I/O error. No TensorFlow import: the protos come from
-`tensorboard.compat.proto`.
+Records are built as `Summary` protos here (with `metadata.py`'s metadata:
+TensorBoard serves a third-party plugin's tensors only when
+`SummaryMetadata.data_class` is set, which torch's own summary helpers do not
+set) and handed to a writer's file writer: a
+`torch.utils.tensorboard.SummaryWriter`'s (private API of `SummaryWriter`,
+isolated in `_file_writer` with an error that says so) or `EventFiles`, an
+event file of its own. A write that fails (a full disk, a closed file) is
+raised as `WriteFailed`, so the tracker can say which records were lost
+rather than report a raw I/O error. No TensorFlow import: the protos come
+from `tensorboard.compat.proto`.
 
 TensorBoard's record writer computes each record's CRC-32C in pure Python
 (`tensorboard.compat.tensorflow_stub`): ~3 ms for one 300-tensor record, on
@@ -17,10 +18,14 @@ its writer thread, which holds the GIL while training runs. Where
 `crc32c` instead: the same bytes (tests compare them).
 """
 
+import time
+
 import numpy as np
 
+from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+from tensorboard.summary.writer import event_file_writer
 from tensorboard.summary.writer import record_writer
 from tensorboard.util import tensor_util
 
@@ -106,3 +111,28 @@ def write_variables(writer, name, document, step):
       WriteFailed: the writer refused it.
     """
     _add(writer, _summary(md.variables_tag(name), np.asarray(document, dtype=object), md.KIND_VARIABLES), step)
+
+
+class EventFiles:
+    """An event file of its own in `logdir`, for writers with no `SummaryWriter` (the NumPy reference).
+
+    TensorBoard's `EventFileWriter`, which writes in a background thread; the
+    writers here hand it summaries as they hand a `SummaryWriter`'s file
+    writer.
+    """
+
+    def __init__(self, logdir):
+        use_native_crc()
+        self._writer = event_file_writer.EventFileWriter(logdir)
+
+    def _get_file_writer(self):
+        return self
+
+    def add_summary(self, summary, step):
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def flush(self):
+        self._writer.flush()
+
+    def close(self):
+        self._writer.close()
