@@ -249,12 +249,11 @@ def test_static_files_with_explicit_types(client, route, content_type):
         assert response.get_data() == handle.read()
 
 
-def test_index_js_is_served_when_present(client):
+def test_index_js_is_served(client):
     response = client.get(PREFIX + "index.js")
-    if os.path.exists(os.path.join(plugin.FRONTEND_DIR, "index.js")):
-        assert (response.status_code, response.mimetype) == (200, "text/javascript")
-    else:
-        assert response.status_code == 404
+    assert (response.status_code, response.mimetype) == (200, "text/javascript")
+    with open(os.path.join(plugin.FRONTEND_DIR, "index.js"), "rb") as handle:
+        assert response.get_data() == handle.read()
 
 
 @pytest.mark.parametrize(
