@@ -24,6 +24,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 # TensorBoard imports every installed plugin and reads the logdir before it
 # answers; on a loaded 2-core machine that can take tens of seconds.
 START_TIMEOUT_S = 120
+# The fresh venv's processes: without PYTHONPATH, which would put a source
+# tree ahead of the wheel (a checkout run with PYTHONPATH=. for its tests).
+WHEEL_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
 
 def setup_keywords():
@@ -124,7 +127,7 @@ def fresh_venv(wheel, tmp_path_factory):
         handle.write(str(borrowed) + "\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        check=True, timeout=300,
+        check=True, timeout=300, env=WHEEL_ENV,
     )
     return python
 
@@ -132,7 +135,7 @@ def fresh_venv(wheel, tmp_path_factory):
 def test_installed_package_comes_from_the_wheel(fresh_venv, tmp_path):
     result = subprocess.run(
         [str(fresh_venv), "-c", "import tb_varupdate.plugin as p; print(p.__file__)"],
-        capture_output=True, text=True, cwd=str(tmp_path), timeout=120,
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=120, env=WHEEL_ENV,
     )
     assert result.returncode == 0, result.stderr
     assert str(fresh_venv.parent.parent) in result.stdout
@@ -158,11 +161,11 @@ def test_the_readmes_import_paths_work_from_the_wheel(fresh_venv, tmp_path):
         + ["import tb_varupdate; print(os.path.dirname(tb_varupdate.__file__))"]
     )
     result = subprocess.run([str(fresh_venv), "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
-                            timeout=300)
+                            timeout=300, env=WHEEL_ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith(str(fresh_venv.parent.parent))
     script = subprocess.run([str(fresh_venv.parent / "tb-varupdate"), "--help"], capture_output=True, text=True,
-                            cwd=str(tmp_path), timeout=120)
+                            cwd=str(tmp_path), timeout=120, env=WHEEL_ENV)
     assert script.returncode == 0 and "check" in script.stdout, script.stderr[-3000:]
 
 
@@ -174,7 +177,7 @@ def test_tensorboard_from_the_wheel_serves_the_plugin(fresh_venv, source_copy, t
     process = subprocess.Popen(
         [str(fresh_venv), "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
          "--host", "127.0.0.1", "--load_fast=false"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
+        stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path), env=WHEEL_ENV,
     )
     base = "http://127.0.0.1:%d/" % port
     try:
