@@ -41,9 +41,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from tb_varupdate import plugin  # noqa: E402
 from tb_varupdate.format import metadata as md  # noqa: E402
 from tb_varupdate.format import variables as vr  # noqa: E402
-from tb_varupdate import plugin  # noqa: E402
 from tb_varupdate.reader import buckets as buckets_lib  # noqa: E402
 from tb_varupdate.reader import history  # noqa: E402
 

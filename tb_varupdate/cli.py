@@ -2,7 +2,7 @@
 
 Reads event files with TensorBoard's own loader and its TensorFlow stub (no
 TensorFlow import, even where it is installed) through the same
-`cache.RecordCache.check` the backend's `runs` route serves.
+`service.check` the backend's `runs` route serves.
 
 Exit codes (README "In CI"):
 
@@ -35,8 +35,8 @@ import re
 import sys
 import types
 
-from tb_varupdate.verdicts import analysis
 from tb_varupdate.errors import VarUpdateError
+from tb_varupdate.verdicts import analysis
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNREADABLE, EXIT_PARTLY_UNREADABLE = 0, 1, 2, 3, 4
 
@@ -89,8 +89,8 @@ def _load(logdir):
     from tensorboard.backend.event_processing import data_provider
     from tensorboard.backend.event_processing import plugin_event_multiplexer
 
-    from tb_varupdate.reader import eventfiles
     from tb_varupdate.format import metadata as md
+    from tb_varupdate.reader import eventfiles
 
     if not os.path.isdir(logdir):
         raise CheckError("logdir %r does not exist or is not a directory." % logdir)

@@ -27,8 +27,8 @@ import importlib
 import os
 import warnings
 
-from tb_varupdate.writers import common
 from tb_varupdate.torch import ParameterUpdateTracker
+from tb_varupdate.writers import common
 
 __all__ = ["VariableUpdateCallback"]
 

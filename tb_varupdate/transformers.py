@@ -33,8 +33,8 @@ import inspect
 import os
 import warnings
 
-from tb_varupdate.writers import common
 from tb_varupdate.torch import ParameterUpdateTracker
+from tb_varupdate.writers import common
 
 __all__ = ["VariableUpdateCallback"]
 

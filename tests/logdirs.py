@@ -17,8 +17,8 @@ import numpy as np
 
 from tb_varupdate.format import metadata as md
 
-from tb_varupdate.writers import reference
 from tb_varupdate.format import variables as vr
+from tb_varupdate.writers import reference
 
 STEP500_RUN = "step500"
 STEP500_STEPS = 1000

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from tb_varupdate.format import metadata as md
 from tb_varupdate.verdicts import analysis
 from tb_varupdate.verdicts import vocabulary as vocabulary_lib
-from tb_varupdate.format import metadata as md
 from tb_varupdate.writers import reference
 
 

@@ -30,9 +30,8 @@ import pytest
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from tb_varupdate.format import metadata as md  # noqa: E402
-
-from tb_varupdate.writers import reference  # noqa: E402
 from tb_varupdate.format import variables as vr  # noqa: E402
+from tb_varupdate.writers import reference  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -4,10 +4,10 @@ import pytest
 
 from tensorboard import context
 
-from tb_varupdate.reader import cache as cache_lib
-from tb_varupdate.reader import service
 from tb_varupdate.format import metadata as md
 from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import cache as cache_lib
+from tb_varupdate.reader import service
 
 import logdirs
 from test_reading import CountingProvider

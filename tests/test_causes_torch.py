@@ -16,8 +16,8 @@ import torch
 import readback
 import tb_varupdate.torch as tbt
 from tb_varupdate.format import metadata as md
-from tb_varupdate.writers import reference
 from tb_varupdate.format import variables as vr
+from tb_varupdate.writers import reference
 
 
 def _values(module):

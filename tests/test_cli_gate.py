@@ -23,9 +23,9 @@ import pytest
 
 from tb_varupdate import cli
 from tb_varupdate.format import crc32c
-from tb_varupdate.reader import eventfiles
 from tb_varupdate.format import metadata as md
 from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import eventfiles
 
 import logdirs
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tb_varupdate.reader import history
 from tb_varupdate.format import metadata as md
+from tb_varupdate.reader import history
 
 NAN = float("nan")
 

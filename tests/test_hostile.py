@@ -15,8 +15,8 @@ from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.core import core_plugin
 
-from tb_varupdate.format import metadata as md
 from tb_varupdate import plugin
+from tb_varupdate.format import metadata as md
 
 import logdirs
 

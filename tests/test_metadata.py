@@ -9,8 +9,8 @@ from tensorboard.compat.proto import summary_pb2
 
 from tb_varupdate.format import metadata as md
 
-from tb_varupdate.writers import reference
 from tb_varupdate.format import variables as vr
+from tb_varupdate.writers import reference
 
 ENTRIES = [
     {"name": "dense/kernel", "shape": [3, 2], "dtype": "float32", "trainable": True, "joined": 0},

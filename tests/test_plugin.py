@@ -14,8 +14,8 @@ from werkzeug import test as werkzeug_test
 from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 
-from tb_varupdate.format import metadata as md
 from tb_varupdate import plugin
+from tb_varupdate.format import metadata as md
 from tb_varupdate.reader import history as history_lib
 
 import logdirs

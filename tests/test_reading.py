@@ -6,13 +6,13 @@ import pytest
 from tensorboard import context
 from tensorboard import errors
 
-from tb_varupdate.verdicts import analysis
-from tb_varupdate.verdicts import vocabulary as vocabulary_lib
-from tb_varupdate.reader import history as history_lib
 from tb_varupdate.format import metadata as md
 from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import history as history_lib
 from tb_varupdate.reader import reading
 from tb_varupdate.reader import reports
+from tb_varupdate.verdicts import analysis
+from tb_varupdate.verdicts import vocabulary as vocabulary_lib
 
 import logdirs
 

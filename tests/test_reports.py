@@ -5,9 +5,9 @@ import pytest
 
 from tensorboard import errors
 
-from tb_varupdate.reader import history as history_lib
 from tb_varupdate.format import metadata as md
 from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import history as history_lib
 from tb_varupdate.reader import reading
 from tb_varupdate.reader import reports
 

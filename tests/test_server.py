@@ -11,8 +11,8 @@ import pytest
 from tensorboard import program
 from tensorboard.plugins.core import core_plugin
 
-from tb_varupdate.format import metadata as md
 from tb_varupdate import plugin
+from tb_varupdate.format import metadata as md
 from tb_varupdate.reader import history as history_lib
 
 import logdirs

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tb_varupdate.writers import counters
 from tb_varupdate.format import metadata as md
+from tb_varupdate.writers import counters
 from tb_varupdate.writers.torch.ops import TorchOps, to_torch
 
 VARIABLES = 6

@@ -1,6 +1,6 @@
 """The `varupdate` record format: plugin name, version, tags, the updates record.
 
-With `variables_record.py` (the other record), the only place that knows how
+With `variables.py` (the other record), the only place that knows how
 records are laid out. The writers build records with the constants and
 encoders here; the backend and the CLI parse them with `parse_plugin_content`
 and `parse_updates`. No TensorFlow import: TensorBoard loads this module at
@@ -17,7 +17,7 @@ Each tracker writes two tags:
   names the rows, written only when the variable set changes. Variables are
   only ever appended, so the newest variables record names every row of every
   updates record; `names_hash` in both lets a reader verify it. Built and
-  parsed by `variables_record.py`.
+  parsed by `variables.py`.
 
 Every updates row carries cumulative counters, so the newest record alone
 gives an exact verdict however TensorBoard downsampled the older ones.

@@ -20,9 +20,9 @@ import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider as provider_lib
 
-from tb_varupdate.reader import history as history_lib
 from tb_varupdate.format import metadata as md
 from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import history as history_lib
 
 # The fix a user needs when steps do not grow (docs/FORMAT.md, HEADER_STEP_REGRESSIONS).
 STEP_FIX = "pass step=optimizer.iterations (or a global counter) to tracker.log"

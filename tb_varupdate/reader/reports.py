@@ -1,7 +1,7 @@
 """The JSON documents of docs/HTTP_API.md, from data already read. Pure: no I/O.
 
 Each function takes `reading.TagRecords`, `history.History` or verdict
-documents and returns a JSON-ready dict; `cache.RecordCache` decides what to
+documents and returns a JSON-ready dict; `service` (through `cache.RecordCache`) decides what to
 read and keeps the results.
 """
 
@@ -9,11 +9,11 @@ import numpy as np
 
 from tensorboard import errors
 
-from tb_varupdate.verdicts import analysis
+from tb_varupdate.format import metadata as md
 from tb_varupdate.reader import buckets as buckets_lib
 from tb_varupdate.reader import history as history_lib
 from tb_varupdate.reader import jsonutil
-from tb_varupdate.format import metadata as md
+from tb_varupdate.verdicts import analysis
 
 # Significant digits sent: float32 holds ~7; a heatmap colour needs far fewer.
 SERIES_DIGITS = 7
@@ -202,7 +202,7 @@ def heatmap_values(records, history):
     """Relative update per kept record and row, NaN where a record lacks the row.
 
     float32 [records, width]: what every bucket count of the heatmap is cut
-    from, so `cache.RecordCache` computes it once per tag.
+    from, so `cache.Entry` computes it once per tag.
     """
     relative = analysis.relative_update(
         history.columns[md.DELTA_L2], history.columns[md.VALUE_L2], dtype=np.float32

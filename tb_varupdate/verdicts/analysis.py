@@ -315,7 +315,7 @@ def verdicts(entries, updates, step):
     `apply_allow`) and `latest_relative_update` (`relative_update`).
 
     Args:
-      entries: the variables record's entries (`variables_record.parse_variables`).
+      entries: the variables record's entries (`format.variables.parse_variables`).
       updates: the newest `metadata.Updates` of the same tracker.
       step: the step of that newest record.
 

@@ -12,8 +12,8 @@ the cause is decided from them rather than listed.
 import math
 
 from tb_varupdate.format import metadata as md
-from tb_varupdate.verdicts import precision
 from tb_varupdate.format import variables as vr
+from tb_varupdate.verdicts import precision
 from tb_varupdate.verdicts import vocabulary as vc
 
 TF, TORCH = vr.FRAMEWORK_TF, vr.FRAMEWORK_TORCH

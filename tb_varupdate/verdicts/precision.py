@@ -88,7 +88,7 @@ class Sizes:
         return text
 
 
-# The fixes, in the words of each framework (keys: `variables_record.FRAMEWORKS`).
+# The fixes, in the words of each framework (keys: `format.variables.FRAMEWORKS`).
 FIXES = {
     "torch": (
         "keep float32 master weights (a float32 model under `torch.autocast(dtype=torch.bfloat16)` "

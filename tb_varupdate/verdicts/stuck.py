@@ -9,10 +9,10 @@ owns its message: `on_stuck="warn"` warns with it, `"raise"` raises
 import re
 import warnings
 
+from tb_varupdate.errors import StuckVariableError
 from tb_varupdate.format import metadata as md
 from tb_varupdate.verdicts import analysis
 from tb_varupdate.verdicts import vocabulary as vc
-from tb_varupdate.errors import StuckVariableError
 
 ON_STUCK_CHOICES = ("warn", "raise", "ignore")
 # Statuses reported at training time, where the row is a problem (a

@@ -105,7 +105,7 @@ def write_updates(writer, name, record, step, version=md.FORMAT_VERSION):
 
 
 def write_variables(writer, name, document, step):
-    """Writes the variables record (the JSON bytes of `variables_record.encode_variables`) at `step`.
+    """Writes the variables record (the JSON bytes of `format.variables.encode_variables`) at `step`.
 
     Raises:
       WriteFailed: the writer refused it.

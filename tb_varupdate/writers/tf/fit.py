@@ -20,9 +20,9 @@ import threading
 import keras
 import tensorflow as tf
 
-from tb_varupdate.writers.tf import optim as _tf_optim
-from tb_varupdate.format import metadata as md
 from tb_varupdate.errors import StuckVariableError
+from tb_varupdate.format import metadata as md
+from tb_varupdate.writers.tf import optim as _tf_optim
 from tb_varupdate.writers.tf.tracker import describe_error, write_failed_message, writer_error
 
 # Tracker (logdir, name) pairs written by live callbacks of this process.

@@ -28,7 +28,7 @@ class Matcher:
     """Turns `log(gradients=...)` into one gradient and kind per row.
 
     Args:
-      variables: the tracker's `_tf_variables.Variables`.
+      variables: the tracker's `variables.Variables`.
       warn: a `common.Warnings`.
 
     Attributes:

@@ -1,7 +1,7 @@
 """The device-side measurements of a record: how much each variable changed.
 
 This is where the cost of logging is, so it is kept apart from the tracker's
-bookkeeping (`summary.py`) and shaped by what was measured (BENCHMARKS.md):
+bookkeeping (`tracker.py`) and shaped by what was measured (BENCHMARKS.md):
 
 * A large variable is read in as few passes as the measurement allows: one
   fused squared difference against its snapshot and its sum (what the bare

@@ -34,8 +34,8 @@ class Recorder:
       every_n_steps: record only when `step % every_n_steps == 0`.
       writer_id: the tracker's HEADER_WRITER_ID.
       check: the tracker's `stuck.StuckCheck`.
-      variables: the tracker's `_tf_variables.Variables`.
-      matcher: the tracker's `_tf_gradients.Matcher` (its counts feed a warning).
+      variables: the tracker's `variables.Variables`.
+      matcher: the tracker's `gradients.Matcher` (its counts feed a warning).
       warn: the tracker's `common.Warnings`.
       delta: `measure.EXACT` or `measure.CHECKSUM`.
       track_rows: count changed rows of sparse-fed variables.
@@ -54,12 +54,12 @@ class Recorder:
         self.in_eager_call = False
         self.pending_stuck = None  # the check's message in an eager call, raised once the call returns
         # Callables giving each learning-rate slot's rate as a scalar tensor,
-        # read in the record's ops (the Keras callback sets them: `_tf_optim`).
+        # read in the record's ops (the Keras callback sets them: `optim`).
         self.learning_rates = []
         # Where set (the Keras callback), the trainable flags come from this
         # bool variable at run time, not from the trace: a fit after
         # `trainable` changed without `compile()` reuses the old trace, and
-        # its records must show the flags of now (`_tf_optim`).
+        # its records must show the flags of now (`optim`).
         self.live_trainable = None
         self._variables_record = common.VariablesRecord(writer_id)
         with tf.init_scope():

@@ -1,14 +1,15 @@
 """`VariableUpdateTracker`: records how every variable changed, once per step.
 
-The public tracker is thin; its pieces, each one concept, are private modules:
-`_tf_variables` (which variables, their names), `_tf_gradients` (matching
-gradients to rows, and the advice when they do not fit), `_tf_trace` (the
-eager path's trace cache, with the package's only private TensorFlow calls),
-`_tf_record` (the device state and the ops of one record: `measure`'s
-measurements folded by `counters.fold`, the counter semantics shared by every
-writer, over `_tf_ops`' TensorFlow `Ops`) and `stuck.StuckCheck` (the
-training-time check and its message). Records are
-laid out by `metadata.py` (docs/FORMAT.md).
+The public tracker is thin; its pieces, each one concept, are the modules
+beside it: `variables` (which variables, their names), `gradients` (matching
+gradients to rows, and the advice when they do not fit), `trace` (the eager
+path's trace cache, with the package's only private TensorFlow calls),
+`record` (the device state and the ops of one record: `measure`'s
+measurements folded by `writers.counters.fold`, the counter semantics shared
+by every writer, over `ops`' TensorFlow `Ops`); `writers.common` (options,
+warn-once, `never_raise`) and `verdicts.stuck.StuckCheck` (the training-time
+check and its message) are every writer's. Records are laid out by
+`format/metadata.py` (docs/FORMAT.md).
 
 Design notes:
 * The measurements run on each variable's device against a snapshot copy,
