@@ -13,7 +13,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["tb_varupdate", "tb_varupdate.frontend"],
+    packages=setuptools.find_packages(include=["tb_varupdate", "tb_varupdate.*"]) + ["tb_varupdate.frontend"],
     # The dashboard's source lives in frontend/ at the top of the repository
     # and ships inside the package, so the plugin can serve it from the wheel.
     package_dir={"tb_varupdate.frontend": "frontend"},
@@ -32,7 +32,7 @@ setuptools.setup(
         # The PyTorch writer (tb_varupdate.torch). Tests and the demo install
         # torch==2.13.0 exactly (Makefile): a range admitting a newer release
         # pulls a CUDA build of several GB.
-        # google-crc32c: a native CRC for the event records (tb_varupdate._torch_writer).
+        # google-crc32c: a native CRC for the event records (tb_varupdate.writers.events).
         "torch": ["torch>=2.1", "google-crc32c>=1.5"],
         # The trainer callbacks (tb_varupdate.lightning, tb_varupdate.transformers).
         # Tested with lightning 2.6.6, transformers 5.25.0, peft 0.21.2 and

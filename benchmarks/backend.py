@@ -1,8 +1,8 @@
 """Backend: time the plugin's routes take through a real TensorBoard server.
 
 Each logdir holds real event files: `varupdate` records (int32 `[1 + V,
-NUM_COLUMNS]` tensors built with `metadata.encode_updates`, the tracker's
-encoding) written with `tf.summary.write`, with synthetic but consistent
+NUM_COLUMNS]` tensors built with `writers.reference.updates_record`, the
+tracker's encoding) written with `tf.summary.write`, with synthetic but consistent
 values: cumulative counters as the tracker keeps them, and variables that
 never update, lose their gradient, stall half-way, update every 4th step,
 update by tiny amounts, or are non-trainable statistics. Writing 2,000
@@ -41,11 +41,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from tb_varupdate import metadata as md  # noqa: E402
-from tb_varupdate import variables_record as vr  # noqa: E402
 from tb_varupdate import plugin  # noqa: E402
-from tb_varupdate import buckets as buckets_lib  # noqa: E402
-from tb_varupdate import history  # noqa: E402
+from tb_varupdate.format import metadata as md  # noqa: E402
+from tb_varupdate.format import variables as vr  # noqa: E402
+from tb_varupdate.reader import buckets as buckets_lib  # noqa: E402
+from tb_varupdate.reader import history  # noqa: E402
+from tb_varupdate.writers import reference  # noqa: E402
 
 TAG = md.updates_tag("model")
 LOADERS = (("false", "Python"), ("true", "Rust"))
@@ -178,7 +179,7 @@ class RecordMaker:
         floats[:, md.VALUE_L2] = after
         floats[:, md.GRAD_L2] = grad
         floats[:, md.MAX_RELATIVE_UPDATE] = self.max_rel
-        return md.encode_updates({"logged": logged, "names_hash": self.digest, "every_n": 1}, ints, floats)
+        return reference.updates_record({"logged": logged, "names_hash": self.digest, "every_n": 1}, ints, floats)
 
 
 def write_run(run_dir, count, steps, seed):

@@ -23,8 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import backend  # noqa: E402  (its synthetic record writer)
 
-from tb_varupdate import metadata as md  # noqa: E402
 from tb_varupdate import plugin  # noqa: E402
+from tb_varupdate.format import metadata as md  # noqa: E402
 
 
 def _client(logdir):

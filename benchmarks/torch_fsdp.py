@@ -42,7 +42,7 @@ def _worker(rank, port, width, rounds, steps, out):
     from torch.distributed.fsdp import fully_shard  # pylint: disable=import-outside-toplevel
 
     import tb_varupdate.torch as tbt  # pylint: disable=import-outside-toplevel
-    from tb_varupdate import _torch_dist  # pylint: disable=import-outside-toplevel
+    from tb_varupdate.writers.torch import dist as _torch_dist  # pylint: disable=import-outside-toplevel
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

@@ -174,7 +174,7 @@ def crc_times(record_bytes):
     """Seconds per masked CRC-32C of one record of `record_bytes`: TensorBoard's pure Python, and `crc32c`'s."""
     from tensorboard.compat.tensorflow_stub import pywrap_tensorflow  # pylint: disable=import-outside-toplevel
 
-    from tb_varupdate import crc32c  # pylint: disable=import-outside-toplevel
+    from tb_varupdate.format import crc32c  # pylint: disable=import-outside-toplevel
 
     data = os.urandom(record_bytes)
     return {

@@ -21,7 +21,7 @@ import keras
 
 from demo import catalogue
 from tb_varupdate.keras import VariableUpdateCallback
-from tb_varupdate.summary import VariableUpdateTracker
+from tb_varupdate.writers.tf.tracker import VariableUpdateTracker
 
 # Enough records for every verdict except `stalled`, which needs a silence of
 # at least 20 records (analysis.STALL_MIN_LOGS); that scenario runs longer.

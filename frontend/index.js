@@ -8,6 +8,7 @@ import { PLUGIN_NAME } from "./static/constants.js";
 import { el } from "./static/dom.js";
 import { connectHost, followTheme } from "./static/host.js";
 import { createClient } from "./static/model.js";
+import { messageBox } from "./static/shell.js";
 import { decodeState } from "./static/state.js";
 import { setVocabulary } from "./static/vocabulary.js";
 
@@ -77,8 +78,15 @@ export async function render() {
   };
   const host = connectHost(handlers);
   const client = createClient({ base: BASE });
-  // The verdict words come from the backend (analysis.vocabulary()); a
-  // backend without the route leaves vocabulary.js's own copy in use.
-  const [initial] = await Promise.all([hostUrlState(host), client.vocabulary().then(setVocabulary, () => false)]);
+  // The verdict words come from the plugin (verdicts/vocabulary.py), their
+  // one owner; without them no verdict can be named, so a failed fetch is
+  // shown as the error it is.
+  let initial;
+  try {
+    [initial] = await Promise.all([hostUrlState(host), client.vocabulary().then(setVocabulary)]);
+  } catch (err) {
+    root.append(messageBox("error", "Could not load the verdict vocabulary", err.message));
+    return;
+  }
   app = createApp(root, client, initial);
 }

@@ -9,7 +9,7 @@ __all__ = ["VariableUpdateTracker", "keras"]
 
 def __getattr__(name):
     if name == "VariableUpdateTracker":
-        from tb_varupdate.summary import VariableUpdateTracker
+        from tb_varupdate.writers.tf.tracker import VariableUpdateTracker
 
         return VariableUpdateTracker
     if name == "keras":

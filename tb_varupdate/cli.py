@@ -2,7 +2,7 @@
 
 Reads event files with TensorBoard's own loader and its TensorFlow stub (no
 TensorFlow import, even where it is installed) through the same
-`cache.RecordCache.check` the backend's `runs` route serves.
+`service.check` the backend's `runs` route serves.
 
 Exit codes (README "In CI"):
 
@@ -35,8 +35,8 @@ import re
 import sys
 import types
 
-from tb_varupdate import analysis
 from tb_varupdate.errors import VarUpdateError
+from tb_varupdate.verdicts import analysis
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNREADABLE, EXIT_PARTLY_UNREADABLE = 0, 1, 2, 3, 4
 
@@ -89,8 +89,8 @@ def _load(logdir):
     from tensorboard.backend.event_processing import data_provider
     from tensorboard.backend.event_processing import plugin_event_multiplexer
 
-    from tb_varupdate import eventfiles
-    from tb_varupdate import metadata as md
+    from tb_varupdate.format import metadata as md
+    from tb_varupdate.reader import eventfiles
 
     if not os.path.isdir(logdir):
         raise CheckError("logdir %r does not exist or is not a directory." % logdir)
@@ -142,28 +142,23 @@ def check(logdir, run_pattern=None, allow=()):
     """
     from tensorboard import context as tb_context
 
-    from tb_varupdate import cache as cache_lib
-    from tb_varupdate import reports
+    from tb_varupdate.reader import cache as cache_lib
+    from tb_varupdate.reader import service
 
     pattern = _compile(run_pattern, "--run") if run_pattern else None
     allowed = [_compile(item, "--allow") for item in allow or ()]
     provider, survey = _load(logdir)
     load_warnings = list(survey.warnings)
     cache = cache_lib.RecordCache(provider, thorough=True)
-    scan, found = cache.check(tb_context.RequestContext(), "", pattern.search if pattern else None)
+    found = service.check(cache, tb_context.RequestContext(), "", pattern.search if pattern else None)
     result = {}
-    unreadable = [{"run": run, "tag": tag, "reason": reason} for run, tag, reason in scan.unreadable]
-    for (run, tag), (records, verdicts) in sorted(found.items()):
+    for (run, tag), (_, verdicts) in sorted(found.tags.items()):
         verdicts = copy.deepcopy(verdicts)
         analysis.apply_allow(verdicts["rows"], allowed)
         result.setdefault(run, {})[tag] = verdicts
-        reason = reports.unreadable_reason(records, verdicts)
-        if reason is None and records.incomplete:
-            # Verdicts from what was read, but some kept records were not:
-            # the gate must not call that healthy.
-            reason = records.incomplete[0]
-        if reason is not None:
-            unreadable.append({"run": run, "tag": tag, "reason": reason})
+    # Tags with verdicts from what was read while some kept records were not:
+    # the gate must not call that healthy.
+    unreadable = found.unreadable + found.incomplete
     # Directories and event files that were not read at all: whatever runs
     # they hold may have problems nobody saw (--run filters them by run name).
     for run, path, reason in survey.unreadable:
@@ -173,7 +168,7 @@ def check(logdir, run_pattern=None, allow=()):
         where = " matching --run %r" % run_pattern if run_pattern else ""
         raise CheckError("no varupdate records under %r%s. %s" % (logdir, where, NO_RECORDS_HINT))
     unreadable.sort(key=lambda item: (item["run"], item["tag"] or "", item.get("path", "")))
-    warnings = load_warnings + list(scan.warnings)
+    warnings = load_warnings + list(found.scan.warnings)
     for tags in result.values():
         for data in tags.values():
             warnings.extend(data["warnings"])

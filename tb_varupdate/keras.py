@@ -14,10 +14,10 @@ import os
 import keras
 import tensorflow as tf
 
-from tb_varupdate import _fit
-from tb_varupdate import _tf_optim
-from tb_varupdate._tf_gradients import Warnings
-from tb_varupdate.summary import VariableUpdateTracker, describe_error
+from tb_varupdate.writers.common import Warnings
+from tb_varupdate.writers.tf import fit as _fit
+from tb_varupdate.writers.tf import optim as _tf_optim
+from tb_varupdate.writers.tf.tracker import VariableUpdateTracker, describe_error
 
 UPDATE_FREQ_CHOICES = ("batch", "epoch")
 

@@ -3,8 +3,8 @@
 TensorBoard imports this module at start-up (setup.py's `tensorboard_plugins`
 entry point names `VarUpdateLoader`), so it must not import TensorFlow: an
 import error here would break TensorBoard itself. This module only routes:
-each handler parses its query and asks `cache.RecordCache` for the document,
-the same reader `tb-varupdate check` uses.
+each handler parses its query and asks `reader.service` for the document,
+through one `RecordCache`, as `tb-varupdate check` does.
 """
 
 import gzip
@@ -19,12 +19,13 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 
 import tb_varupdate.frontend
-from tb_varupdate import buckets as buckets_lib
-from tb_varupdate import cache as cache_lib
-from tb_varupdate import history
-from tb_varupdate import jsonutil
-from tb_varupdate import metadata as md
-from tb_varupdate import vocabulary as vocabulary_lib
+from tb_varupdate.format import metadata as md
+from tb_varupdate.reader import buckets as buckets_lib
+from tb_varupdate.reader import cache as cache_lib
+from tb_varupdate.reader import history
+from tb_varupdate.reader import jsonutil
+from tb_varupdate.reader import service
+from tb_varupdate.verdicts import vocabulary as vocabulary_lib
 
 TAB_NAME = "Variable Updates"
 
@@ -100,11 +101,11 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
             es_module_path="/index.js", tab_name=TAB_NAME, disable_reload=False
         )
 
-    # Route handlers: parse the query, ask the cache, respond.
+    # Route handlers: parse the query, ask `service`, respond.
 
     @wrappers.Request.application
     def _serve_runs(self, request):
-        return _json(request, lambda: self._cache.runs(*_scope(request)))
+        return _json(request, lambda: service.runs(self._cache, *_scope(request)))
 
     @wrappers.Request.application
     def _serve_variables(self, request):
@@ -112,7 +113,7 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
             run, tag = _required(request, "run"), _required(request, "tag")
             # Encoded once per tag (its records never change): a request that
             # finds the tag cached only sends bytes.
-            return self._cache.verdicts(*_scope(request), run, tag, encode=_Gzipped.encode)
+            return service.variables(self._cache, *_scope(request), run, tag, encode=_Gzipped.encode)
 
         return _json(request, impl)
 
@@ -129,7 +130,7 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
                 raise errors.InvalidArgumentError(
                     "query parameter 'variable' or 'index' is required (repeat them for several)"
                 )
-            return self._cache.series(*_scope(request), run, tag, variables, indices)
+            return service.series(self._cache, *_scope(request), run, tag, variables, indices)
 
         return _json(request, impl)
 
@@ -138,7 +139,7 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
         def impl():
             run, tag = _required(request, "run"), _required(request, "tag")
             buckets = _bucket_count(request.args.get("buckets"))
-            return self._cache.heatmap(*_scope(request), run, tag, buckets, encode=_Gzipped.encode)
+            return service.heatmap(self._cache, *_scope(request), run, tag, buckets, encode=_Gzipped.encode)
 
         return _json(request, impl)
 
@@ -147,7 +148,7 @@ class VarUpdatePlugin(base_plugin.TBPlugin):
         def impl():
             tag = _required(request, "tag")
             runs = _required_list(request, "run")
-            return self._cache.compare(*_scope(request), tag, runs)
+            return service.compare(self._cache, *_scope(request), tag, runs)
 
         return _json(request, impl)
 

@@ -30,15 +30,15 @@ import weakref
 
 import torch
 
-from tb_varupdate import options
-from tb_varupdate import stuck
-from tb_varupdate import _torch_dist
-from tb_varupdate._torch_hooks import GradientProbe, StepHooks, warn_not_in_optimizers
-from tb_varupdate._torch_optim import LearningRates
-from tb_varupdate._torch_params import Tensors
-from tb_varupdate._torch_pending import READ_EVERY_ACCELERATOR
-from tb_varupdate._torch_record import Recorder
-from tb_varupdate._torch_writer import WriteFailed
+from tb_varupdate.writers import common
+from tb_varupdate.verdicts import stuck
+from tb_varupdate.writers.torch import dist as _torch_dist
+from tb_varupdate.writers.torch.hooks import GradientProbe, StepHooks, warn_not_in_optimizers
+from tb_varupdate.writers.torch.optim import LearningRates
+from tb_varupdate.writers.torch.params import Tensors
+from tb_varupdate.writers.torch.pending import READ_EVERY_ACCELERATOR
+from tb_varupdate.writers.torch.record import Recorder
+from tb_varupdate.writers.events import WriteFailed
 from tb_varupdate.errors import StuckVariableError
 
 __all__ = ["ParameterUpdateTracker", "StuckVariableError"]
@@ -254,10 +254,10 @@ class ParameterUpdateTracker:
     def __init__(self, module_or_params, log_dir=None, *, writer=None, name="model", every_n_steps=1,
                  on_stuck="warn", stuck_after=10, delta="exact", buffers=True, all_ranks=False, allow=(),
                  zero_init=LORA_ZERO_INIT, read_every=None):
-        options.check_name(name)
-        options.check_every_n_steps(every_n_steps)
+        common.check_name(name)
+        common.check_every_n_steps(every_n_steps)
         if read_every is not None:
-            options.check_positive_int("read_every", read_every)
+            common.check_positive_int("read_every", read_every)
         _check_one_writer(log_dir, writer)
         self.name = name
         self.every_n_steps = every_n_steps
@@ -285,7 +285,7 @@ class ParameterUpdateTracker:
         self._writes = _rank() == 0 or self._all_ranks
         self._recorder = Recorder(name, every_n_steps, delta, log_dir, writer, read_every, self._written,
                                   replicas=distributed)
-        self._calls, self._warned, self._closed, self._taken = 0, set(), False, 0
+        self._calls, self._warn, self._closed, self._taken = 0, common.Warnings(), False, 0
         self._stopped = None  # why the ranks stopped recording, if they did
         # log() from several threads (a hook on each of several optimizers stepped
         # in threads, a data-parallel loop of the user's) is serialized: unserialized,
@@ -358,7 +358,7 @@ class ParameterUpdateTracker:
         with self._lock:
             calls = self._calls
             self._calls += 1
-            try:
+            with common.never_raise(self._warn, lambda err: self._handled(err, step)):
                 if self._closed:
                     self._warn_once("closed", "tb_varupdate: log() on tracker %r after close(); nothing is "
                                     "recorded." % self.name)
@@ -374,15 +374,13 @@ class ParameterUpdateTracker:
                     self._record(step)
                 elif self._writes:
                     self._recorder.poll()
-            except StuckVariableError:
-                raise
-            except WriteFailed as err:
-                self._write_failed(err.step if err.step is not None else step, err)
-            except Exception as err:  # pylint: disable=broad-except
-                self._warn_once(
-                    "error:%s" % type(err).__name__,
-                    "tb_varupdate: logging failed and was skipped; training goes on. %s: %s" % (type(err).__name__, err),
-                )
+
+    def _handled(self, err, step):
+        """A write the writer refused is said by `_write_failed`, other errors by `never_raise`."""
+        if not isinstance(err, WriteFailed):
+            return False
+        self._write_failed(err.step if err.step is not None else step, err)
+        return True
 
     def _write_failed(self, step, err):
         """One warning for the first record the writer refused, saying what is lost; no more records after it."""
@@ -513,9 +511,7 @@ class ParameterUpdateTracker:
         return self._check.message
 
     def _warn_once(self, key, message):
-        if key not in self._warned:
-            self._warned.add(key)
-            warnings.warn(message, stacklevel=3)
+        self._warn.once(key, message, stacklevel=4)
 
     def close(self):
         """Removes the optimizer hooks, flushes the records and closes the tracker's own writer.
@@ -545,7 +541,7 @@ class ParameterUpdateTracker:
                                 "tb_varupdate: writing tracker %r's last %d record(s) failed: %s: %s"
                                 % (self.name, pending, type(err).__name__, err))
             if self.records_written == 0 and self._writes:
-                reason = _no_records_reason(self._steps.attached, self._calls, self.every_n_steps, self._warned)
+                reason = _no_records_reason(self._steps.attached, self._calls, self.every_n_steps, self._warn.seen)
                 if self._stopped:
                     reason = "it stopped (%s)" % self._stopped
                 warnings.warn("tb_varupdate: tracker %r wrote no records: %s." % (self.name, reason), stacklevel=2)

@@ -33,8 +33,8 @@ import inspect
 import os
 import warnings
 
-from tb_varupdate import options
 from tb_varupdate.torch import ParameterUpdateTracker
+from tb_varupdate.writers import common
 
 __all__ = ["VariableUpdateCallback"]
 
@@ -118,8 +118,8 @@ class VariableUpdateCallback(_transformers.TrainerCallback):
     """
 
     def __init__(self, name="model", every_n_steps=1, on_stuck="warn", allow=(), log_dir=None, **tracker_options):
-        options.check_name(name)
-        options.check_every_n_steps(every_n_steps)
+        common.check_name(name)
+        common.check_every_n_steps(every_n_steps)
         self.name, self.every_n_steps, self.log_dir = name, every_n_steps, log_dir
         self._options = dict(tracker_options, on_stuck=on_stuck, allow=tuple(allow))
         self.tracker, self._key = None, None

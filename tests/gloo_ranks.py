@@ -19,7 +19,7 @@ import torch.distributed as dist
 from demo import localnet
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
 
 WORLD = 2
 # Both workers start, train and exit in ~5-10 s here; the limit is for a loaded machine.

@@ -5,7 +5,7 @@ once, in a module-scoped fixture. Two sources of records:
 
 * `write_step500_run`: the real `VariableUpdateTracker` over plain variables,
   one of which changes only at step 500 of 1,000;
-* `write_records`: hand-made records built with `metadata.encode_updates` /
+* `write_records`: hand-made records built with `writers.reference.updates_record` /
   `encode_variables` and written with `tf.summary.write`, for exact values and
   for malformed records the tracker would never write.
 """
@@ -15,8 +15,10 @@ import os
 
 import numpy as np
 
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+
+from tb_varupdate.format import variables as vr
+from tb_varupdate.writers import reference
 
 STEP500_RUN = "step500"
 STEP500_STEPS = 1000
@@ -37,7 +39,7 @@ def write_step500_run(logdir, run=STEP500_RUN, steps=STEP500_STEPS):
     `frozen` is not trainable and never changes. Returns the run's directory.
     """
     tf = _tf()
-    from tb_varupdate.summary import VariableUpdateTracker
+    from tb_varupdate.writers.tf.tracker import VariableUpdateTracker
 
     w = tf.Variable([1.0, 2.0], name="w")
     b = tf.Variable(0.5, name="b")
@@ -68,7 +70,7 @@ def updates(logged, digest, rows, every_n=1, **header):
       rows: list of {column index: value}; float columns take floats, the
         others ints; unset columns are 0 (FIRST/LAST_UPDATE_STEP and
         FIRST_NON_FINITE_STEP default to -1, ROWS_CHANGED to -1).
-      header: optional header fields of `metadata.encode_updates`
+      header: optional header fields of `writers.reference.updates_record`
         (writer_id, step_regressions, logs_at_last_finite_grads).
     """
     ints = np.zeros((len(rows), md.NUM_COLUMNS), dtype=np.int64)
@@ -83,7 +85,7 @@ def updates(logged, digest, rows, every_n=1, **header):
             else:
                 ints[index, column] = value
     header.update({"logged": logged, "names_hash": digest, "every_n": every_n})
-    return md.encode_updates(header, ints, floats)
+    return reference.updates_record(header, ints, floats)
 
 
 def write_records(run_dir, records):

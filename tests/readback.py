@@ -4,7 +4,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 from tb_varupdate import cli
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
 
 
 def verdicts(logdir, run=".", tag="varupdate/model"):
@@ -45,7 +45,7 @@ def assert_scenario(logdir, scenario):
 
 def entries(run_dir, name="model"):
     """The entries of the newest variables record of a run directory."""
-    from tb_varupdate import variables_record as vr  # pylint: disable=import-outside-toplevel
+    from tb_varupdate.format import variables as vr  # pylint: disable=import-outside-toplevel
 
     accumulator = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
     accumulator.Reload()

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from tb_varupdate import analysis
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
+from tb_varupdate.verdicts import analysis
+from tb_varupdate.verdicts import vocabulary as vocabulary_lib
+from tb_varupdate.writers import reference
 
 
 def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(4, 3), header=None,
@@ -26,7 +28,7 @@ def _row(logged=100, step=99, trainable=True, joined=0, dtype="float32", shape=(
         (floats if column in md.FLOAT_COLUMNS else ints)[0, column] = value
     fields = {"logged": logged, "names_hash": 0, "every_n": 1, "logs_at_last_finite_grads": logged}
     fields.update(header or {})
-    array = md.encode_updates(fields, ints, floats)
+    array = reference.updates_record(fields, ints, floats)
     if version == 2:
         array = array[:, : md.NUM_COLUMNS_V2]
     record = md.parse_updates(array)
@@ -171,7 +173,7 @@ def test_rows_sort_problems_first_then_by_name():
     ints[:, md.LOGS_AT_LAST_UPDATE] = [10, 0, 10]
     ints[:, md.FIRST_NON_FINITE_STEP] = -1
     ints[:, md.TRAINABLE] = 1
-    record = md.parse_updates(md.encode_updates({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats))
+    record = md.parse_updates(reference.updates_record({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats))
     rows = analysis.verdicts(entries, record, 9)
     assert [(r["variable"], r["status"]) for r in rows] == [("b", "never_updated"), ("c", "tiny_updates"), ("a", "updating")]
     assert analysis.summarize(rows) == {
@@ -183,7 +185,7 @@ def test_rows_sort_problems_first_then_by_name():
 
 
 def test_more_rows_than_names_is_a_format_error():
-    record = md.parse_updates(md.encode_updates({"logged": 1, "names_hash": 0, "every_n": 1},
+    record = md.parse_updates(reference.updates_record({"logged": 1, "names_hash": 0, "every_n": 1},
                                                 np.zeros((2, md.NUM_COLUMNS)), np.zeros((2, md.NUM_COLUMNS))))
     with pytest.raises(md.FormatError, match="2 variable rows but its variables record names only 1"):
         analysis.verdicts([{"name": "v", "shape": [], "dtype": "float32", "trainable": True, "joined": 0}], record, 0)
@@ -254,7 +256,7 @@ def test_a_variable_without_elements_is_not_a_problem(shape):
     assert (row["status"], row["severity"], row["problem"], row["quiet"]) == ("empty", 0, False, True)
     assert row["label"] == "no elements"
     assert "no elements" in row["diagnosis"] and "dead" not in row["diagnosis"]
-    assert analysis.summarize([row])["by_status"] == dict.fromkeys(analysis.COUNTED_STATUSES, 0)
+    assert analysis.summarize([row])["by_status"] == dict.fromkeys(vocabulary_lib.COUNTED_STATUSES, 0)
 
 
 def test_frozen_mid_run_after_changing_is_frozen_not_a_problem():
@@ -337,21 +339,18 @@ def test_zero_bias_that_never_trains_has_relative_update_zero_like_the_heatmap()
 
 
 def test_relative_update_is_the_backends_formula():
-    from tb_varupdate import records
-
     delta = np.array([0.0, 0.0, 1.0, 1.0, np.nan, 1.0, np.inf])
     value = np.array([0.0, 2.0, 2.0, 0.0, 1.0, np.nan, 1.0])
     expected = np.array([0.0, 0.0, 0.5, np.nan, np.nan, np.nan, np.nan])
     np.testing.assert_array_equal(analysis.relative_update(delta, value), expected)
-    np.testing.assert_array_equal(records.relative_update(delta, value), expected)
 
 
 def test_vocabulary_lists_every_status_and_gradient_in_order():
-    vocabulary = analysis.vocabulary()
-    assert [s["name"] for s in vocabulary["statuses"]] == list(analysis.STATUSES)
-    assert {s["name"] for s in vocabulary["statuses"] if s["problem"]} == analysis.PROBLEM_STATUSES
-    assert [g["name"] for g in vocabulary["gradients"]] == list(analysis.GRADIENT_VERDICTS)
-    assert vocabulary["counted_statuses"] == list(analysis.COUNTED_STATUSES)
+    vocabulary = vocabulary_lib.vocabulary()
+    assert [s["name"] for s in vocabulary["statuses"]] == list(vocabulary_lib.STATUSES)
+    assert {s["name"] for s in vocabulary["statuses"] if s["problem"]} == vocabulary_lib.PROBLEM_STATUSES
+    assert [g["name"] for g in vocabulary["gradients"]] == list(vocabulary_lib.GRADIENT_VERDICTS)
+    assert vocabulary["counted_statuses"] == list(vocabulary_lib.COUNTED_STATUSES)
     assert [s["value"] for s in vocabulary["severities"]] == [2, 1, 0]
     assert vocabulary["labels"] == {"frozen": "frozen", "accepted": "accepted"}
 
@@ -367,7 +366,7 @@ def test_replicas_diverged_is_a_problem_with_its_step_and_spread_trainable_or_no
     ints[:, md.FIRST_NON_FINITE_STEP] = -1
     ints[:, md.TRAINABLE] = [1, 0, 1]
     floats[:, md.MAX_RELATIVE_UPDATE] = 0.1
-    record = md.encode_updates({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats)
+    record = reference.updates_record({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats)
     extra = np.zeros((4, 2), np.int32)
     extra[1:, 0] = np.asarray([0.5, 0.25, 0.0], np.float32).view(np.int32)
     extra[1:, 1] = [9, 4, -1]
@@ -382,3 +381,19 @@ def test_replicas_diverged_is_a_problem_with_its_step_and_spread_trainable_or_no
     # Version 3 records carry no replica check.
     plain = analysis.verdicts(entries, md.parse_updates(record), 9)
     assert all(r["replicas_diverged_step"] is None and r["replica_spread"] is None for r in plain)
+
+
+def test_relative_update_cases():
+    delta = [0.0, 1.0, 1.0, 1.0, np.nan, 0.0]
+    value = [0.0, 4.0, 0.0, float("inf"), 2.0, np.nan]
+    result = analysis.relative_update(delta, value)
+    # no change is 0 even at value 0; undefined ratios are NaN.
+    np.testing.assert_array_equal(result, [0.0, 0.25, np.nan, np.nan, np.nan, 0.0])
+
+
+def test_relative_update_keeps_float32_when_asked():
+    delta = np.array([[0.0, 1.0], [2.0, np.nan]], dtype=np.float32)
+    value = np.array([[0.0, 4.0], [8.0, 1.0]], dtype=np.float32)
+    result = analysis.relative_update(delta, value, dtype=np.float32)
+    assert result.dtype == np.float32
+    np.testing.assert_array_equal(result, [[0.0, 0.25], [0.25, np.nan]])

@@ -10,7 +10,7 @@ Runs are trained by real tiny TensorFlow models and written by the real
 Both also track a variable named like an HTML tag, which must show as text,
 and "fixed" a non-trainable variable that never changes (shown quietly). A
 "wide" run of 2,000 variables (records written directly with
-`metadata.encode_updates`) checks that the table stays fast.
+`writers.reference.updates_record`) checks that the table stays fast.
 
 Screenshots of each view go to test-artifacts/; with UPDATE_SCREENSHOT=1 the
 view of a few demo runs is also saved as docs/screenshot.png (the README's).
@@ -29,8 +29,9 @@ import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from tb_varupdate import metadata as md  # noqa: E402
-from tb_varupdate import variables_record as vr  # noqa: E402
+from tb_varupdate.format import metadata as md  # noqa: E402
+from tb_varupdate.format import variables as vr  # noqa: E402
+from tb_varupdate.writers import reference  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -53,7 +54,7 @@ def _train(logdir, run, rebinding):
     """Trains y = x @ kernel + bias for STEPS steps with the tracker logging each one."""
     import tensorflow as tf
 
-    from tb_varupdate.summary import VariableUpdateTracker
+    from tb_varupdate.writers.tf.tracker import VariableUpdateTracker
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(32, 3)), tf.float32)
@@ -116,7 +117,7 @@ def _write_wide(logdir, run="wide", count=WIDE_VARIABLES, steps=5):
             floats[:, md.VALUE_L2] = 1.0
             floats[:, md.GRAD_L2] = 0.5
             floats[:, md.MAX_RELATIVE_UPDATE] = floats[:, md.DELTA_L2]
-            record = md.encode_updates({"logged": step + 1, "names_hash": digest, "every_n": 1}, ints, floats)
+            record = reference.updates_record({"logged": step + 1, "names_hash": digest, "every_n": 1}, ints, floats)
             tf.summary.write(md.updates_tag("model"), tf.constant(record), step,
                              metadata=md.create_summary_metadata(md.KIND_UPDATES))
     writer.close()
@@ -591,7 +592,7 @@ def _write_named(logdir, run, names, zero=(), zero_rows=()):
             floats[:, md.VALUE_L2] = np.where(stuck, 0.0, 1.0)
             floats[:, md.GRAD_L2] = np.where(stuck, md.GRAD_NONE, 0.5)
             floats[:, md.MAX_RELATIVE_UPDATE] = np.where(stuck, np.nan, 1e-3)
-            record = md.encode_updates({"logged": step + 1, "names_hash": digest, "every_n": 1,
+            record = reference.updates_record({"logged": step + 1, "names_hash": digest, "every_n": 1,
                                         "logs_at_last_finite_grads": step + 1}, ints, floats)
             tf.summary.write(md.updates_tag("model"), tf.constant(record), step,
                              metadata=md.create_summary_metadata(md.KIND_UPDATES))
@@ -772,7 +773,7 @@ def _write_diverged(logdir, run="ddp_diverged", steps=12):
             floats[:, md.VALUE_L2] = 1.0
             floats[:, md.GRAD_L2] = 0.5
             floats[:, md.MAX_RELATIVE_UPDATE] = 0.01
-            record = md.encode_updates({"logged": step + 1, "names_hash": digest, "every_n": 1}, ints, floats)
+            record = reference.updates_record({"logged": step + 1, "names_hash": digest, "every_n": 1}, ints, floats)
             extra = np.zeros((1 + len(names), 2), np.int32)
             checked = step >= 9
             extra[1:, 0] = np.asarray([0.0, 0.25] if checked else [np.nan, np.nan], np.float32).view(np.int32)

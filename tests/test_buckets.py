@@ -1,9 +1,9 @@
-"""Tests of tb_varupdate.buckets: heatmap step buckets."""
+"""Tests of tb_varupdate.reader.buckets: heatmap step buckets."""
 
 import numpy as np
 import pytest
 
-from tb_varupdate import buckets as buckets_lib
+from tb_varupdate.reader import buckets as buckets_lib
 
 NAN = float("nan")
 

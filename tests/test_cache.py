@@ -1,12 +1,13 @@
-"""Tests of tb_varupdate.cache: tags kept between requests, read together, memoised."""
+"""Tests of tb_varupdate.reader.cache: tags kept between requests, read together, memoised."""
 
 import pytest
 
 from tensorboard import context
 
-from tb_varupdate import cache as cache_lib
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import cache as cache_lib
+from tb_varupdate.reader import service
 
 import logdirs
 from test_reading import CountingProvider
@@ -73,7 +74,7 @@ def test_trackers_of_several_runs_are_read_in_one_call(provider):
 
 def test_memo_computes_once_per_key_and_keeps_the_newest_keys(provider):
     cache = cache_lib.RecordCache(provider)
-    entry = cache._entry(cache.source(CTX, ""), "hand", logdirs.HAND_TAG)
+    entry = cache.entry(cache.source(CTX, ""), "hand", logdirs.HAND_TAG)
     calls = []
     for key in ["a", "a"] + ["k%d" % i for i in range(cache_lib.MEMO_SIZE)] + ["a"]:
         entry.memoized(key, lambda key=key: calls.append(key) or key.upper())
@@ -88,8 +89,8 @@ def test_the_dashboards_documents_stay_however_many_bucket_counts_are_asked(prov
     calls = []
 
     def heatmap(buckets):
-        return cache.heatmap(CTX, "", "hand", logdirs.HAND_TAG, buckets,
-                             encode=lambda document: calls.append(buckets) or document)
+        return service.heatmap(cache, CTX, "", "hand", logdirs.HAND_TAG, buckets,
+                               encode=lambda document: calls.append(buckets) or document)
 
     heatmap(100)
     for buckets in range(1, 3 * cache_lib.MEMO_SIZE):

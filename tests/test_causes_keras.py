@@ -7,8 +7,8 @@ import keras
 import tensorflow as tf
 
 import readback
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
 from tb_varupdate.keras import VariableUpdateCallback
 
 

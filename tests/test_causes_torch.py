@@ -15,8 +15,9 @@ import torch
 
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
+from tb_varupdate.writers import reference
 
 
 def _values(module):
@@ -253,7 +254,7 @@ def test_parameters_unfrozen_mid_run_outside_the_optimizer_are_warned_and_named(
 
 def test_a_torch_entry_without_role_still_gets_pytorch_advice():
     """The entry's framework decides, not the presence of `role` (older records keep the guess)."""
-    from tb_varupdate import analysis  # pylint: disable=import-outside-toplevel
+    from tb_varupdate.verdicts import analysis  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     ints = np.zeros((1, md.NUM_COLUMNS), np.int64)
@@ -263,7 +264,7 @@ def test_a_torch_entry_without_role_still_gets_pytorch_advice():
     ints[0, md.GRAD_NONE_STEPS] = 10
     floats[0, md.VALUE_L2] = 1.0
     floats[0, md.MAX_RELATIVE_UPDATE] = math.nan
-    record = md.parse_updates(md.encode_updates({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats))
+    record = md.parse_updates(reference.updates_record({"logged": 10, "names_hash": 0, "every_n": 1}, ints, floats))
     entry = {"name": "w", "shape": [2], "dtype": "float32", "trainable": True, "joined": 0}
     (tf_row,) = analysis.verdicts([entry], record, 9)
     (torch_row,) = analysis.verdicts([dict(entry, framework=vr.FRAMEWORK_TORCH)], record, 9)

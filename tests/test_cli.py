@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 import tb_varupdate
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
 from tb_varupdate import cli
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
 
 
 def _write_run(run_dir, rebind):

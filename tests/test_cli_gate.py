@@ -22,10 +22,10 @@ import time
 import pytest
 
 from tb_varupdate import cli
-from tb_varupdate import crc32c
-from tb_varupdate import eventfiles
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import crc32c
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import eventfiles
 
 import logdirs
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from tb_varupdate import analysis
-from tb_varupdate import counters
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
+from tb_varupdate.verdicts import analysis
+from tb_varupdate.writers import counters
 
 OPS = counters.NumPyOps()
 

@@ -8,8 +8,8 @@ from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
 
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import _torch_writer
-from tb_varupdate import crc32c
+from tb_varupdate.format import crc32c
+from tb_varupdate.writers import events as _torch_writer
 
 
 @pytest.mark.parametrize("size", [0, 1, 7, 64, 20_000])

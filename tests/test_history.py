@@ -1,10 +1,10 @@
-"""Tests of tb_varupdate.history: sample counts, relative update, kept records as columns."""
+"""Tests of tb_varupdate.reader.history: sample counts, kept records as columns."""
 
 import numpy as np
 import pytest
 
-from tb_varupdate import history
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
+from tb_varupdate.reader import history
 
 NAN = float("nan")
 
@@ -18,22 +18,6 @@ def test_downsample_count_maps_unset_and_keep_all():
 def test_downsample_count_rejects_negative():
     with pytest.raises(ValueError, match="samples=-1"):
         history.downsample_count(-1)
-
-
-def test_relative_update_cases():
-    delta = [0.0, 1.0, 1.0, 1.0, NAN, 0.0]
-    value = [0.0, 4.0, 0.0, float("inf"), 2.0, NAN]
-    result = history.relative_update(delta, value)
-    # no change is 0 even at value 0; undefined ratios are NaN.
-    np.testing.assert_array_equal(result, [0.0, 0.25, NAN, NAN, NAN, 0.0])
-
-
-def test_relative_update_keeps_float32_when_asked():
-    delta = np.array([[0.0, 1.0], [2.0, NAN]], dtype=np.float32)
-    value = np.array([[0.0, 4.0], [8.0, 1.0]], dtype=np.float32)
-    result = history.relative_update(delta, value, dtype=np.float32)
-    assert result.dtype == np.float32
-    np.testing.assert_array_equal(result, [[0.0, 0.25], [0.25, NAN]])
 
 
 def test_history_count_caps_wide_trackers_by_bytes():

@@ -15,8 +15,8 @@ from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.core import core_plugin
 
-from tb_varupdate import metadata as md
 from tb_varupdate import plugin
+from tb_varupdate.format import metadata as md
 
 import logdirs
 
@@ -184,7 +184,7 @@ def test_methods_other_than_get_and_head_answer_405(client, method, route):
 
 
 def test_vocabulary_serves_the_one_source_of_truth(client):
-    from tb_varupdate import vocabulary
+    from tb_varupdate.verdicts import vocabulary
 
     code, body = get_json(client, "vocabulary")
     assert code == 200

@@ -14,7 +14,7 @@ def _run(code):
 
 
 def test_core_modules_import_without_tensorflow():
-    result = _run("import tb_varupdate, tb_varupdate.analysis, tb_varupdate.metadata, tb_varupdate.cli; print('ok')")
+    result = _run("import tb_varupdate, tb_varupdate.verdicts.analysis, tb_varupdate.format.metadata, tb_varupdate.cli; print('ok')")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 

@@ -1,10 +1,10 @@
-"""Tests of tb_varupdate.jsonutil: null for NaN and Inf, compact bytes, rounding."""
+"""Tests of tb_varupdate.reader.jsonutil: null for NaN and Inf, compact bytes, rounding."""
 
 import math
 
 import numpy as np
 
-from tb_varupdate import jsonutil
+from tb_varupdate.reader import jsonutil
 
 NAN = float("nan")
 

@@ -138,8 +138,13 @@ def test_on_stuck_raise_stops_fit_with_the_stuck_error(tmp_path):
 def test_allow_accepts_a_stuck_variable_in_the_training_time_check(tmp_path):
     model = _model()
     x, y = _data()
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0,
-              callbacks=[VariableUpdateCallback(tmp_path, on_stuck="raise", stuck_after=2, allow=["^branch/"])])
+    callback = VariableUpdateCallback(tmp_path, on_stuck="raise", stuck_after=2, allow=["^branch/"])
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+    # The fit went on past the check with a stuck variable: the one allowed.
+    assert len(readback.records(tmp_path / "train")) > 2
+    rows = readback.verdicts(tmp_path, run="train")
+    stuck = sorted(name for name, row in rows.items() if row["problem"])
+    assert stuck == ["branch/bias", "branch/kernel"]
 
 
 def test_a_fit_that_records_nothing_says_why(tmp_path):

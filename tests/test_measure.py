@@ -6,8 +6,8 @@ import tensorflow as tf
 
 import readback
 import tb_varupdate
-from tb_varupdate import measure
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
+from tb_varupdate.writers.tf import measure
 
 PACKED = measure.PACK_MAX_ELEMENTS  # largest packed size
 SINGLE = measure.PACK_MAX_ELEMENTS + 1  # smallest size measured on its own

@@ -7,8 +7,10 @@ import pytest
 
 from tensorboard.compat.proto import summary_pb2
 
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+
+from tb_varupdate.format import variables as vr
+from tb_varupdate.writers import reference
 
 ENTRIES = [
     {"name": "dense/kernel", "shape": [3, 2], "dtype": "float32", "trainable": True, "joined": 0},
@@ -23,7 +25,7 @@ def _record(rows=2, logged=7):
     ints[:, md.FIRST_UPDATE_STEP] = [1, -1]
     floats[:, md.DELTA_L2] = [0.5, np.nan]
     floats[:, md.GRAD_L2] = [md.GRAD_NONE, np.inf]
-    return md.encode_updates({"logged": logged, "names_hash": 42, "every_n": 3}, ints, floats)
+    return reference.updates_record({"logged": logged, "names_hash": 42, "every_n": 3}, ints, floats)
 
 
 def test_updates_round_trip_keeps_integers_and_float_bits():

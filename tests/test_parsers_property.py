@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -136,7 +136,7 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 
 from tb_varupdate import cli  # noqa: E402
-from tb_varupdate import eventfiles  # noqa: E402
+from tb_varupdate.reader import eventfiles  # noqa: E402
 
 import logdirs  # noqa: E402
 

@@ -14,9 +14,9 @@ from werkzeug import test as werkzeug_test
 from tensorboard.backend import application
 from tensorboard.plugins import base_plugin
 
-from tb_varupdate import metadata as md
 from tb_varupdate import plugin
-from tb_varupdate import records
+from tb_varupdate.format import metadata as md
+from tb_varupdate.reader import history as history_lib
 
 import logdirs
 
@@ -249,12 +249,11 @@ def test_static_files_with_explicit_types(client, route, content_type):
         assert response.get_data() == handle.read()
 
 
-def test_index_js_is_served_when_present(client):
+def test_index_js_is_served(client):
     response = client.get(PREFIX + "index.js")
-    if os.path.exists(os.path.join(plugin.FRONTEND_DIR, "index.js")):
-        assert (response.status_code, response.mimetype) == (200, "text/javascript")
-    else:
-        assert response.status_code == 404
+    assert (response.status_code, response.mimetype) == (200, "text/javascript")
+    with open(os.path.join(plugin.FRONTEND_DIR, "index.js"), "rb") as handle:
+        assert response.get_data() == handle.read()
 
 
 @pytest.mark.parametrize(
@@ -313,7 +312,7 @@ def _parsed_flags(argv):
 def test_loader_raises_default_samples():
     flags = _parsed_flags(["--logdir", "x"])
     plugin.VarUpdateLoader().fix_flags(flags)
-    assert flags.samples_per_plugin[md.PLUGIN_NAME] == records.DEFAULT_SAMPLES
+    assert flags.samples_per_plugin[md.PLUGIN_NAME] == history_lib.DEFAULT_SAMPLES
 
 
 @pytest.mark.parametrize("value", ["varupdate=0", "varupdate=5", "scalars=7,varupdate=5"])
@@ -340,7 +339,7 @@ def test_backend_imports_without_tensorflow():
     # TensorBoard imports the entry point at start-up: it must not need TF.
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"
-        "import tb_varupdate.plugin, tb_varupdate.records\n"
+        "import tb_varupdate.plugin, tb_varupdate.reader.service\n"
         "assert 'tensorflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "print('ok')\n"
     )

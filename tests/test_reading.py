@@ -1,4 +1,4 @@
-"""Tests of tb_varupdate.reading (and the reports built from it) over real event files."""
+"""Tests of tb_varupdate.reader.reading (and the reports built from it) over real event files."""
 
 import numpy as np
 import pytest
@@ -6,13 +6,13 @@ import pytest
 from tensorboard import context
 from tensorboard import errors
 
-from tb_varupdate import analysis
-from tb_varupdate import history as history_lib
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
-from tb_varupdate import reading
-from tb_varupdate import records
-from tb_varupdate import reports
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import history as history_lib
+from tb_varupdate.reader import reading
+from tb_varupdate.reader import reports
+from tb_varupdate.verdicts import analysis
+from tb_varupdate.verdicts import vocabulary as vocabulary_lib
 
 import logdirs
 
@@ -73,7 +73,8 @@ VTAG = logdirs.TAG + md.VARIABLES_TAG_SUFFIX
 
 
 def test_list_update_tags_lists_only_supported_updates_tags(provider):
-    assert records.list_update_tags(provider, CTX, "") == {
+    scan = reading.scan(reading.Source(provider, CTX, ""))
+    assert {run: sorted(tags) for run, tags in scan.updates.items()} == {
         "badjson": ["varupdate/model"],
         "hand": ["varupdate/hand"],
         "malformed": ["varupdate/model"],
@@ -90,9 +91,9 @@ def test_read_verdicts_is_exact_under_downsampling(provider):
     assert report["warnings"] == []
     by_name = {row["variable"]: row for row in report["rows"]}
     assert (by_name["w"]["first_update_step"], by_name["w"]["last_update_step"]) == (500, 500)
-    assert by_name["w"]["status"] == analysis.STALLED
-    assert by_name["b"]["status"] == analysis.UPDATING
-    assert by_name["frozen"]["status"] == analysis.NEVER_UPDATED
+    assert by_name["w"]["status"] == vocabulary_lib.STALLED
+    assert by_name["b"]["status"] == vocabulary_lib.UPDATING
+    assert by_name["frozen"]["status"] == vocabulary_lib.NEVER_UPDATED
     assert report["summary"] == analysis.summarize(report["rows"])
     assert set(report) == {"run", "tag", "step", "logged", "summary", "rows", "warnings"}
 
@@ -257,7 +258,7 @@ def test_truncated_event_file_reads_up_to_the_cut(provider):
 def test_non_finite_values_become_none(provider):
     report = verdicts(provider, "nonfinite", logdirs.TAG)
     (row,) = report["rows"]
-    assert row["status"] == analysis.NON_FINITE
+    assert row["status"] == vocabulary_lib.NON_FINITE
     assert row["value_l2"] is None and row["latest_delta_l2"] is None
     tracker = read(provider, "nonfinite", logdirs.TAG)
     series = reports.series_report(tracker, history(provider, tracker), ["x"])
@@ -268,7 +269,7 @@ def test_non_finite_values_become_none(provider):
 def test_real_tracker_with_a_variable_added_mid_run(tmp_path):
     import tensorflow as tf
 
-    from tb_varupdate.summary import VariableUpdateTracker
+    from tb_varupdate.writers.tf.tracker import VariableUpdateTracker
 
     class Growing(tf.Module):
         def __init__(self):

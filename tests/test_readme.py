@@ -25,8 +25,8 @@ import tensorflow as tf
 import keras
 
 from tb_varupdate import cli
-from tb_varupdate import metadata as md
-from tb_varupdate import records
+from tb_varupdate.format import metadata as md
+from tb_varupdate.reader import history as history_lib
 
 import local_http
 
@@ -52,7 +52,7 @@ RUN_HERE = (CHECK_ALL, CHECK_SEED1, TENSORBOARD, TENSORBOARD_ALL_SAMPLES)
 
 # logs/seed1 gets more records than the plugin keeps by default, so the two
 # tensorboard commands can be told apart: only the second shows every step.
-SEED1_STEPS = records.DEFAULT_SAMPLES + 100
+SEED1_STEPS = history_lib.DEFAULT_SAMPLES + 100
 # 96 rows in batches of 8: 12 steps, past the tracker's stuck_after=10 check.
 LOOP_ROWS, LOOP_BATCH = 96, 8
 FIT_ROWS = 64  # two steps of model.fit's default batch size of 32
@@ -410,6 +410,6 @@ def test_tensorboard_commands_serve_the_runs(workdir, tmp_path):
             log.close()
     # The plugin's raised default keeps DEFAULT_SAMPLES records; the flag keeps all.
     assert served == {
-        TENSORBOARD: (SEED1_STEPS, records.DEFAULT_SAMPLES, True),
+        TENSORBOARD: (SEED1_STEPS, history_lib.DEFAULT_SAMPLES, True),
         TENSORBOARD_ALL_SAMPLES: (SEED1_STEPS, SEED1_STEPS, False),
     }

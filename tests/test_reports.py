@@ -1,15 +1,15 @@
-"""Tests of tb_varupdate.reports: route documents from data already read (no I/O)."""
+"""Tests of tb_varupdate.reader.reports: route documents from data already read (no I/O)."""
 
 import numpy as np
 import pytest
 
 from tensorboard import errors
 
-from tb_varupdate import history as history_lib
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
-from tb_varupdate import reading
-from tb_varupdate import reports
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
+from tb_varupdate.reader import history as history_lib
+from tb_varupdate.reader import reading
+from tb_varupdate.reader import reports
 
 import logdirs
 
@@ -119,3 +119,10 @@ def test_step_regressions_in_the_newest_header_are_a_tag_warning():
     newest = md.parse_updates(records[-1][3])
     (warning,) = reading.header_warnings("run", logdirs.TAG, newest, {7})
     assert "4 of 3 records had a step that was not greater" in warning and "step=optimizer.iterations" in warning
+
+
+def test_compare_report_of_a_tag_without_verdicts_and_a_run_without_the_tag():
+    empty = reading.TagRecords("a", "varupdate/model", None, None, None, ("a varupdate/model: skipped",))
+    report = reports.compare_report("varupdate/model", {"a": reports.verdicts_report(empty), "b": None})
+    assert report["rows"] == [] and report["runs"] == ["a", "b"]
+    assert report["warnings"] == ["a varupdate/model: skipped", "b: has no tag 'varupdate/model'"]

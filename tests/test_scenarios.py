@@ -21,7 +21,8 @@ if str(REPO) not in sys.path:
 
 from demo import scenarios  # noqa: E402
 from tb_varupdate import cli  # noqa: E402
-from tb_varupdate import records  # noqa: E402
+from tb_varupdate.reader import cache as cache_lib  # noqa: E402
+from tb_varupdate.reader import service  # noqa: E402
 
 NAMES = [scenario.name for scenario in scenarios.SCENARIOS]
 TAG = "varupdate/model"
@@ -284,10 +285,7 @@ def test_compare_pair_disagrees_on_the_encoder_only(written):
 
     provider = cli.load_provider(logdir)
     ctx = context.RequestContext()
-    trackers = {
-        run: records.read_tracker(provider, ctx, "", run, TAG) for run in ("compare_buggy", "compare_fixed")
-    }
-    report = records.compare_report(TAG, trackers)
+    report = service.compare(cache_lib.RecordCache(provider), ctx, "", TAG, ["compare_buggy", "compare_fixed"])
     disagree = {row["variable"]: row["statuses"] for row in report["rows"] if row["disagree"]}
     assert disagree == {
         "encoder/kernel": {"compare_buggy": "never_updated", "compare_fixed": "updating"},

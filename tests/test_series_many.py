@@ -11,8 +11,8 @@ import urllib.parse
 
 import pytest
 
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
 
 import logdirs
 from test_hostile import WsgiClient

@@ -11,9 +11,9 @@ import pytest
 from tensorboard import program
 from tensorboard.plugins.core import core_plugin
 
-from tb_varupdate import metadata as md
 from tb_varupdate import plugin
-from tb_varupdate import records
+from tb_varupdate.format import metadata as md
+from tb_varupdate.reader import history as history_lib
 
 import logdirs
 
@@ -121,7 +121,7 @@ def server(request, logdir):
 
 def test_default_samples_cover_the_step500_run():
     # The "default" servers expect every record kept: that needs this.
-    assert records.DEFAULT_SAMPLES >= logdirs.STEP500_STEPS
+    assert history_lib.DEFAULT_SAMPLES >= logdirs.STEP500_STEPS
 
 
 def test_plugins_listing_shows_varupdate(server):

@@ -12,8 +12,8 @@ import keras
 
 import readback
 import tb_varupdate
-from tb_varupdate import metadata as md
-from tb_varupdate.summary import StuckVariableError
+from tb_varupdate.format import metadata as md
+from tb_varupdate.writers.tf.tracker import StuckVariableError
 
 
 def _then(_update, gradients):
@@ -362,8 +362,8 @@ def test_large_finite_values_are_not_reported_non_finite(tmp_path):
 
 
 def test_tf_ops_fold_equals_the_numpy_reference():
-    from tb_varupdate import counters
-    from tb_varupdate._tf_ops import TFOps
+    from tb_varupdate.writers import counters
+    from tb_varupdate.writers.tf.ops import TFOps
 
     rng = np.random.default_rng(0)
     states = {}
@@ -475,7 +475,7 @@ def test_a_variable_with_no_element_is_recorded_as_unchanged_and_is_not_stuck(tm
 
 @pytest.mark.parametrize("flat_ok", [True, False])
 def test_trace_cache_calls_with_and_without_the_private_flat_call(flat_ok):
-    from tb_varupdate import _tf_trace
+    from tb_varupdate.writers.tf import trace as _tf_trace
 
     concrete = tf.function(lambda a, b: a + b).get_concrete_function(tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32))
     assert float(_tf_trace.call_flat(concrete, [tf.constant(1.0), tf.constant(2.0)], flat_ok=flat_ok)) == 3.0

@@ -18,9 +18,9 @@ from tensorboard.util import tensor_util
 
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import metadata as md
-from tb_varupdate import variables_record as vr
 from tb_varupdate.errors import StuckVariableError
+from tb_varupdate.format import metadata as md
+from tb_varupdate.format import variables as vr
 
 STEPS = 24
 RUN = "run"

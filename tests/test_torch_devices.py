@@ -17,7 +17,7 @@ import torch
 
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
 from torch_devices import DEVICES
 
 RUN = "run"

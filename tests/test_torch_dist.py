@@ -17,7 +17,7 @@ import torch.distributed as dist
 from demo import localnet
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import gloo_ranks
 from gloo_ranks import DEADLINE_S
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
 
 STEPS = 12
 
@@ -73,7 +73,7 @@ def _lone_worker(rank, port, logdir, results):
     """The tracker made on rank 0 only: a warning in bounded time, and training finishes."""
     import warnings  # pylint: disable=import-outside-toplevel
 
-    from tb_varupdate import _torch_dist  # pylint: disable=import-outside-toplevel
+    from tb_varupdate.writers.torch import dist as _torch_dist  # pylint: disable=import-outside-toplevel
 
     _torch_dist.HANDSHAKE_S = 3.0
     with gloo_ranks.process_group(rank, port):

@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from tb_varupdate import _torch_measure as measure
-from tb_varupdate import metadata as md
+from tb_varupdate.writers.torch import measure
+from tb_varupdate.format import metadata as md
 from torch_devices import DEVICES
 
 COUNT_OPS = r"""

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from tb_varupdate import counters
-from tb_varupdate import metadata as md
-from tb_varupdate._torch_ops import TorchOps, to_torch
+from tb_varupdate.format import metadata as md
+from tb_varupdate.writers import counters
+from tb_varupdate.writers.torch.ops import TorchOps, to_torch
 
 VARIABLES = 6
 

@@ -15,7 +15,7 @@ import torch
 
 import readback
 import tb_varupdate.torch as tbt
-from tb_varupdate import _torch_pending
+from tb_varupdate.writers.torch import pending as _torch_pending
 from tb_varupdate.errors import StuckVariableError
 from torch_devices import DEVICES
 

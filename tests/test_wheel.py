@@ -24,6 +24,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 # TensorBoard imports every installed plugin and reads the logdir before it
 # answers; on a loaded 2-core machine that can take tens of seconds.
 START_TIMEOUT_S = 120
+# The fresh venv's processes: without PYTHONPATH, which would put a source
+# tree ahead of the wheel (a checkout run with PYTHONPATH=. for its tests).
+WHEEL_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
 
 def setup_keywords():
@@ -80,8 +83,10 @@ def expected_files(source_copy):
 def test_wheel_contains_sources_and_frontend(wheel, source_copy):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = expected_files(source_copy)
-    for required in ("tb_varupdate/plugin.py", "tb_varupdate/records.py", "tb_varupdate/metadata.py",
-                     "tb_varupdate/analysis.py", "tb_varupdate/frontend/static/vendor/uPlot.esm.js",
+    for required in ("tb_varupdate/plugin.py", "tb_varupdate/reader/service.py", "tb_varupdate/format/metadata.py",
+                     "tb_varupdate/verdicts/analysis.py", "tb_varupdate/writers/common.py",
+                     "tb_varupdate/writers/tf/tracker.py", "tb_varupdate/writers/torch/record.py",
+                     "tb_varupdate/frontend/static/vendor/uPlot.esm.js",
                      "tb_varupdate/frontend/static/panes/overview.js"):
         assert required in expected
     assert expected <= names, sorted(expected - names)
@@ -122,7 +127,7 @@ def fresh_venv(wheel, tmp_path_factory):
         handle.write(str(borrowed) + "\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        check=True, timeout=300,
+        check=True, timeout=300, env=WHEEL_ENV,
     )
     return python
 
@@ -130,11 +135,38 @@ def fresh_venv(wheel, tmp_path_factory):
 def test_installed_package_comes_from_the_wheel(fresh_venv, tmp_path):
     result = subprocess.run(
         [str(fresh_venv), "-c", "import tb_varupdate.plugin as p; print(p.__file__)"],
-        capture_output=True, text=True, cwd=str(tmp_path), timeout=120,
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=120, env=WHEEL_ENV,
     )
     assert result.returncode == 0, result.stderr
     assert str(fresh_venv.parent.parent) in result.stdout
     assert ROOT not in result.stdout
+
+
+# The import paths the README shows, each with the name it imports.
+PUBLIC_PATHS = (
+    ("tb_varupdate", "VariableUpdateTracker"),
+    ("tb_varupdate.keras", "VariableUpdateCallback"),
+    ("tb_varupdate.torch", "ParameterUpdateTracker"),
+    ("tb_varupdate.lightning", "VariableUpdateCallback"),
+    ("tb_varupdate.transformers", "VariableUpdateCallback"),
+    ("tb_varupdate.cli", "main"),
+    ("tb_varupdate.plugin", "VarUpdateLoader"),
+)
+
+
+def test_the_readmes_import_paths_work_from_the_wheel(fresh_venv, tmp_path):
+    code = "\n".join(
+        ["import importlib, os"]
+        + ["obj = getattr(importlib.import_module(%r), %r)" % pair for pair in PUBLIC_PATHS]
+        + ["import tb_varupdate; print(os.path.dirname(tb_varupdate.__file__))"]
+    )
+    result = subprocess.run([str(fresh_venv), "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
+                            timeout=300, env=WHEEL_ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith(str(fresh_venv.parent.parent))
+    script = subprocess.run([str(fresh_venv.parent / "tb-varupdate"), "--help"], capture_output=True, text=True,
+                            cwd=str(tmp_path), timeout=120, env=WHEEL_ENV)
+    assert script.returncode == 0 and "check" in script.stdout, script.stderr[-3000:]
 
 
 def test_tensorboard_from_the_wheel_serves_the_plugin(fresh_venv, source_copy, tmp_path):
@@ -145,7 +177,7 @@ def test_tensorboard_from_the_wheel_serves_the_plugin(fresh_venv, source_copy, t
     process = subprocess.Popen(
         [str(fresh_venv), "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
          "--host", "127.0.0.1", "--load_fast=false"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path),
+        stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path), env=WHEEL_ENV,
     )
     base = "http://127.0.0.1:%d/" % port
     try:

@@ -25,7 +25,7 @@ import tb_varupdate
 from tb_varupdate import cli
 import tb_varupdate.keras as tbk
 import tb_varupdate.torch as tbt
-from tb_varupdate import metadata as md
+from tb_varupdate.format import metadata as md
 
 STEPS = 12
 

@@ -1,130 +1,12 @@
 // The words of a verdict (statuses, gradient verdicts, their labels and
-// order), as the backend's `vocabulary` route serves analysis.vocabulary().
-// FALLBACK is a copy for a backend without that route; tests/test_vocabulary.py
-// keeps it equal to analysis.vocabulary(). No DOM, no fetching.
+// order), as the plugin's `vocabulary` route serves verdicts/vocabulary.py's
+// vocabulary(), their one owner: index.js sets them before the app starts,
+// and the node tests set them from frontend/tests/vocabulary.json, written
+// from Python (tests/test_vocabulary.py keeps it equal). No DOM, no fetching.
 
-export const FALLBACK = Object.freeze({
-  "statuses": [
-    {
-      "name": "non_finite",
-      "label": "NaN / Inf",
-      "phrase": "became NaN or Inf",
-      "problem": true
-    },
-    {
-      "name": "replicas_diverged",
-      "label": "replicas diverged",
-      "phrase": "differ between ranks",
-      "problem": true
-    },
-    {
-      "name": "never_updated",
-      "label": "never updated",
-      "phrase": "never updated",
-      "problem": true
-    },
-    {
-      "name": "stalled",
-      "label": "stalled",
-      "phrase": "stalled",
-      "problem": true
-    },
-    {
-      "name": "tiny_updates",
-      "label": "tiny updates",
-      "phrase": "have tiny updates",
-      "problem": false
-    },
-    {
-      "name": "updating",
-      "label": "updating",
-      "phrase": "are updating",
-      "problem": false
-    },
-    {
-      "name": "empty",
-      "label": "no elements",
-      "phrase": "have no elements",
-      "problem": false
-    }
-  ],
-  "counted_statuses": [
-    "non_finite",
-    "replicas_diverged",
-    "never_updated",
-    "stalled",
-    "tiny_updates",
-    "updating"
-  ],
-  "gradients": [
-    {
-      "name": "present",
-      "label": "present"
-    },
-    {
-      "name": "missing",
-      "label": "no gradient"
-    },
-    {
-      "name": "zero",
-      "label": "zero gradient"
-    },
-    {
-      "name": "intermittent",
-      "label": "intermittent"
-    },
-    {
-      "name": "non_finite",
-      "label": "NaN gradient"
-    },
-    {
-      "name": "not_logged",
-      "label": "not logged"
-    }
-  ],
-  "gradient_states": [
-    {
-      "name": "present",
-      "label": "present"
-    },
-    {
-      "name": "zero",
-      "label": "zero"
-    },
-    {
-      "name": "none",
-      "label": "None (disconnected)"
-    },
-    {
-      "name": "non_finite",
-      "label": "NaN / Inf"
-    },
-    {
-      "name": "not_given",
-      "label": "not logged"
-    }
-  ],
-  "labels": {
-    "frozen": "frozen",
-    "accepted": "accepted"
-  },
-  "severities": [
-    {
-      "value": 2,
-      "name": "problem"
-    },
-    {
-      "value": 1,
-      "name": "warning"
-    },
-    {
-      "value": 0,
-      "name": "ok"
-    }
-  ]
-});
+const EMPTY = Object.freeze({ statuses: [], gradients: [], gradient_states: [], counted_statuses: [], labels: {} });
 
-let current = FALLBACK;
+let current = EMPTY;
 
 function byName(list) {
   return new Map((list || []).map((item, index) => [item.name, { ...item, index }]));
@@ -133,14 +15,18 @@ let statuses = byName(current.statuses);
 let gradients = byName(current.gradients);
 let gradientStates = byName(current.gradient_states);
 
-/** Uses `vocabulary` (the route's answer) from now on; ignores one that lacks statuses. */
+/**
+ * Uses `vocabulary` (the route's answer) from now on.
+ * Throws on one without statuses: the dashboard cannot name a verdict without them.
+ */
 export function setVocabulary(vocabulary) {
-  if (!vocabulary || !Array.isArray(vocabulary.statuses) || !vocabulary.statuses.length) return false;
-  current = { ...FALLBACK, ...vocabulary };
+  if (!vocabulary || !Array.isArray(vocabulary.statuses) || !vocabulary.statuses.length) {
+    throw new Error("the vocabulary route answered without statuses");
+  }
+  current = { ...EMPTY, ...vocabulary };
   statuses = byName(current.statuses);
   gradients = byName(current.gradients);
   gradientStates = byName(current.gradient_states);
-  return true;
 }
 
 /** Status names in the order a user should look at them. */
@@ -150,7 +36,7 @@ export function statusNames() {
 
 /** The statuses a summary's `by_status` counts, in order. */
 export function countedStatuses() {
-  return current.counted_statuses || statusNames();
+  return current.counted_statuses.length ? current.counted_statuses : statusNames();
 }
 
 /** Position of a status in the vocabulary order (unknown ones last). */

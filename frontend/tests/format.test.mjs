@@ -1,6 +1,8 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
+import "./vocabulary-fixture.mjs";
+
 import { bannerLines, formatFraction, formatNumber, formatShape, formatStep, shapeSize, statusLabel } from "../static/format.js";
 
 test("formatNumber uses exponents only for very small or large values", () => {

@@ -1,6 +1,8 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
+import "./vocabulary-fixture.mjs";
+
 import {
   displayItems, filterCompareRows, filterRows, groupRows, layerOf, makeMatcher, rankRows, sortRows, toggleSort, visibleRange,
 } from "../static/rows.js";

@@ -1,6 +1,8 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 
+import "./vocabulary-fixture.mjs";
+
 import { DEFAULT_STATE, compareKey, decodeState, encodeState, parseIndex, reconcile } from "../static/state.js";
 
 test("encodeState leaves defaults out and round-trips through decodeState", () => {
