@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 import tb_varupdate.torch as tbt  # noqa: E402
+from tb_varupdate.writers.torch.pending import READ_EVERY_ACCELERATOR  # noqa: E402
 
 VARIANTS = ("no logging", "tracker every step", "tracker every 10 steps", "tracker every step, read_every=8",
             "tracker every step, read_every=1", "floor, no host read", "floor + .cpu()")
@@ -204,7 +205,7 @@ def section(measured, device_name):
                                              "%.3fx" % ratio, "<= %.2fx" % goal, ratio <= goal))
     header = ("Measured on %s, torch %s, CUDA %s; medians of interleaved rounds, each bracketed by "
               "`torch.cuda.synchronize()`. The tracker's default `read_every` on CUDA is %d." % (
-                  device_name, torch.__version__, torch.version.cuda, tbt.READ_EVERY_ACCELERATOR))
+                  device_name, torch.__version__, torch.version.cuda, READ_EVERY_ACCELERATOR))
     return common.Section("Training overhead, PyTorch on a GPU", "\n\n".join([header] + parts), targets)
 
 

@@ -59,7 +59,7 @@ def test_the_torch_writer_and_the_cli_load_no_trainer_library():
 
 
 def test_tb_varupdate_transformers_imports_the_real_library_not_itself():
-    result = subprocess.run([sys.executable, "-c", "import tb_varupdate.transformers as t; "
+    result = subprocess.run([sys.executable, "-c", "import tb_varupdate.writers.torch.transformers as t; "
                              "print(t._transformers.__name__, hasattr(t._transformers, 'Trainer'))"],
                             capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     if "needs the Hugging Face" in result.stderr:

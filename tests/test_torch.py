@@ -21,6 +21,7 @@ import tb_varupdate.torch as tbt
 from tb_varupdate.errors import StuckVariableError
 from tb_varupdate.format import metadata as md
 from tb_varupdate.format import variables as vr
+from tb_varupdate.writers.torch import tracker as torch_tracker
 
 STEPS = 24
 RUN = "run"
@@ -564,7 +565,7 @@ def test_tiny_and_zero_gradients_of_stacked_tensors_are_measured_exactly_each(tm
 
 
 def test_layer_replaced_after_the_tracker_follows_the_new_layer(tmp_path, monkeypatch):
-    monkeypatch.setattr(tbt, "REFRESH_EVERY", 1)  # re-read the module at every record, not every 50th
+    monkeypatch.setattr(torch_tracker, "REFRESH_EVERY", 1)  # re-read the module at every record, not every 50th
     model = torch.nn.Sequential(torch.nn.Linear(3, 1))
     tracker = tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN, on_stuck="ignore")
     tracker.log(0)

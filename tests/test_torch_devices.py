@@ -18,6 +18,7 @@ import torch
 import readback
 import tb_varupdate.torch as tbt
 from tb_varupdate.format import metadata as md
+from tb_varupdate.writers.torch import tracker as torch_tracker
 from torch_devices import DEVICES
 
 RUN = "run"
@@ -125,7 +126,7 @@ def test_no_record_makes_the_host_wait_for_the_gpu(tmp_path):
                                 torch.nn.BatchNorm1d(512), torch.nn.ReLU(), torch.nn.Linear(512, 1)).cuda()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     ids, y = torch.randint(0, 100, (64, 4), device="cuda"), torch.randn(64, 1, device="cuda")
-    steps = 2 * tbt.REFRESH_EVERY + 20
+    steps = 2 * torch_tracker.REFRESH_EVERY + 20
     # log() turns its own errors into warnings: a wait caught by the debug mode would show there.
     with warnings.catch_warnings(record=True) as caught, \
             tbt.ParameterUpdateTracker(model, log_dir=tmp_path / RUN, read_every=8) as tracker:

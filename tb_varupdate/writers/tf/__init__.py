@@ -1,3 +1,4 @@
-"""The TensorFlow / Keras writer: `tracker.VariableUpdateTracker` and the Keras callback's hooks (`fit`)."""
+"""The TensorFlow / Keras writer: `tracker.VariableUpdateTracker`, the Keras callback (`callback`, public as
+`tb_varupdate.keras`) and its hooks (`fit`)."""
 
-__all__ = ["fit", "gradients", "measure", "ops", "optim", "record", "trace", "tracker", "variables"]
+__all__ = ["callback", "fit", "gradients", "measure", "ops", "optim", "record", "trace", "tracker", "variables"]

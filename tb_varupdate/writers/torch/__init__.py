@@ -1,3 +1,5 @@
-"""The PyTorch writer's parts; the tracker itself is `tb_varupdate.torch.ParameterUpdateTracker`."""
+"""The PyTorch writer: `tracker.ParameterUpdateTracker` (public as `tb_varupdate.torch`), its parts, and the
+Lightning and transformers callbacks built on it (public as `tb_varupdate.lightning`, `tb_varupdate.transformers`)."""
 
-__all__ = ["dist", "hooks", "measure", "ops", "optim", "params", "pending", "record"]
+__all__ = ["dist", "fold", "hooks", "lightning", "measure", "ops", "optim", "params", "pending", "record", "tracker",
+           "transformers"]
