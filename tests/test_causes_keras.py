@@ -319,10 +319,15 @@ def _functional(name):
 
 
 class _DDIM(keras.Model):
-    """keras-io's DDIM in miniature: a network trained by the optimizer, an EMA copy updated by `assign`."""
+    """keras-io's DDIM in miniature: a network trained by the optimizer, an EMA copy updated by `assign`.
 
-    def __init__(self):
+    With `rebind`, the EMA update is written `ema_weight = ...`: the classic
+    bug that rebinds a Python name and leaves the variable as it was.
+    """
+
+    def __init__(self, rebind=False):
         super().__init__()
+        self.rebind = rebind
         self.network = _functional("unet")
         self.ema_network = keras.models.clone_model(self.network)
 
@@ -333,7 +338,10 @@ class _DDIM(keras.Model):
         grads = tape.gradient(loss, self.network.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.network.trainable_variables))
         for weight, ema_weight in zip(self.network.weights, self.ema_network.weights):
-            ema_weight.assign(0.99 * ema_weight + 0.01 * weight)
+            if self.rebind:
+                ema_weight = 0.99 * ema_weight + 0.01 * weight  # noqa: F841 (the bug)
+            else:
+                ema_weight.assign(0.99 * ema_weight + 0.01 * weight)
         return {"loss": loss}
 
 
@@ -359,6 +367,34 @@ def test_names_say_which_model_a_variable_belongs_to(tmp_path):
     assert {name.split("/")[0] for name in rows} == {"network", "ema_network"}
     assert not any(name.endswith("_1") for name in rows)
     assert all(row["status"] == "updating" for row in rows.values())
+
+
+@pytest.mark.parametrize("rebind", [False, True])
+def test_an_ema_copy_whose_update_rebinds_a_name_is_told_how_assign_differs(tmp_path, rebind):
+    """DDIM's EMA network: healthy, or never moved because its update rebinds a Python name."""
+    from tb_varupdate import cli  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(0)
+    ddim = _DDIM(rebind)
+    ddim.compile(keras.optimizers.Adam(1e-2))
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 4)).astype("float32"))
+    before = {v.path: v.numpy().copy() for v in ddim.ema_network.weights}
+    ddim.fit(*data, batch_size=16, epochs=2, verbose=0,
+             callbacks=[VariableUpdateCallback(str(tmp_path), on_stuck="ignore")])
+    # The EMA network moved in every weight, or (the bug) in none.
+    assert [not np.array_equal(before[v.path], v.numpy()) for v in ddim.ema_network.weights] == [not rebind] * 4
+    rows = _rows(tmp_path)
+    ema_rows = {name: row for name, row in rows.items() if name.startswith("ema_network/")}
+    assert len(ema_rows) == 4
+    for row in ema_rows.values():
+        if rebind:
+            assert row["status"] == "never_updated" and row["severity"] == 1 and not row["problem"]
+            assert "`w.assign(...)` changes the variable" in row["diagnosis"]
+        else:
+            assert row["status"] == "updating"
+    assert all(row["status"] == "updating" for name, row in rows.items() if name.startswith("network/"))
+    assert cli.main(["check", str(tmp_path)]) == 0  # a warning: by the record alone, a fixed model
 
 
 class _SimCLR(keras.Model):

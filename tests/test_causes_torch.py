@@ -451,3 +451,39 @@ def test_a_nanogpt_style_amp_run_names_the_parameters_left_out_of_its_param_grou
         assert rows[name]["status"] == "never_updated" and rows[name]["gradient"] == "present"
         assert "param_groups" in rows[name]["diagnosis"]
     assert any("param_group" in message for message in caught) == forget_no_decay
+
+
+@pytest.mark.parametrize("rebind", [False, True])
+def test_an_ema_copy_whose_update_rebinds_a_name_is_told_how_in_place_updates_differ(tmp_path, rebind):
+    """A diffusion-style EMA of the model, updated after each step in place, or (the bug) by rebinding names."""
+    import copy  # pylint: disable=import-outside-toplevel
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.SiLU(), torch.nn.Linear(8, 4))
+    both = torch.nn.ModuleDict({"model": model, "ema": copy.deepcopy(model)})
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = torch.randn(32, 4)
+    before = _values(both)
+    train_step = _regression_step(model, optimizer, x, x)
+
+    def step(index):
+        train_step(index)
+        with torch.no_grad():
+            for ema_p, p in zip(both["ema"].parameters(), model.parameters()):
+                if rebind:
+                    ema_p = 0.99 * ema_p + 0.01 * p  # noqa: F841 (the bug)
+                else:
+                    ema_p.lerp_(p, 0.01)
+
+    _track(both, optimizer, tmp_path, 10, step)
+    changed = _changed_fraction(before, both)
+    rows = _rows(tmp_path)
+    ema = {name for name in rows if name.startswith("ema.")}
+    assert len(ema) == 4 and all((changed[name] > 0) == (not rebind) for name in ema)
+    for name in ema:
+        if rebind:
+            assert rows[name]["status"] == "never_updated" and rows[name]["severity"] == 1
+            assert not rows[name]["problem"] and "`p.lerp_(...)`" in rows[name]["diagnosis"]
+        else:
+            assert rows[name]["status"] == "updating"
+    assert all(rows[name]["status"] == "updating" for name in rows if name.startswith("model."))

@@ -191,14 +191,17 @@ _FIXED_MODEL = {
         "like a fixed model (a distillation teacher, a target network), which is fine. Mark it "
         "`trainable=False` (e.g. `teacher.trainable = False`), or accept it with `allow=` / "
         "`--allow`; if it should train, take its gradient in the train step and apply it with an "
-        "optimizer."
+        "optimizer. If `assign` should move it (an EMA copy, a target network's soft update), that "
+        "update never ran: `w = ...` rebinds a Python name, `w.assign(...)` changes the variable."
     ),
     TORCH: (
         "Never changed in %d logged steps, its `p.grad` stayed None and it is in none of the "
         "attached optimizers: it is used like a fixed model (a distillation teacher, a target "
         "network), which is fine. Mark it with `requires_grad_(False)`, or accept it with "
         "`allow=` / `--allow`; if it should train, put it on the path to the loss and in the "
-        "optimizer."
+        "optimizer. If an in-place update should move it (an EMA copy, a target network's soft "
+        "update), that update never ran: `p = ...` rebinds a Python name, `p.copy_(...)` or "
+        "`p.lerp_(...)` under `torch.no_grad()` changes the tensor."
     ),
 }
 
