@@ -228,11 +228,13 @@ def test_the_keras_io_fine_tune_without_recompile_is_a_problem_on_its_154_base_v
     assert list(changed.values()) == list(plain_changed.values())
     assert len(base.trainable_weights) == 154
     rows = _rows(tmp_path)
-    base_paths = {variable.path for variable in base.trainable_weights}
+    # Named by the model they belong to: Keras' own paths drop it ("block1_conv1/kernel").
+    base_paths = {"xception/" + variable.path for variable in base.trainable_weights}
     base_rows = {name: row for name, row in rows.items() if name in base_paths}
+    assert not [name for name in rows if name.startswith("block")]
     assert len(base_rows) == 154 and all(row["trainable"] for row in base_rows.values())
     for name, row in base_rows.items():
-        assert changed[name] == 0 and row["status"] == "never_updated" and row["problem"], name
+        assert changed[name[len("xception/"):]] == 0 and row["status"] == "never_updated" and row["problem"], name
         assert "call `model.compile(...)` again after changing `trainable`" in row["diagnosis"], name
     assert cli.main(["check", str(tmp_path)]) == 1
 
@@ -473,3 +475,24 @@ def test_a_transformer_fit_prints_no_grappler_errors(tmp_path):
     rows = _rows(tmp_path)
     embeddings = [row for name, row in rows.items() if "embedding" in name]
     assert len(embeddings) == 2 and all(row["rows_changed"] and row["status"] == "updating" for row in embeddings)
+
+
+def test_a_stall_after_the_last_check_is_warned_when_fit_ends(tmp_path):
+    """35 records: the checks at 10 and 20 come before the stall shows; the end of the fit checks the last one."""
+    import warnings  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="out")], name="regressor")
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([10], [0.05, 0.0])
+    model.compile(keras.optimizers.SGD(schedule), "mse")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(35 * 8, 4)).astype("float32"), rng.normal(size=(35 * 8, 1)).astype("float32")
+    before = _snapshot(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[VariableUpdateCallback(str(tmp_path))])
+    (message,) = [str(w.message) for w in caught if "are stuck" in str(w.message)]
+    assert "after 35 records" in message and "learning rate is 0" in message
+    assert all(changed > 0 for changed in _changed(before, model).values())
+    assert {row["status"] for row in _rows(tmp_path).values()} == {"stalled"}

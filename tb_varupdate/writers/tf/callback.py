@@ -130,4 +130,5 @@ class VariableUpdateCallback(keras.callbacks.Callback):
             self._hooks.end()
         _fit.flush(self._writer, self._warn, self.name)
         if self._tracker is not None:
+            self._tracker.final_check()
             _fit.warn_if_silent(self._warn, self._tracker, self._hooks, self._records_at_begin)

@@ -72,6 +72,10 @@ class Recorder:
                                          name="varupdate_counters")
             self._floats = tf.Variable(initial_floats, shape=tf.TensorShape([None, 2]), trainable=False,
                                        name="varupdate_floats")
+            # The newest record and its step, for the check once more at the end of a fit (`final_check`).
+            self._last_record = tf.Variable(tf.zeros([0, md.NUM_COLUMNS], tf.int32), shape=tf.TensorShape(None),
+                                            trainable=False, name="varupdate_last_record")
+            self._last_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="varupdate_last_step")
 
     def add(self, added, lift):
         """Adds state for newly tracked variables (`Tracked`, in row order); see `measure.Layout.add`."""
@@ -142,6 +146,8 @@ class Recorder:
             step, self._trainable_mask(trainable), sized, self._variables_record.names_hash, self.every_n_steps, self.writer_id,
         )
         record = self._with_learning_rates(record)
+        self._last_record.assign(record)
+        self._last_step.assign(tf.cast(step, tf.int64))
         self._counters.assign(new_counters)
         self._floats.assign(new_floats)
         self.header.assign(header)
@@ -189,6 +195,17 @@ class Recorder:
             stacklevel=2,
         )
         return True
+
+    def final_check(self):
+        """At the end of a fit: the check once more on the newest record, for a stall since the last doubling.
+
+        Warn mode only, as the PyTorch tracker's at `close()`: a fit that ended
+        must not raise for a check it never reached.
+        """
+        logged = int(self.header[counters.LOGGED].numpy())
+        if (self._check.on_stuck != "warn" or logged <= self._check.stuck_after or self._check.is_due(logged)):
+            return
+        self._run_check(self._variables_record.entries, self._last_record.read_value(), self._last_step.read_value())
 
     def _run_check(self, entries, record, step):
         """The `on_stuck` check of the `stuck_after`-th record; returns its message or ""."""

@@ -253,6 +253,16 @@ class VariableUpdateTracker:
         if message is not None:
             raise StuckVariableError(message)
 
+    def final_check(self):
+        """Checks the newest record once more: call it when training ends (the Keras callback does, per fit).
+
+        The check runs at `stuck_after` records, then at each doubling; this
+        catches what stalled since the last one (a schedule that reached 0).
+        It warns (with `on_stuck="warn"`), never raises.
+        """
+        with common.never_raise(self._warn), self._lock:
+            self._recorder.final_check()
+
     def _write_failed(self, err, step):
         """One warning, saying what was lost, when `err` is the summary writer's; False if it is not."""
         cause = writer_error(err)

@@ -159,13 +159,14 @@ class Variables:
                 yield from item.variables
 
     def _owners(self):
-        """{id(variable): label} of the models held as attributes of the tracked modules.
+        """{id(variable): label} of the models held as attributes or used as layers of the tracked modules.
 
         Keras 3 paths drop the name of a functional model whose layers were
         built outside its scope (keras-io's CycleGAN generators read
         `conv2d_10/kernel`; a `clone_model` EMA copy repeats its source's
-        paths). The tracker walked those models, so it names them: by the
-        model's name, or by the attribute where two share a name.
+        paths; the transfer-learning guide's Xception base reads
+        `block1_conv1/kernel`). The tracker walked those models, so it names
+        them: by the model's name, or by the attribute where two share a name.
         """
         found = []
         for item in self._items:
@@ -176,6 +177,11 @@ class Variables:
                     continue
                 if all(value is not model for _, model in found):
                     found.append((attribute, value))
+        # Then the models used as layers of a functional model, unless one of that name is already named.
+        for item in self._items:
+            for layer in getattr(item, "layers", ()) if not is_variable(item) else ():
+                if _is_model(layer) and all(layer is not model and layer.name != model.name for _, model in found):
+                    found.append((layer.name, layer))
         names = [model.name for _, model in found]
         owners = {}
         for attribute, model in found:
