@@ -120,7 +120,7 @@ def warn_not_in_optimizers(refresh, tensors, optimizers, warn_once):
 
     Args:
       refresh: re-reads the tracked tensors first (a layer replaced since).
-      tensors: the tracker's `_torch_params.Tensors`.
+      tensors: the tracker's `params.Tensors`.
       optimizers: every attached optimizer.
       warn_once: the tracker's `_warn_once(key, message)`.
     """

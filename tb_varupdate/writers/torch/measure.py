@@ -5,7 +5,7 @@ multi-tensor path (`torch/optim/adam.py`): a `Plan`, made when tensors join or
 are re-pointed, sorts the tracked tensors into blocks of one device and
 dtype, and a record is a fixed number of kernels per block, whatever the
 number of tensors. Nothing is read back to the host here: the results are
-one device tensor, which `_torch_pending` reads every few records.
+one device tensor, which `pending` reads every few records.
 
 * Blocks, per device and dtype: float tensors of at least `LARGE_ELEMENTS`
   elements are measured as a list by `torch._foreach_*` kernels; smaller ones

@@ -46,7 +46,7 @@ class LearningRates:
         Args:
           optimizers: the optimizers whose param groups count (may be empty:
             then nothing is known and no entry gets a slot).
-          tensors: the tracker's `_torch_params.Tensors`.
+          tensors: the tracker's `params.Tensors`.
 
         Returns:
           True when an entry's `lr_slot` changed (the variables record must be written again).

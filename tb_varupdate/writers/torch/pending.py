@@ -1,6 +1,6 @@
 """Records kept on the device and read by the host every few records, without waiting for the device.
 
-A record is measured and folded on the tensors' device (`_torch_record`);
+A record is measured and folded on the tensors' device (`record`);
 reading it on the host at once would make the host wait for the device at
 every step (a `.cpu()` per record cost GPT-2 on an H200 about 11% of its
 step). So records go into a preallocated device ring of `read_every` slots,

@@ -1,9 +1,9 @@
 """`Recorder`: the PyTorch tracker's counters, one record's measure and fold, and the writer.
 
-A record is measured (`_torch_measure`) and folded (`_torch_fold`: every
-writer's `counters.fold` over `_torch_ops.TorchOps`, replayed as a CUDA graph
+A record is measured (`measure`) and folded (`fold`: every
+writer's `counters.fold` over `ops.TorchOps`, replayed as a CUDA graph
 on a GPU) on the tensors' device, then kept
-there (`_torch_pending`) until the host reads a batch of them; only then is
+there (`pending`) until the host reads a batch of them; only then is
 each written, with its own step, and checked (`stuck.StuckCheck`). Reading
 late changes when a record is written, not what it says. The `SummaryWriter`
 is opened at the first written record, not at construction, so a tracker
@@ -31,7 +31,7 @@ _OPS = TorchOps()
 
 
 class Recorder:
-    """Takes and writes records of a `_torch_params.Tensors` under one tracker name.
+    """Takes and writes records of a `params.Tensors` under one tracker name.
 
     Args:
       name: the tracker's name (tags `varupdate/<name>`).
@@ -69,10 +69,8 @@ class Recorder:
         self._step_origin = None  # 0-d int64 zero on the device: a step is origin + int, no copy
         self._trainable = (None, None)  # (flags, bool tensor on the device)
         self._rates = collections.deque()  # per pending record, in order: its learning-rate slots
-        self._names_written = None
-        self.document = None  # the variables record (JSON bytes), re-encoded when rows join
-        self.entries = []
-        self._names_hash = self._sized = None
+        self._variables_record = common.VariablesRecord(self._writer_id)  # re-encoded when rows join
+        self._sized = None
         self.taken = 0  # records measured and folded (written or pending)
         self.written = 0
         self.latest_step = None
@@ -80,7 +78,12 @@ class Recorder:
     @property
     def names_hash(self):
         """The variables record's `names_hash` (0 before any row)."""
-        return self._names_hash or 0
+        return self._variables_record.names_hash if self._variables_record.entries else 0
+
+    @property
+    def document(self):
+        """The variables record (JSON bytes) of the rows now."""
+        return self._variables_record.document
 
     @property
     def pending(self):
@@ -104,7 +107,7 @@ class Recorder:
             self._replica_state = tuple(
                 torch.cat([old, to_torch(new, old.device)])
                 for old, new in zip(self._replica_state, counters.initial_replicas(added)))
-        self._encode(tensors)
+        self._variables_record.update(tensors.entries)
         self._sized = to_torch(np.array([row.is_float and self._delta == EXACT for row in tensors.rows]),
                                self._counters.device)
 
@@ -146,13 +149,7 @@ class Recorder:
     def rewrite_variables(self, tensors):
         """Encodes the variables record again after an entry changed (not its rows): written before the next record."""
         self._pending.flush()  # the records taken so far keep the entries they were taken with
-        self._encode(tensors)
-        self._names_written = None
-
-    def _encode(self, tensors):
-        """The variables record of `tensors.entries` now, and the entries the checks read with it."""
-        self.entries = [dict(entry) for entry in tensors.entries]
-        self.document, self._names_hash = vr.encode_variables(tensors.entries, self._writer_id)
+        self._variables_record.update(tensors.entries)
 
     def _present_now(self, grads):
         """bool [rows] on the device: a gradient tensor on this rank."""
@@ -190,7 +187,7 @@ class Recorder:
         """Measures and folds one record at `step`, kept on the device until the next read.
 
         Args:
-          tensors: the tracked `_torch_params.Tensors`.
+          tensors: the tracked `params.Tensors`.
           step: the record's step.
           replicas: `check_replicas`' result at this record, or None.
           writes: fold and keep the record (False: a rank that only takes
@@ -209,7 +206,7 @@ class Recorder:
             return
         self._counters, self._floats, self._header, record = self._fold(
             (self._counters, self._floats, self._header), measured, int(step), self._step_origin,
-            self._trainable_now(tensors), self._sized, (self._names_hash, self._every_n_steps, self._writer_id))
+            self._trainable_now(tensors), self._sized, (self._variables_record.names_hash, self._every_n_steps, self._writer_id))
         if self._replica_state is not None:
             first, spread, record = counters.fold_replicas(
                 _OPS, *self._replica_state, record, *(replicas or self._not_checked()), self._step_origin + int(step))
@@ -245,14 +242,14 @@ class Recorder:
                 record[0, first:first + len(rates)] = np.asarray(rates, np.float32).view(np.int32)
         writer = self.writer
         for step, record in records:
-            if self._names_written != self._names_hash:
-                write_variables(writer, self._name, self.document, step)
-                self._names_written = self._names_hash
+            if self._variables_record.due:
+                write_variables(writer, self._name, self._variables_record.document, step)
+                self._variables_record.mark_written()
             write_updates(writer, self._name, record, step, self._version)
         # Checked once all are written: a check that raises loses none of them.
         before, self.written = self.written, self.written + len(records)
         for number, (step, record) in enumerate(records, start=before + 1):
-            self._on_written(number, self.entries, record, step, self.latest_step)
+            self._on_written(number, self._variables_record.entries, record, step, self.latest_step)
 
     @property
     def writer(self):
