@@ -269,17 +269,27 @@ def fold(ops, counters, floats, header, measured, step, trainable, sized, names_
             if index in STEP_COLUMNS:
                 value = ops.where(value == NO_STEP, ops.constant(-1, header), value)
             body.append(ops.clip_int32(value))
-    head = [0] * md.NUM_COLUMNS
-    head[md.HEADER_LOGGED] = header[LOGGED]
-    head[md.HEADER_NAMES_HASH] = names_hash
-    head[md.HEADER_EVERY_N] = every_n
-    head[md.HEADER_WRITER_ID] = writer_id
-    head[md.HEADER_STEP_REGRESSIONS] = header[STEP_REGRESSIONS]
-    head[md.HEADER_LOGS_AT_LAST_FINITE_GRADS] = header[LOGS_AT_LAST_FINITE_GRADS]
+    head = header_row(header[LOGGED], names_hash, every_n, writer_id, header[STEP_REGRESSIONS],
+                      header[LOGS_AT_LAST_FINITE_GRADS])
     head = [value if not isinstance(value, int) else ops.constant(value, header) for value in head]
     head_row = ops.clip_int32(ops.stack(head))
     record = ops.concat_rows([head_row[None], ops.stack_columns(body)])
     return counters, floats, header, record
+
+
+def header_row(logged, names_hash, every_n, writer_id, step_regressions, logs_at_last_finite_grads):
+    """The updates record's header row (docs/FORMAT.md): NUM_COLUMNS values, each in its column, 0 elsewhere.
+
+    The learning-rate slots stay 0 here: the writers fill them as they write.
+    """
+    head = [0] * md.NUM_COLUMNS
+    head[md.HEADER_LOGGED] = logged
+    head[md.HEADER_NAMES_HASH] = names_hash
+    head[md.HEADER_EVERY_N] = every_n
+    head[md.HEADER_WRITER_ID] = writer_id
+    head[md.HEADER_STEP_REGRESSIONS] = step_regressions
+    head[md.HEADER_LOGS_AT_LAST_FINITE_GRADS] = logs_at_last_finite_grads
+    return head
 
 
 def initial_replicas(count):

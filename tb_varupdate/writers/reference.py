@@ -27,8 +27,7 @@ _NOT_GIVEN = object()
 def updates_record(header, ints, floats):
     """A hand-made updates record: counters set by the caller, not folded from measurements.
 
-    The header's layout is `counters.fold`'s (tests/test_reference.py holds
-    the two equal).
+    The header is laid out by `counters.header_row`, as `counters.fold` lays out its own.
 
     Args:
       header: dict with keys "logged", "names_hash", "every_n", and optionally
@@ -44,13 +43,9 @@ def updates_record(header, ints, floats):
     body = ints.astype(np.int32)
     float_bits = np.asarray(floats, dtype=np.float32).view(np.int32)
     body[:, md.FLOAT_COLUMNS] = float_bits[:, md.FLOAT_COLUMNS]
-    head = np.zeros((1, md.NUM_COLUMNS), dtype=np.int32)
-    head[0, md.HEADER_LOGGED] = header["logged"]
-    head[0, md.HEADER_NAMES_HASH] = header["names_hash"]
-    head[0, md.HEADER_EVERY_N] = header["every_n"]
-    head[0, md.HEADER_WRITER_ID] = header.get("writer_id", 0)
-    head[0, md.HEADER_STEP_REGRESSIONS] = header.get("step_regressions", 0)
-    head[0, md.HEADER_LOGS_AT_LAST_FINITE_GRADS] = header.get("logs_at_last_finite_grads", 0)
+    head = np.asarray([counters.header_row(
+        header["logged"], header["names_hash"], header["every_n"], header.get("writer_id", 0),
+        header.get("step_regressions", 0), header.get("logs_at_last_finite_grads", 0))], dtype=np.int32)
     record = np.concatenate([head, body], axis=0)
     return with_learning_rates(record, header.get("learning_rates", ()))
 
