@@ -93,6 +93,15 @@ class StuckCheck:
         """True at the `stuck_after`-th record, then at each doubling of it (`is_check_record`)."""
         return self.enabled and is_check_record(records_written, self.stuck_after)
 
+    def is_due_at_end(self, records_written):
+        """Whether training's end checks the newest record once more: a stall since the last doubling.
+
+        Warn mode only: the end of training (a tracker's `close()`, the end of
+        a fit, also on an error) must not raise for a check the run never reached.
+        """
+        return (self.on_stuck == "warn" and records_written > self.stuck_after
+                and not is_check_record(records_written, self.stuck_after))
+
     def find(self, entries, record, step, seen_at=None):
         """The message for the stuck variables of one record, or None.
 

@@ -197,15 +197,10 @@ class Recorder:
         return True
 
     def final_check(self):
-        """At the end of a fit: the check once more on the newest record, for a stall since the last doubling.
-
-        Warn mode only, as the PyTorch tracker's at `close()`: a fit that ended
-        must not raise for a check it never reached.
-        """
-        logged = int(self.header[counters.LOGGED].numpy())
-        if (self._check.on_stuck != "warn" or logged <= self._check.stuck_after or self._check.is_due(logged)):
-            return
-        self._run_check(self._variables_record.entries, self._last_record.read_value(), self._last_step.read_value())
+        """At the end of a fit: the check once more on the newest record (`StuckCheck.is_due_at_end`)."""
+        if self._check.is_due_at_end(int(self.header[counters.LOGGED].numpy())):
+            self._run_check(self._variables_record.entries, self._last_record.read_value(),
+                            self._last_step.read_value())
 
     def _run_check(self, entries, record, step):
         """The `on_stuck` check of the `stuck_after`-th record; returns its message or ""."""

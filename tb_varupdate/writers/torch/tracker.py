@@ -557,16 +557,10 @@ class ParameterUpdateTracker:
         raise TypeError(_NO_COPY % "copied or pickled")
 
     def _final_check(self):
-        """At close: the check once more on the last record, for a stall since the last doubling.
-
-        Warn mode only: `close()` (also leaving a `with` block on an error)
-        must not raise for a check the run never reached.
-        """
+        """At close: the check once more on the last record (`StuckCheck.is_due_at_end`)."""
         last = self._last_written
-        if (last is None or self._check.on_stuck != "warn" or last[0] <= self._check.stuck_after
-                or self._check.is_due(last[0])):
-            return
-        self._check.run(*last[1:])
+        if last is not None and self._check.is_due_at_end(last[0]):
+            self._check.run(*last[1:])
 
     def __enter__(self):
         return self
