@@ -93,17 +93,21 @@ class Fold:
           trainable, sized: bool [rows] on the device.
           constants: (names_hash, every_n, writer_id).
         """
-        if measured.device.type != "cuda" or self._eager_only:
-            return fold_eagerly(state, measured, origin + step, trainable, sized, constants)
-        if self._graph is None or not self._graph.folds(state, constants):
-            self._graph = None
-            try:
-                self._graph = _Graph(state, measured, origin + step, trainable, sized, constants)
-            except Exception as error:  # pylint: disable=broad-except
-                self._eager_only = True
-                warnings.warn("tb_varupdate: the record fold could not be captured as a CUDA graph (%s: %s); "
-                              "records are folded eagerly instead: the same records, ~1 ms more per record "
-                              "on the Python thread." % (type(error).__name__, error), RuntimeWarning,
-                              stacklevel=2)
-                return fold_eagerly(state, measured, origin + step, trainable, sized, constants)
-        return self._graph.replay(measured, step, trainable, sized)
+        if measured.device.type == "cuda" and not self._eager_only:
+            if self._graph is None or not self._graph.folds(state, constants):
+                self._graph = self._capture(state, measured, origin + step, trainable, sized, constants)
+            if self._graph is not None:
+                return self._graph.replay(measured, step, trainable, sized)
+        return fold_eagerly(state, measured, origin + step, trainable, sized, constants)
+
+    def _capture(self, *fold_args):
+        """A `_Graph` of `fold_args`, or None (and eager folds from now on) where capture fails."""
+        try:
+            return _Graph(*fold_args)
+        except Exception as error:  # pylint: disable=broad-except
+            self._eager_only = True
+            warnings.warn("tb_varupdate: the record fold could not be captured as a CUDA graph (%s: %s); "
+                          "records are folded eagerly instead: the same records, ~1 ms more per record "
+                          "on the Python thread." % (type(error).__name__, error), RuntimeWarning,
+                          stacklevel=3)
+            return None
