@@ -178,19 +178,23 @@ def _gloo_train(rank, port, run_dir, wrap):
         torch.distributed.destroy_process_group()
 
 
+# Both 2-process runs train `_DDPNet`: its aux_head is never on the path to the loss.
+_DDP_NET_EXPECTED = {
+    "hidden.weight": (UPDATING, PRESENT), "hidden.bias": (UPDATING, PRESENT),
+    "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
+    "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING),
+}
+
+
 @_scenario("torch_ddp_unused_parameter",
            "DDP over gloo, 2 processes (find_unused_parameters=True): aux_head is unused on every rank",
-           {"hidden.weight": (UPDATING, PRESENT), "hidden.bias": (UPDATING, PRESENT),
-            "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
-            "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
+           _DDP_NET_EXPECTED)
 def torch_ddp_unused_parameter(run_dir):
     _spawn(run_dir, _ddp)
 
 
 @_scenario("torch_fsdp2_unused_layer",
            "FSDP2 (fully_shard) over gloo, 2 processes, AdamW: aux_head is unused, its gradient None on every rank",
-           {"hidden.weight": (UPDATING, PRESENT), "hidden.bias": (UPDATING, PRESENT),
-            "head.weight": (UPDATING, PRESENT), "head.bias": (UPDATING, PRESENT),
-            "aux_head.weight": (NEVER, MISSING), "aux_head.bias": (NEVER, MISSING)})
+           _DDP_NET_EXPECTED)
 def torch_fsdp2_unused_layer(run_dir):
     _spawn(run_dir, _fsdp2)
