@@ -32,11 +32,10 @@ import common  # noqa: E402
 import tb_varupdate.torch as tbt  # noqa: E402
 from tb_varupdate.writers.torch.pending import READ_EVERY_ACCELERATOR  # noqa: E402
 
-VARIANTS = ("no logging", "tracker every step", "tracker every 10 steps", "tracker every step, read_every=8",
-            "tracker every step, read_every=1", "floor, no host read", "floor + .cpu()")
-# The trackers of the variants above: (every_n_steps, read_every or None for the default).
+# The tracker variants: (every_n_steps, read_every or None for the default).
 TRACKERS = {"tracker every step": (1, None), "tracker every 10 steps": (10, None),
             "tracker every step, read_every=8": (1, 8), "tracker every step, read_every=1": (1, 1)}
+VARIANTS = ("no logging",) + tuple(TRACKERS) + ("floor, no host read", "floor + .cpu()")
 # The targets: (model key, variant) -> the largest ratio to no logging.
 TARGETS = {
     ("GPT-2", "tracker every step"): 1.03, ("ResNet-50", "tracker every step"): 1.03,
