@@ -136,3 +136,34 @@ def test_channels_last_and_strided_tensors_are_measured_in_their_own_layout(devi
             [float(conv.double().norm()), float(strided.double().norm())], rel=1e-6)
         assert out[measure.CHANGED].tolist() == [1.0, 1.0]
     assert measurement.measure(rows, grads)[measure.CHANGED].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_each_gradient_is_measured_by_the_path_its_kind_needs_at_every_record(device):
+    # Which gradients a block measures together is cached per kind of the record's gradients:
+    # a gradient that comes, goes, changes dtype or turns sparse must be measured right at once.
+    small = torch.nn.Parameter(torch.ones(4, 3, device=device))  # a flat block
+    large = torch.nn.Parameter(torch.ones(measure.LARGE_ELEMENTS, device=device))  # a list block
+    small.grad_dtype = None  # lets a gradient of another dtype be assigned, as torch allows
+    rows = _rows(small, large)
+    measurement = measure.Measurement()
+
+    def grad_l2(grads):
+        return measurement.measure(rows, grads)[measure.GRAD_L2].tolist()
+
+    def l2(tensor):
+        return float(tensor.to_dense().double().norm())
+
+    dense = torch.full((4, 3), 0.5, device=device)
+    wide = torch.full((4, 3), 1e-30, dtype=torch.float64, device=device)  # underflows in float32 squares
+    sparse = torch.sparse_coo_tensor([[1, 3]], torch.full((2, 3), 2.0, device=device), (4, 3),
+                                     check_invariants=True)
+    large_grad = torch.full((measure.LARGE_ELEMENTS,), 0.25, device=device)
+    assert grad_l2([None, None]) == [md.GRAD_NONE, md.GRAD_NONE]
+    for grad in (dense, wide, sparse, dense, None, wide):
+        expected = md.GRAD_NONE if grad is None else pytest.approx(l2(grad), rel=1e-6)
+        assert grad_l2([grad, large_grad]) == [expected, pytest.approx(l2(large_grad), rel=1e-6)]
+    plan = measurement.plan
+    rows[1].reset(torch.zeros(measure.LARGE_ELEMENTS, device=device), measure.EXACT)  # a layer replaced
+    out = measurement.measure(rows, [dense, None])
+    assert measurement.plan is not plan and out[measure.CHANGED].tolist() == [0.0, 0.0]

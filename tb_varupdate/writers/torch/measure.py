@@ -33,7 +33,9 @@ one device tensor, which `pending` reads every few records.
 """
 
 import functools
+import itertools
 import math
+import operator
 
 import torch
 
@@ -193,10 +195,19 @@ def _bits_sum(tensor):
     return flat.view(_BITS_VIEW[flat.element_size()]).sum(dtype=torch.int64)
 
 
+# Each Row state gets a new number, so a plan tells that rows were re-pointed by comparing
+# one list of ints, not by walking the rows in Python.
+_GENERATIONS = itertools.count()
+_GENERATION = operator.attrgetter("generation")
+# What decides how a gradient is measured. Not its device: torch refuses a `.grad` on
+# another device than its tensor's, and autograd accumulates it there.
+_KIND = operator.attrgetter("is_sparse", "dtype")
+
+
 class Row:
     """One tracked tensor: the parameter or buffer, its snapshot (or checksum), its changed-rows mask."""
 
-    __slots__ = ("tensor", "local", "snapshot", "is_float", "rows", "bits", "value_l2")
+    __slots__ = ("tensor", "local", "snapshot", "is_float", "rows", "bits", "value_l2", "generation")
 
     def __init__(self, tensor, delta):
         self.tensor = tensor
@@ -207,6 +218,7 @@ class Row:
     def reset(self, tensor, delta):
         """Points the row at `tensor` (a layer was replaced): measured from its value now."""
         self.tensor = tensor
+        self.generation = next(_GENERATIONS)
         # What this rank holds and measures: a DTensor's local shard (`_torch_dist.Sharded` adds them up).
         self.local = data = local(tensor)
         if delta == EXACT or not self.is_float:
@@ -276,7 +288,7 @@ class _Block:
         """How the gradients of the members at positions `dense` are gathered: a cached `_Gather`."""
         key = tuple(dense)
         if key not in self._gathers:
-            self._gathers[key] = _Gather(dense, self.values, self.device)
+            self._gathers[key] = _Gather(dense, self.values, self.device, self.members)
         return self._gathers[key]
 
 
@@ -288,19 +300,28 @@ class _Gather:
     stacked). The norms come out in `order`, the group after group order.
     """
 
-    def __init__(self, dense, values, device):
+    def __init__(self, dense, values, device, rows):
         groups = {}
         for k in dense:
             groups.setdefault((values[k].dim(), tuple(values[k].shape[1:])), []).append(k)
-        self.groups = [(rank > 0, members) for (rank, _), members in groups.items()]
-        self.order = [k for _, members in self.groups for k in members]
+        # Per group: cat or stack, and what picks its gradients out of a record's list at C speed.
+        self.groups = [(torch.cat if rank > 0 else torch.stack, _picker([rows[k] for k in members]))
+                       for (rank, _), members in groups.items()]
+        self.order = [k for members in groups.values() for k in members]
         self.ops = _Flat([values[k].numel() for k in self.order], device)
 
-    def flat(self, grad_of):
-        """One new vector of the gradients (`grad_of(k)`), in `order`."""
-        parts = [(torch.cat if ranked else torch.stack)([grad_of(k) for k in members]).reshape(-1)
-                 for ranked, members in self.groups]
+    def flat(self, grads):
+        """One new vector of the gradients (`grads`: per row of the plan), in `order`."""
+        parts = [join(pick(grads)).reshape(-1) for join, pick in self.groups]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _picker(indices):
+    """A function of a list giving its items at `indices`, as a sequence (`operator.itemgetter` gives one item alone)."""
+    if len(indices) == 1:
+        index = indices[0]
+        return lambda items: (items[index],)
+    return operator.itemgetter(*indices)
 
 
 class Plan:
@@ -341,8 +362,9 @@ class Plan:
         self.float_positions = torch.tensor([i for block in self.floats for i in block.members],
                                             dtype=torch.int64, device=self.home)
         self._present = {}  # the rows with a dense gradient, per block -> their indices on `home`
-        # What the blocks hold (packing re-points snapshots): a row re-pointed since needs a new plan.
-        self._held = [(row.tensor, row.snapshot) for row in self.rows]
+        self._kinds = {}  # the gradients' kinds (`kinds_of`) -> per float block, (dense, alone) member positions
+        # A row re-pointed since (`Row.reset`) needs a new plan; packing above re-points only this plan's.
+        self._generations = list(map(_GENERATION, self.rows))
         empty = [i for i, row in enumerate(self.rows) if row.local.numel() == 0]
         defaults = torch.zeros(NUM_MEASURED, self.count, dtype=torch.float64)
         defaults[DELTA_L2] = 0.0 if delta == EXACT else math.nan
@@ -363,10 +385,19 @@ class Plan:
         return found
 
     def is_for(self, rows):
-        """Whether this plan still measures exactly `rows` (same tensors, same snapshots)."""
-        return len(rows) == self.count and all(
-            row is mine and row.tensor is tensor and row.snapshot is snapshot
-            for row, mine, (tensor, snapshot) in zip(rows, self.rows, self._held))
+        """Whether this plan still measures exactly `rows` (the same rows, none re-pointed since)."""
+        return len(rows) == self.count and list(map(_GENERATION, rows)) == self._generations
+
+    def split(self, grads):
+        """Per float block, (dense, alone): the member positions whose gradient is measured with the
+        block's kernels, and one at a time (sparse, or of another dtype or device). Cached per kinds."""
+        is_tensor = list(map(isinstance, grads, itertools.repeat(torch.Tensor)))
+        tensors = list(itertools.compress(grads, is_tensor))
+        key = (tuple(is_tensor), tuple(map(_KIND, tensors)))
+        found = self._kinds.get(key)
+        if found is None:
+            found = self._kinds[key] = [_split(block, grads) for block in self.floats]
+        return found
 
 
 class Measurement:
@@ -389,8 +420,9 @@ class Measurement:
 
         Args:
           rows: the tracked `Row`s, in record order.
-          grads: per row, the gradient tensor (dense or sparse), `GRAD_NONE`
-            (no gradient), or `GRAD_NOT_GIVEN` for tensors that have none (buffers).
+          grads: per row, the gradient tensor (dense or sparse), None or
+            `GRAD_NONE` (no gradient), or `GRAD_NOT_GIVEN` for tensors that have
+            none (buffers).
           track_rows: count the rows changed of tensors fed sparse gradients.
 
         Returns:
@@ -411,17 +443,13 @@ class Measurement:
         home = out.device
         values, deltas, scaled_deltas, checksum_changed = [], [], [], []
         grad_norms, scaled_grad_norms, with_grad = [], [], []
-        for block in plan.floats:
+        splits = plan.split(grads)
+        for number, block in enumerate(plan.floats):
             ops, how = block.ops, plan.how
             now = block.now()
             value_l2, _ = _norms_of(ops, now, block.dtype, FLOAT64 if how == FLOAT64 else PLAIN)
             values.append(value_l2)
-            dense, alone = [], []  # member positions: gradients measured together, and one at a time
-            for k, index in enumerate(block.members):
-                grad = grads[index]
-                if isinstance(grad, torch.Tensor):
-                    same = not grad.is_sparse and grad.dtype == block.dtype and grad.device == block.device
-                    (dense if same else alone).append(k)
+            dense, alone = splits[number]
             if self.delta == EXACT:
                 ops.sub_(block.scratch, now)
                 for k in alone if track_rows else ():
@@ -466,7 +494,7 @@ class Measurement:
         if block.kind == FLAT:
             # A new vector: scratch for the second look. Any element order serves a norm.
             gather = block.gradients(dense)
-            flat = gather.flat(lambda k: grads[block.members[k]])
+            flat = gather.flat(grads)
             return _norms_of(gather.ops, flat, block.dtype, how) + (gather.order,)
         dense_grads = [grads[block.members[k]] for k in dense]
         if how == FLOAT64 or self.delta != EXACT:  # (checksum keeps no scratch)
@@ -475,6 +503,17 @@ class Measurement:
         scratch = [block.scratch[k] for k in dense]
         torch._foreach_copy_(scratch, dense_grads)  # pylint: disable=protected-access
         return _norms_of(_Lists, scratch, block.dtype, how) + (dense,)
+
+
+def _split(block, grads):
+    """(dense, alone) member positions of `block` with a gradient: see `Plan.split`."""
+    dense, alone = [], []
+    for k, index in enumerate(block.members):
+        grad = grads[index]
+        if isinstance(grad, torch.Tensor):
+            same = not grad.is_sparse and grad.dtype == block.dtype and grad.device == block.device
+            (dense if same else alone).append(k)
+    return dense, alone
 
 
 def _measure_others(block, out):

@@ -54,7 +54,7 @@ class LearningRates:
         groups = [group for optimizer in optimizers for group in optimizer.param_groups]
         signature = (
             tuple((id(group["params"]), len(group["params"])) for group in groups),
-            tuple(id(row.tensor) for row in tensors.rows),
+            id(tensors), tensors.version,
         )
         if signature == self._signature:
             return False

@@ -8,6 +8,7 @@ DataParallel's `module.` and torch.compile's `_orig_mod.` are removed, so a
 run compares with an unwrapped one. Imports torch, never TensorFlow.
 """
 
+import operator
 import re
 
 import torch
@@ -16,6 +17,19 @@ from tb_varupdate.format import metadata as md
 from tb_varupdate.format import variables as vr
 from tb_varupdate.writers.torch.dist import flat_shards
 from tb_varupdate.writers.torch.measure import Row, is_dtensor, local
+
+_GRAD = operator.attrgetter("grad")
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
+
+
+class _Buffer:
+    """Stands for a buffer row where a parameter's `.grad` and `requires_grad` are read: none, and False."""
+
+    grad = md.GRAD_NOT_GIVEN
+    requires_grad = False
+
+
+_BUFFER = _Buffer()
 
 # torch.compile wraps a module in OptimizedModule, whose names gain this segment;
 # FSDP1 (FullyShardedDataParallel) and activation checkpointing wrap submodules,
@@ -89,6 +103,12 @@ class Tensors:
         self.replicated = isinstance(module_or_params, torch.nn.parallel.DistributedDataParallel)
         self.rows, self.entries, self._by_name = [], [], {}
         self._seen = None  # the (name, id) list of the last refresh, to skip unchanged ones
+        # Bumped whenever a row is appended or re-pointed: what is cached per rows is keyed on it.
+        self.version = 0
+        # Per row, where its `.grad` and `requires_grad` are read at each record: the
+        # parameter, or `_BUFFER`. Read by `map` over this list, not a Python loop per row.
+        self._holders = []
+        self._dtensors = False  # any DTensor row (its gradient is measured as its local shard)
 
     def sharded(self):
         """Whether any tensor is sharded across ranks (a DTensor, an FSDP1 slice)."""
@@ -125,9 +145,14 @@ class Tensors:
                 if row.tensor is not tensor:
                     # A layer replaced under the same name: follow the new tensor from its value now.
                     row.reset(tensor, self._delta)
+                    self._holders[index] = tensor if role == vr.ROLE_PARAMETER else _BUFFER
+                    self._dtensors = self._dtensors or is_dtensor(tensor)
+                    self.version += 1
                 continue
             self._by_name[name] = len(self.rows)
             self.rows.append(Row(tensor, self._delta))
+            self._holders.append(tensor if role == vr.ROLE_PARAMETER else _BUFFER)
+            self._dtensors = self._dtensors or is_dtensor(tensor)
             self.entries.append({
                 "name": name,
                 "shape": self._flat_shapes.get(id(tensor), list(tensor.shape)),
@@ -140,6 +165,7 @@ class Tensors:
             if role == vr.ROLE_PARAMETER and self._starts_at_zero(name, tensor):
                 self.entries[-1]["zero_init"] = True
             added += 1
+        self.version += bool(added)
         return added
 
     def _starts_at_zero(self, name, tensor):
@@ -156,17 +182,12 @@ class Tensors:
                 if entry["role"] == vr.ROLE_PARAMETER and row.tensor.requires_grad]
 
     def grads(self):
-        """Per row, its `.grad` now: None as `GRAD_NONE`; buffers, which have none, `GRAD_NOT_GIVEN`."""
-        grads = []
-        for entry, row in zip(self.entries, self.rows):
-            if entry["role"] == vr.ROLE_BUFFER:
-                grads.append(md.GRAD_NOT_GIVEN)
-            else:
-                grad = row.tensor.grad
-                grads.append(md.GRAD_NONE if grad is None else local(grad) if is_dtensor(grad) else grad)
+        """Per row, its `.grad` now (None when it has none); buffers, which have none, `GRAD_NOT_GIVEN`."""
+        grads = list(map(_GRAD, self._holders))
+        if self._dtensors:
+            grads = [local(grad) if is_dtensor(grad) else grad for grad in grads]
         return grads
 
     def trainable(self):
         """tuple of bool, per row: its `trainable` at this record (`requires_grad` can change)."""
-        return tuple(entry["role"] == vr.ROLE_PARAMETER and row.tensor.requires_grad
-                     for entry, row in zip(self.entries, self.rows))
+        return tuple(map(_REQUIRES_GRAD, self._holders))

@@ -11,6 +11,7 @@ that never records leaves no empty run behind. Imports torch, never TensorFlow.
 """
 
 import collections
+import itertools
 import warnings
 
 import numpy as np
@@ -153,7 +154,7 @@ class Recorder:
 
     def _present_now(self, grads):
         """bool [rows] on the device: a gradient tensor on this rank."""
-        self._present = self._mask(self._present, tuple(isinstance(grad, torch.Tensor) for grad in grads))
+        self._present = self._mask(self._present, tuple(map(isinstance, grads, itertools.repeat(torch.Tensor))))
         return self._present[1]
 
     def _sharded_of(self, plan, tensors):
@@ -176,7 +177,7 @@ class Recorder:
 
     def check_replicas(self, tensors):
         """Compares the replicated parameters across ranks (one all-reduce): (checked, spread) on the device."""
-        key = tuple(id(row.tensor) for row in tensors.rows)
+        key = (id(tensors), tensors.version)
         if self._replicas[0] != key:
             rows = [row if entry["role"] == vr.ROLE_PARAMETER else None
                     for entry, row in zip(tensors.entries, tensors.rows)]
