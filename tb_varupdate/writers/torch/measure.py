@@ -260,7 +260,6 @@ class _Block:
         if kind == FLAT:
             self.views = [flat_view(value) for value in self.values]
             self.ops = _Flat([view.numel() for view in self.views], self.device)
-            self._gathers = {}
             self.scratch = torch.cat([flat_view(row.snapshot) for row in self.rows])
             start = 0
             for row in self.rows:
@@ -283,14 +282,6 @@ class _Block:
         if self.kind == STACKED:
             return torch.stack(self.values).reshape(len(self.members), -1)
         return self.values
-
-    def gradients(self, dense):
-        """How the gradients of the members at positions `dense` are gathered: a cached `_Gather`."""
-        key = tuple(dense)
-        if key not in self._gathers:
-            self._gathers[key] = _Gather(dense, self.values, self.device, self.members)
-        return self._gathers[key]
-
 
 class _Gather:
     """Gradients of a flat block laid end to end with one `cat` per kind of shape, not an op per tensor.
@@ -361,8 +352,7 @@ class Plan:
         self.how = FLOAT64 if self.home.type == "cuda" else SCALED
         self.float_positions = torch.tensor([i for block in self.floats for i in block.members],
                                             dtype=torch.int64, device=self.home)
-        self._present = {}  # the rows with a dense gradient, per block -> their indices on `home`
-        self._kinds = {}  # the gradients' kinds (`kinds_of`) -> per float block, (dense, alone) member positions
+        self._splits = {}  # the kinds of a record's gradients -> their `_Split`
         # A row re-pointed since (`Row.reset`) needs a new plan; packing above re-points only this plan's.
         self._generations = list(map(_GENERATION, self.rows))
         empty = [i for i, row in enumerate(self.rows) if row.local.numel() == 0]
@@ -375,29 +365,53 @@ class Plan:
         defaults[ROWS_CHANGED] = -1.0
         self.defaults = defaults.to(self.home)
 
-    def present(self, with_grad):
-        """The row indices (on `home`) of `with_grad` (per block, a tuple of rows), concatenated; cached."""
-        key = tuple(with_grad)
-        found = self._present.get(key)
-        if found is None:
-            found = self._present[key] = torch.tensor([i for rows in with_grad for i in rows],
-                                                      dtype=torch.int64, device=self.home)
-        return found
-
     def is_for(self, rows):
         """Whether this plan still measures exactly `rows` (the same rows, none re-pointed since)."""
         return len(rows) == self.count and list(map(_GENERATION, rows)) == self._generations
 
     def split(self, grads):
-        """Per float block, (dense, alone): the member positions whose gradient is measured with the
-        block's kernels, and one at a time (sparse, or of another dtype or device). Cached per kinds."""
+        """The `_Split` of a record's gradients, cached per their kinds: which are present, sparse, of what dtype."""
         is_tensor = list(map(isinstance, grads, itertools.repeat(torch.Tensor)))
-        tensors = list(itertools.compress(grads, is_tensor))
-        key = (tuple(is_tensor), tuple(map(_KIND, tensors)))
-        found = self._kinds.get(key)
+        key = (tuple(is_tensor), tuple(map(_KIND, itertools.compress(grads, is_tensor))))
+        found = self._splits.get(key)
         if found is None:
-            found = self._kinds[key] = [_split(block, grads) for block in self.floats]
+            found = self._splits[key] = _Split(self, grads)
         return found
+
+
+class _Split:
+    """How one record's gradients are measured, per float block; the same for every record with the same kinds.
+
+    Attributes:
+      blocks: per float block, `(dense, alone, gather)`: the member positions
+        whose gradient is measured with the block's kernels, and those measured
+        one at a time (sparse, or of another dtype or device); a flat block's
+        `_Gather`, or for a list block what picks its dense gradients out of a
+        record's list and the snapshots they take turns in.
+      present: int64 [n] on the plan's home: the rows of the dense gradients, in
+        the order their norms come out (block after block).
+    """
+
+    def __init__(self, plan, grads):
+        self.blocks, present = [], []
+        for block in plan.floats:
+            dense, alone = [], []
+            for k, index in enumerate(block.members):
+                grad = grads[index]
+                if isinstance(grad, torch.Tensor):
+                    same = not grad.is_sparse and grad.dtype == block.dtype and grad.device == block.device
+                    (dense if same else alone).append(k)
+            if not dense:
+                gather = None
+            elif block.kind == FLAT:
+                gather = _Gather(dense, block.values, block.device, block.members)
+                dense = gather.order
+            else:
+                scratch = [block.scratch[k] for k in dense] if block.scratch is not None else None
+                gather = (_picker([block.members[k] for k in dense]), scratch)
+            present += [block.members[k] for k in dense]
+            self.blocks.append((dense, alone, gather))
+        self.present = torch.tensor(present, dtype=torch.int64, device=plan.home)
 
 
 class Measurement:
@@ -442,14 +456,13 @@ class Measurement:
         """The float blocks: a few kernels each, then one assembly of all their results into `out`."""
         home = out.device
         values, deltas, scaled_deltas, checksum_changed = [], [], [], []
-        grad_norms, scaled_grad_norms, with_grad = [], [], []
-        splits = plan.split(grads)
-        for number, block in enumerate(plan.floats):
+        grad_norms, scaled_grad_norms = [], []
+        split = plan.split(grads)
+        for block, (dense, alone, gather) in zip(plan.floats, split.blocks):
             ops, how = block.ops, plan.how
             now = block.now()
             value_l2, _ = _norms_of(ops, now, block.dtype, FLOAT64 if how == FLOAT64 else PLAIN)
             values.append(value_l2)
-            dense, alone = splits[number]
             if self.delta == EXACT:
                 ops.sub_(block.scratch, now)
                 for k in alone if track_rows else ():
@@ -462,10 +475,9 @@ class Measurement:
             else:
                 checksum_changed.append(_checksum_changed(block, value_l2))
             if dense:
-                plain, scaled, order = self._grad_norms(block, grads, dense, how)
+                plain, scaled = self._grad_norms(block, grads, gather, how)
                 grad_norms.append(plain)
                 scaled_grad_norms.append(scaled)
-                with_grad.append(tuple(block.members[k] for k in order))
             if self.delta == EXACT:
                 ops.copy_(block.scratch, now)
             for k in alone:
@@ -481,39 +493,26 @@ class Measurement:
         measured = torch.stack([delta_l2.to(home), value_l2, changed.to(home, torch.float64),
                                 torch.isfinite(value_l2).to(torch.float64)])
         out[DELTA_L2:FINITE + 1].index_copy_(1, plan.float_positions, measured)
-        if with_grad:
+        if grad_norms:
             grad_l2, _ = _exact(grad_norms, scaled_grad_norms)
             grad_l2 = torch.where(torch.isnan(grad_l2), math.inf, grad_l2)  # NaN gradients read as non-finite
-            out[GRAD_L2].index_copy_(0, plan.present(with_grad), grad_l2.to(home))
+            out[GRAD_L2].index_copy_(0, split.present, grad_l2.to(home))
 
-    def _grad_norms(self, block, grads, dense, how):
-        """(L2, second look, member positions in their order) of the block's dense gradients.
+    def _grad_norms(self, block, grads, gather, how):
+        """(L2, second look) of the block's dense gradients, in `_Split.present`'s order.
 
         Exact wherever the snapshots or a copy give scratch for a second look.
         """
         if block.kind == FLAT:
             # A new vector: scratch for the second look. Any element order serves a norm.
-            gather = block.gradients(dense)
-            flat = gather.flat(grads)
-            return _norms_of(gather.ops, flat, block.dtype, how) + (gather.order,)
-        dense_grads = [grads[block.members[k]] for k in dense]
+            return _norms_of(gather.ops, gather.flat(grads), block.dtype, how)
+        pick, scratch = gather
+        dense_grads = pick(grads)
         if how == FLOAT64 or self.delta != EXACT:  # (checksum keeps no scratch)
-            return _norms_of(_Lists, dense_grads, block.dtype, FLOAT64) + (dense,)
+            return _norms_of(_Lists, dense_grads, block.dtype, FLOAT64)
         # The snapshots are scratch until copied back: the gradients' turn.
-        scratch = [block.scratch[k] for k in dense]
         torch._foreach_copy_(scratch, dense_grads)  # pylint: disable=protected-access
-        return _norms_of(_Lists, scratch, block.dtype, how) + (dense,)
-
-
-def _split(block, grads):
-    """(dense, alone) member positions of `block` with a gradient: see `Plan.split`."""
-    dense, alone = [], []
-    for k, index in enumerate(block.members):
-        grad = grads[index]
-        if isinstance(grad, torch.Tensor):
-            same = not grad.is_sparse and grad.dtype == block.dtype and grad.device == block.device
-            (dense if same else alone).append(k)
-    return dense, alone
+        return _norms_of(_Lists, scratch, block.dtype, how)
 
 
 def _measure_others(block, out):
