@@ -30,6 +30,9 @@ class Section:
     title: str
     body: str
     targets: list = dataclasses.field(default_factory=list)
+    # False when this machine cannot measure the section (a GPU section without a GPU):
+    # run.py then keeps the measurement stored before rather than replace it with nothing.
+    measured: bool = True
 
 
 def median_seconds(fn, repeats, warmup=1):

@@ -214,7 +214,8 @@ def run(quick):
         return common.Section("Training overhead, PyTorch on a GPU", (
             "**Not measured**: no CUDA device in this run (torch %s). The targets (%s) are measured only on "
             "a GPU, with `python benchmarks/gpu_training.py` there; CI asserts their CPU proxies instead "
-            "(tests/test_torch_measure.py, tests/test_torch_pending.py)." % (torch.__version__, goals)))
+            "(tests/test_torch_measure.py, tests/test_torch_pending.py)." % (torch.__version__, goals)),
+            measured=False)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     return section(measure("cuda", quick), torch.cuda.get_device_name(0))

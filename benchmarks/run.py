@@ -98,6 +98,13 @@ def main(argv=None):
             seconds=time.time() - started, command=command, machine=machine_text, versions=versions_text,
             when=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         )
+        stored = _stored(name)
+        if not section.get("measured", True) and stored is not None and stored.get("measured", True):
+            # A CPU machine re-running every section must not erase what a GPU measured.
+            common.progress("%s: not measurable here; kept the measurement of %s (%s)" % (
+                name, stored["when"], stored["machine"]))
+            measured[name] = stored
+            continue
         measured[name] = section
         if not args.quick:
             os.makedirs(RESULTS, exist_ok=True)

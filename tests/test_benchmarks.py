@@ -101,3 +101,27 @@ def test_unknown_section_is_a_usage_error():
     )
     assert proc.returncode == 2
     assert "unknown section(s) gpu; choose from training, callback, torch_training, gpu_training, torch_fsdp, trainers, storage, backend, dashboard" in proc.stderr
+
+
+def test_a_section_this_machine_cannot_measure_keeps_the_stored_measurement(tmp_path):
+    # Re-running every section on a CPU machine must not replace the GPU figures with "not measured".
+    import torch  # pylint: disable=import-outside-toplevel
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device: the section would be measured")
+    stored_path = REPO / "benchmarks" / "results" / "gpu_training.json"
+    stored = stored_path.read_bytes()
+    assert b"NVIDIA" in stored  # measured on a GPU, as committed
+    try:
+        proc = subprocess.run(
+            [sys.executable, "benchmarks/run.py", "--only", "gpu_training", "--output", str(tmp_path / "B.md")],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+        )
+        assert stored_path.read_bytes() == stored
+    finally:
+        stored_path.write_bytes(stored)  # whatever happened, the checkout keeps its measurement
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gpu_training: not measurable here; kept the measurement of" in proc.stderr
+    report = (tmp_path / "B.md").read_text()
+    assert "## Training overhead, PyTorch on a GPU" in report and "**Not measured**" not in report
+    assert "| tracker every step / no logging (GPT-2, NVIDIA H200) |" in report
