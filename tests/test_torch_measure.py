@@ -167,3 +167,41 @@ def test_each_gradient_is_measured_by_the_path_its_kind_needs_at_every_record(de
     rows[1].reset(torch.zeros(measure.LARGE_ELEMENTS, device=device), measure.EXACT)  # a layer replaced
     out = measurement.measure(rows, [dense, None])
     assert measurement.plan is not plan and out[measure.CHANGED].tolist() == [0.0, 0.0]
+
+
+def test_the_accelerators_float64_norms_measure_as_the_cpus_two_looks():
+    # CI has no GPU: the float64 accumulation CUDA uses (`measure.FLOAT64`) runs here on CPU
+    # tensors beside the CPU's own two looks, over the same records, and must agree with them.
+    def tensors():
+        torch.manual_seed(0)
+        return [torch.randn(5, 3), torch.zeros(measure.LARGE_ELEMENTS), torch.randn(measure.LARGE_ELEMENTS + 3),
+                torch.zeros(7, dtype=torch.bfloat16), torch.tensor(0), torch.randn(4, 2)]
+
+    runs = []
+    for how in (None, measure.FLOAT64):
+        values = tensors()
+        rows, measurement = _rows(*values), measure.Measurement()
+        sparse = torch.sparse_coo_tensor([[1]], torch.ones(1, 2), (4, 2), check_invariants=True)
+        records = []
+        for step in range(3):
+            with torch.no_grad():
+                values[0][step] += 0.5
+                values[1][step] += 1e-30  # squares underflow in float32
+                values[2].mul_(1.5)
+                values[3][step] += 1
+                values[4] += step
+            grads = [torch.full((5, 3), 1e-30 * step), None, torch.ones(measure.LARGE_ELEMENTS + 3),
+                     torch.ones(7, dtype=torch.bfloat16), md.GRAD_NOT_GIVEN, sparse]
+            if how is not None:
+                measurement.plan_for(rows, grads).how = how
+            records.append(measurement.measure(rows, grads))
+        runs.append(torch.stack(records))
+    scaled, float64 = runs
+    # The value norms are the one plain float32 look on the CPU (module docstring): values of
+    # ~1e-30 read 0 there, their true norm in float64.
+    assert scaled[:, measure.VALUE_L2, 1].tolist() == [0.0] * 3
+    assert float64[:, measure.VALUE_L2, 1].tolist() == pytest.approx([1e-30, 2 ** 0.5 * 1e-30, 3 ** 0.5 * 1e-30])
+    float64[:, measure.VALUE_L2, 1] = 0.0
+    torch.testing.assert_close(float64, scaled, rtol=1e-6, atol=0, equal_nan=True)
+    assert (scaled[:, measure.CHANGED, :4] == 1).all() and scaled[:, measure.DELTA_L2, 1].tolist() == pytest.approx(
+        [1e-30] * 3) and scaled[2, measure.GRAD_L2, 0] == pytest.approx(15 ** 0.5 * 2e-30)
