@@ -105,10 +105,11 @@ class Tensors:
         self._seen = None  # the (name, id) list of the last refresh, to skip unchanged ones
         # Bumped whenever a row is appended or re-pointed: what is cached per rows is keyed on it.
         self.version = 0
-        # Per row, where its `.grad` and `requires_grad` are read at each record: the
-        # parameter, or `_BUFFER`. Read by `map` over this list, not a Python loop per row.
-        self._holders = []
-        self._dtensors = False  # any DTensor row (its gradient is measured as its local shard)
+        # Made again at each such change, from the rows: per row, where its `.grad` and
+        # `requires_grad` are read at each record (the parameter, or `_BUFFER`), by `map`
+        # over this list, not a Python loop per row; and whether any row is a DTensor
+        # (its gradient is measured as its local shard).
+        self._holders, self._dtensors = [], False
 
     def sharded(self):
         """Whether any tensor is sharded across ranks (a DTensor, an FSDP1 slice)."""
@@ -137,7 +138,7 @@ class Tensors:
         if seen == self._seen:
             return 0
         self._seen = seen
-        added = 0
+        added = repointed = 0
         for name, tensor, role in current:
             index = self._by_name.get(name)
             if index is not None:
@@ -145,14 +146,10 @@ class Tensors:
                 if row.tensor is not tensor:
                     # A layer replaced under the same name: follow the new tensor from its value now.
                     row.reset(tensor, self._delta)
-                    self._holders[index] = tensor if role == vr.ROLE_PARAMETER else _BUFFER
-                    self._dtensors = self._dtensors or is_dtensor(tensor)
-                    self.version += 1
+                    repointed += 1
                 continue
             self._by_name[name] = len(self.rows)
             self.rows.append(Row(tensor, self._delta))
-            self._holders.append(tensor if role == vr.ROLE_PARAMETER else _BUFFER)
-            self._dtensors = self._dtensors or is_dtensor(tensor)
             self.entries.append({
                 "name": name,
                 "shape": self._flat_shapes.get(id(tensor), list(tensor.shape)),
@@ -165,7 +162,11 @@ class Tensors:
             if role == vr.ROLE_PARAMETER and self._starts_at_zero(name, tensor):
                 self.entries[-1]["zero_init"] = True
             added += 1
-        self.version += bool(added)
+        if added or repointed:
+            self.version += 1
+            self._holders = [row.tensor if entry["role"] == vr.ROLE_PARAMETER else _BUFFER
+                             for entry, row in zip(self.entries, self.rows)]
+            self._dtensors = any(is_dtensor(row.tensor) for row in self.rows)
         return added
 
     def _starts_at_zero(self, name, tensor):
