@@ -9,6 +9,9 @@ import socket
 import sys
 import time
 
+# How long a killed worker is waited for; SIGKILL ends it at once.
+KILLED_JOIN_S = 10
+
 
 def free_ports(count=1):
     """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now.
@@ -67,6 +70,8 @@ def _spawn_once(mp, worker, args, nprocs, deadline_s):
         for process in context.processes:
             if process.is_alive():
                 process.kill()
+        for process in context.processes:
+            process.join(KILLED_JOIN_S)  # reaped, not left as zombies
 
 
 def _run_then_exit(rank, worker, port, *args):

@@ -28,6 +28,7 @@ E2E_FILES = {
     "test_torch_fsdp.py": "two gloo processes",
     "test_torch_fsdp1.py": "two gloo processes",
     "test_torch_tp.py": "two gloo processes",
+    "test_localnet.py": "spawns worker processes",
     "test_benchmarks.py": "runs benchmark sections",
     "test_torch_benchmark.py": "runs benchmark sections",
 }
