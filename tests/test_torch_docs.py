@@ -45,7 +45,8 @@ def test_every_block_is_checked():
 @pytest.mark.parametrize("index", range(len(RUNS)), ids=RUNS)
 def test_block_runs_as_written_and_writes_records(tmp_path, monkeypatch, index):
     monkeypatch.chdir(tmp_path)
-    if "torch.multiprocessing.spawn" in BLOCKS[index]:
+    spawned = "torch.multiprocessing.spawn" in BLOCKS[index]
+    if spawned:
         script = tmp_path / "train.py"
         script.write_text(BLOCKS[index], encoding="utf-8")
         env = dict(os.environ, MASTER_PORT=str(localnet.free_port()), PYTHONFAULTHANDLER="1",
@@ -63,6 +64,6 @@ def test_block_runs_as_written_and_writes_records(tmp_path, monkeypatch, index):
     report = cli.check("runs")
     rows = report["runs"][run.split("/", 1)[1]]["varupdate/model"]["rows"]
     assert rows and all(row["logged_steps"] > 0 for row in rows)
-    if "torch.multiprocessing.spawn" in BLOCKS[index]:  # whole: its 30 steps, on every parameter
+    if spawned:  # whole: its 30 steps, on every parameter
         assert {row["logged_steps"] for row in rows} == {30} and len(rows) == 4
 

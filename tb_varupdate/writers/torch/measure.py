@@ -297,12 +297,13 @@ class _Gather:
     stacked). The norms come out in `order`, the group after group order.
     """
 
-    def __init__(self, dense, values, device, rows):
+    def __init__(self, dense, values, device, row_of):
         groups = {}
         for k in dense:
             groups.setdefault((values[k].dim(), tuple(values[k].shape[1:])), []).append(k)
-        # Per group: cat or stack, and what picks its gradients out of a record's list at C speed.
-        self.groups = [(torch.cat if rank > 0 else torch.stack, _picker([rows[k] for k in members]))
+        # Per group: cat or stack, and what picks its gradients out of a record's list (one
+        # per row; member k is row `row_of[k]`) at C speed.
+        self.groups = [(torch.cat if rank > 0 else torch.stack, _picker([row_of[k] for k in members]))
                        for (rank, _), members in groups.items()]
         self.order = [k for members in groups.values() for k in members]
         self.ops = _Flat([values[k].numel() for k in self.order], device)
